@@ -1,0 +1,20 @@
+"""The Flower ClientApp of pfl-app. Wiring only: the logic lives in pfl_app.client."""
+
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+
+from pfl_app.client.personalized_client import handle_evaluate, handle_train
+from pfl_app.quiet import quiet_libraries
+
+quiet_libraries()
+app = ClientApp()
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    return handle_train(msg, context)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    return handle_evaluate(msg, context)

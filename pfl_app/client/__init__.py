@@ -1,0 +1,1 @@
+"""Client-side logic of the personalized methods: data, state and the train/evaluate handlers."""

@@ -1,0 +1,167 @@
+"""The train and evaluate handlers of a personalized client.
+
+A server message names the tensor groups that are shared (``shared-groups`` in its
+config, see :mod:`pfl_app.strategies`); the client receives those, keeps every other
+trainable group to itself, and sends back only the shared ones. The same handlers thus
+serve PFTT (adapters shared, LoRA kept) and every other split of the same model.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+
+from ..config import RunConfig, parse_run_config
+from ..models.personalized import (
+    TENSOR_GROUPS,
+    ModelBundle,
+    get_tensors,
+    parse_groups,
+    set_tensors,
+    shared_model_bundle,
+    trainable_names,
+)
+from ..records import from_arrayrecord, to_arrayrecord
+from ..tasks import evaluate as evaluate_task
+from ..training import train_locally
+from .data import client_data
+from .state import ClientState, client_dir
+
+ARRAYS_KEY = "arrays"
+CONFIG_KEY = "config"
+METRICS_KEY = "metrics"
+CLIENT_KEY = "client"
+
+
+@functools.lru_cache(maxsize=8)
+def _parse(items: tuple) -> RunConfig:
+    return parse_run_config(dict(items))
+
+
+def run_config(context: Context) -> RunConfig:
+    """The validated run config, parsed once per process."""
+    return _parse(tuple(sorted(context.run_config.items())))
+
+
+def client_identity(context: Context) -> tuple[int, int]:
+    """``(client id, number of clients)`` from the node config.
+
+    Simulation sets ``partition-id`` and ``num-partitions``; a SuperNode gets them from
+    ``--node-config``.
+    """
+    nc = context.node_config
+    missing = [k for k in ("partition-id", "num-partitions") if k not in nc]
+    if missing:
+        raise ValueError(
+            f"node config lacks {missing}: start the SuperNode with "
+            '--node-config "partition-id=<i> num-partitions=<n>"'
+        )
+    client_id, num_clients = int(nc["partition-id"]), int(nc["num-partitions"])
+    if not 0 <= client_id < num_clients:
+        raise ValueError(f"partition-id={client_id} is outside [0, num-partitions={num_clients})")
+    return client_id, num_clients
+
+
+def _check_received(bundle: ModelBundle, shared: tuple[str, ...], tensors: Mapping[str, np.ndarray]) -> None:
+    expected = set(trainable_names(bundle.model, shared))
+    if set(tensors) != expected:
+        extra, missing = sorted(set(tensors) - expected), sorted(expected - set(tensors))
+        raise ValueError(
+            f"the server sent tensors that do not match the shared groups {shared}: "
+            f"unexpected {extra[:3]}{'...' if len(extra) > 3 else ''}, missing "
+            f"{missing[:3]}{'...' if len(missing) > 3 else ''}"
+        )
+
+
+class _Session:
+    """What one message needs: config, model, data, groups and the client's state."""
+
+    def __init__(self, msg: Message, context: Context) -> None:
+        self.cfg = run_config(context)
+        self.client_id, self.num_clients = client_identity(context)
+        self.bundle = shared_model_bundle(self.cfg)
+        self.data = client_data(self.cfg, self.client_id, self.num_clients, self.bundle.tokenizer)
+        config: ConfigRecord = msg.content[CONFIG_KEY]
+        self.round = int(config["server-round"])
+        self.shared = parse_groups(str(config["shared-groups"]))
+        self.local = tuple(g for g in TENSOR_GROUPS if g not in self.shared)
+        self.received = from_arrayrecord(msg.content[ARRAYS_KEY])
+        _check_received(self.bundle, self.shared, self.received)
+        self.state = ClientState(context, client_dir(str(config["run-dir"]), self.client_id))
+
+    def local_tensors(self) -> dict[str, np.ndarray]:
+        """The client's own tensors; their initial values before its first round."""
+        kept = self.state.load()
+        initial = self.bundle.initial_tensors(self.local)
+        if kept is None:
+            return initial
+        if set(kept) != set(initial):
+            raise ValueError(
+                f"client {self.client_id}'s saved state does not match this model's "
+                f"{self.local} tensors; was the run folder reused with another config?"
+            )
+        return kept
+
+    def load(self, local: Mapping[str, np.ndarray]) -> None:
+        # Every trainable tensor is set, so nothing is left over from the last client
+        # this process served.
+        set_tensors(self.bundle.model, {**self.received, **local})
+
+    def reply(self, msg: Message, metrics: dict[str, Any], arrays: Mapping[str, np.ndarray] | None = None) -> Message:
+        content = RecordDict(
+            {
+                METRICS_KEY: MetricRecord(metrics),
+                CLIENT_KEY: ConfigRecord({"client-id": self.client_id, "task": self.data.task.name}),
+            }
+        )
+        if arrays is not None:
+            content[ARRAYS_KEY] = to_arrayrecord(arrays)
+        return Message(content=content, reply_to=msg)
+
+
+def handle_train(msg: Message, context: Context) -> Message:
+    """Train the client's model for one round and reply with its shared tensors."""
+    s = _Session(msg, context)
+    s.load(s.local_tensors())
+    torch.manual_seed(s.cfg.seed * 100_003 + s.round * 1_009 + s.client_id)
+    result = train_locally(
+        s.bundle.model,
+        s.bundle.tokenizer,
+        s.data.train,
+        s.cfg.train,
+        seed=s.cfg.seed + 7919 * s.round + s.client_id,
+        max_length=s.cfg.model.max_length,
+    )
+    s.state.save(get_tensors(s.bundle.model, s.local), s.bundle.model)
+    return s.reply(
+        msg,
+        arrays=get_tensors(s.bundle.model, s.shared),
+        metrics={
+            "num-examples": len(s.data.train),
+            "train-loss": result.loss,
+            "train-steps": result.steps,
+            "train-seconds": result.seconds,
+        },
+    )
+
+
+def handle_evaluate(msg: Message, context: Context) -> Message:
+    """Score the personalized model (received shared tensors + the client's own) and the
+    global model (received shared tensors + the initial values of the local ones) on the
+    client's test split."""
+    s = _Session(msg, context)
+    batch = s.cfg.train.eval_batch_size
+    s.load(s.local_tensors())
+    personal = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch)
+    s.load(s.bundle.initial_tensors(s.local))
+    global_ = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch)
+    metrics = {"num-examples": len(s.data.test)}
+    for prefix, scores in (("personalized", personal), ("global", global_)):
+        for name, value in scores.items():
+            metrics[f"{prefix}-{name}"] = float(value)
+    return s.reply(msg, metrics)

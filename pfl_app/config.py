@@ -1,0 +1,316 @@
+"""The run configuration: every tunable, its type, its default and what it may be.
+
+Flower hands the ServerApp and every ClientApp a flat ``run_config`` dict whose keys come
+from ``[tool.flwr.app.config]`` in ``pyproject.toml`` (nested tables become dotted keys),
+overridden by ``flwr run --run-config``. :data:`FIELDS` is the single description of
+those keys; ``tests/test_config.py`` checks that pyproject lists exactly these keys with
+exactly these defaults, and :func:`parse_run_config` turns a flat dict into a typed,
+validated :class:`RunConfig` before any training starts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .data.partition import PARTITIONERS
+
+METHODS = ("pftt", "send-all")
+NON_LINEARITIES = ("relu", "gelu", "silu", "tanh")
+
+
+class ConfigError(ValueError):
+    """A run-config value is missing, of the wrong type, or out of range."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One run-config key.
+
+    Parameters
+    ----------
+    key : str
+        The dotted key as Flower flattens it (``"lora.r"``).
+    kind : type
+        ``int``, ``float``, ``str`` or ``bool``.
+    default : Any
+        The value pyproject.toml carries.
+    help : str
+        One line for the docs and for error messages.
+    choices : tuple, optional
+        The allowed values, when the set is closed.
+    check : callable, optional
+        ``check(value) -> str | None``: a description of the allowed range when the value
+        is out of it, else ``None``.
+    """
+
+    key: str
+    kind: type
+    default: Any
+    help: str
+    choices: tuple = ()
+    check: Callable[[Any], str | None] | None = None
+
+
+def _positive(v: float) -> str | None:
+    return None if v > 0 else "a number > 0"
+
+
+def _non_negative(v: float) -> str | None:
+    return None if v >= 0 else "a number >= 0"
+
+
+def _fraction(v: float) -> str | None:
+    return None if 0.0 < v <= 1.0 else "a number in (0, 1]"
+
+
+def _open_fraction(v: float) -> str | None:
+    return None if 0.0 < v < 1.0 else "a number in (0, 1)"
+
+
+def _probability(v: float) -> str | None:
+    return None if 0.0 <= v < 1.0 else "a number in [0, 1)"
+
+
+def _csv_nonempty(v: str) -> str | None:
+    return None if [s for s in v.split(",") if s.strip()] else "a comma-separated, non-empty list"
+
+
+FIELDS: tuple[Field, ...] = (
+    # --- the run ------------------------------------------------------------------
+    Field("method", str, "pftt", "federated method: what is trained, sent and kept", METHODS),
+    Field("num-server-rounds", int, 3, "federated rounds", check=_positive),
+    Field("seed", int, 0, "seed for model init, data split and sampling", check=_non_negative),
+    Field("run-name", str, "", "results sub-folder; empty: <method>-<UTC timestamp>"),
+    Field("results-dir", str, "results", "where runs are written; relative paths resolve "
+          "against $PFL_APP_HOME, else the SuperLink's working directory"),
+    Field("fraction-train", float, 1.0, "fraction of clients sampled to train each round",
+          check=_fraction),
+    Field("fraction-evaluate", float, 1.0, "fraction of clients sampled to evaluate each round",
+          check=_fraction),
+    Field("min-clients", int, 2, "fewest clients that must be connected and answer a round",
+          check=_positive),
+    # --- the model ----------------------------------------------------------------
+    Field("model.name", str, "smollm2-135m-instruct",
+          "embedded name (smollm2-135m-instruct, tiny-llama), a local directory, or a hub id"),
+    Field("model.cache-dir", str, "", "where converted models are cached; empty: "
+          "$PFL_APP_CACHE, else ~/.cache/pfl-app"),
+    Field("model.max-length", int, 160, "tokens per training/eval sequence", check=_positive),
+    # --- bottleneck adapters (shared) -------------------------------------------------
+    Field("adapter.bottleneck-dim", int, 32, "width of each bottleneck adapter", check=_positive),
+    Field("adapter.non-linearity", str, "relu", "adapter activation", NON_LINEARITIES),
+    Field("adapter.dropout", float, 0.0, "dropout inside the adapter", check=_probability),
+    # --- LoRA (personal) --------------------------------------------------------------
+    Field("lora.r", int, 8, "LoRA rank", check=_positive),
+    Field("lora.alpha", int, 16, "LoRA scaling numerator", check=_positive),
+    Field("lora.dropout", float, 0.05, "LoRA dropout", check=_probability),
+    Field("lora.target-modules", str, "q_proj,v_proj", "comma-separated module names LoRA wraps",
+          check=_csv_nonempty),
+    # --- data ---------------------------------------------------------------------
+    Field("data.tasks", str, "bbc-news", "comma-separated datasets handed to clients round-robin: "
+          "bbc-news, chatterbot-qa, a .jsonl/.json/.csv/.parquet path, or a hub id",
+          check=_csv_nonempty),
+    Field("data.partitioner", str, "dirichlet", "how a dataset is split across its clients",
+          PARTITIONERS),
+    Field("data.partition-by", str, "", "column to partition on; empty: label for "
+          "classification, category for question/answer"),
+    Field("data.alpha", float, 0.5, "Dirichlet concentration (smaller: more skew)",
+          check=_positive),
+    Field("data.labels-per-client", int, 2, "labels per client for the pathological split",
+          check=_positive),
+    Field("data.test-fraction", float, 0.2, "share of each client's partition held out for test",
+          check=_open_fraction),
+    Field("data.max-train-examples", int, 64, "cap on each client's train split; 0: no cap",
+          check=_non_negative),
+    Field("data.max-test-examples", int, 40, "cap on each client's test split; 0: no cap",
+          check=_non_negative),
+    Field("data.text-column", str, "text", "text column of a classification file"),
+    Field("data.label-column", str, "label", "label column of a classification file"),
+    Field("data.prompt-column", str, "prompt", "prompt column of a question/answer file"),
+    Field("data.completion-column", str, "completion", "answer column of a question/answer file"),
+    # --- local training -----------------------------------------------------------------
+    Field("train.local-steps", int, 8, "optimizer steps per client per round", check=_positive),
+    Field("train.batch-size", int, 4, "sequences per step", check=_positive),
+    Field("train.learning-rate", float, 5e-4, "AdamW learning rate", check=_positive),
+    Field("train.weight-decay", float, 0.0, "AdamW weight decay", check=_non_negative),
+    Field("eval.batch-size", int, 8, "sequences per evaluation forward pass", check=_positive),
+)
+
+FIELDS_BY_KEY: dict[str, Field] = {f.key: f for f in FIELDS}
+
+
+def defaults() -> dict[str, Any]:
+    """Return the flat default run config (what pyproject.toml carries)."""
+    return {f.key: f.default for f in FIELDS}
+
+
+def _coerce(f: Field, value: Any) -> Any:
+    """Return ``value`` as ``f.kind`` or raise :class:`ConfigError` naming the key."""
+    if f.kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif f.kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif f.kind is float:
+        # TOML writes 1 for 1.0; accept ints where a float is asked for.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if math.isfinite(float(value)):
+                return float(value)
+    elif f.kind is str:
+        if isinstance(value, str):
+            return value.strip()
+    raise ConfigError(
+        f"run-config key '{f.key}' must be of type {f.kind.__name__}, got "
+        f"{type(value).__name__} {value!r} ({f.help})"
+    )
+
+
+def validate_flat(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """Check every key, type and value of a flat run config.
+
+    Missing keys take their defaults. Raises :class:`ConfigError` naming the first bad key
+    and the values it allows.
+    """
+    unknown = sorted(set(run_config) - set(FIELDS_BY_KEY))
+    if unknown:
+        raise ConfigError(
+            f"unknown run-config key(s) {unknown}; allowed keys: {sorted(FIELDS_BY_KEY)}"
+        )
+    out = defaults()
+    for key, value in run_config.items():
+        f = FIELDS_BY_KEY[key]
+        value = _coerce(f, value)
+        if f.choices and value not in f.choices:
+            raise ConfigError(
+                f"run-config key '{key}' = {value!r} is not allowed; allowed values: "
+                f"{', '.join(map(str, f.choices))}"
+            )
+        if f.check is not None and (allowed := f.check(value)) is not None:
+            raise ConfigError(f"run-config key '{key}' = {value!r} is out of range; allowed: {allowed}")
+        out[key] = value
+    return out
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in value.split(",") if s.strip())
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    name: str
+    cache_dir: str
+    max_length: int
+
+
+@dataclass(frozen=True)
+class AdapterSettings:
+    bottleneck_dim: int
+    non_linearity: str
+    dropout: float
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int
+    alpha: int
+    dropout: float
+    target_modules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    tasks: tuple[str, ...]
+    partitioner: str
+    partition_by: str
+    alpha: float
+    labels_per_client: int
+    test_fraction: float
+    max_train_examples: int
+    max_test_examples: int
+    text_column: str
+    label_column: str
+    prompt_column: str
+    completion_column: str
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    local_steps: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    eval_batch_size: int
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The validated, typed run configuration."""
+
+    method: str
+    num_server_rounds: int
+    seed: int
+    run_name: str
+    results_dir: str
+    fraction_train: float
+    fraction_evaluate: float
+    min_clients: int
+    model: ModelSettings
+    adapter: AdapterSettings
+    lora: LoraSettings
+    data: DataSettings
+    train: TrainSettings
+    flat: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
+
+
+def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
+    """Validate a flat Flower run config and return a :class:`RunConfig`.
+
+    Raises
+    ------
+    ConfigError
+        On the first unknown key, wrong type or disallowed value, with a message that
+        names the key and what it allows.
+    """
+    c = validate_flat(run_config)
+    return RunConfig(
+        method=c["method"],
+        num_server_rounds=c["num-server-rounds"],
+        seed=c["seed"],
+        run_name=c["run-name"],
+        results_dir=c["results-dir"],
+        fraction_train=c["fraction-train"],
+        fraction_evaluate=c["fraction-evaluate"],
+        min_clients=c["min-clients"],
+        model=ModelSettings(c["model.name"], c["model.cache-dir"], c["model.max-length"]),
+        adapter=AdapterSettings(
+            c["adapter.bottleneck-dim"], c["adapter.non-linearity"], c["adapter.dropout"]
+        ),
+        lora=LoraSettings(
+            c["lora.r"], c["lora.alpha"], c["lora.dropout"], _csv(c["lora.target-modules"])
+        ),
+        data=DataSettings(
+            tasks=_csv(c["data.tasks"]),
+            partitioner=c["data.partitioner"],
+            partition_by=c["data.partition-by"],
+            alpha=c["data.alpha"],
+            labels_per_client=c["data.labels-per-client"],
+            test_fraction=c["data.test-fraction"],
+            max_train_examples=c["data.max-train-examples"],
+            max_test_examples=c["data.max-test-examples"],
+            text_column=c["data.text-column"],
+            label_column=c["data.label-column"],
+            prompt_column=c["data.prompt-column"],
+            completion_column=c["data.completion-column"],
+        ),
+        train=TrainSettings(
+            c["train.local-steps"],
+            c["train.batch-size"],
+            c["train.learning-rate"],
+            c["train.weight-decay"],
+            c["eval.batch-size"],
+        ),
+        flat=c,
+    )

@@ -1,0 +1,156 @@
+"""The personalized model: a frozen base LM + bottleneck adapters + LoRA, and its tensors.
+
+Trainable tensors fall into groups, named after what a method may share or keep:
+
+- ``adapter``: the bottleneck adapters;
+- ``lora_A`` and ``lora_B``: the two factors of every LoRA update.
+
+A method (see :mod:`pfl_app.strategies`) says which groups travel to the server; the
+rest stay on the client. Every group is float32, so it can go into a Flower
+``ArrayRecord`` as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import PreTrainedTokenizerBase
+
+from ..adapters import BottleneckConfig, inject_bottleneck_adapters, is_adapter_key
+from ..config import RunConfig
+from .loading import load_causal_lm, load_tokenizer
+
+TENSOR_GROUPS = ("adapter", "lora_A", "lora_B")
+
+
+def tensor_group(name: str) -> str | None:
+    """The group a parameter name belongs to, or ``None`` for frozen base weights."""
+    if is_adapter_key(name):
+        return "adapter"
+    if ".lora_A." in name:
+        return "lora_A"
+    if ".lora_B." in name:
+        return "lora_B"
+    return None
+
+
+def parse_groups(spec: str | Iterable[str]) -> tuple[str, ...]:
+    """Parse ``"adapter,lora_B"`` (or an iterable) into known group names."""
+    groups = tuple(s.strip() for s in spec.split(",")) if isinstance(spec, str) else tuple(spec)
+    groups = tuple(g for g in groups if g)
+    unknown = [g for g in groups if g not in TENSOR_GROUPS]
+    if unknown:
+        raise ValueError(f"unknown tensor group(s) {unknown}; allowed: {', '.join(TENSOR_GROUPS)}")
+    return groups
+
+
+def build_personalized_model(cfg: RunConfig) -> tuple[PeftModel, PreTrainedTokenizerBase]:
+    """Load the base model, insert adapters and LoRA, and freeze everything else.
+
+    Seeded from ``cfg.seed``, so every process builds the same initial adapters and LoRA.
+    """
+    tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir)
+    base = load_causal_lm(cfg.model.name, cfg.model.cache_dir, seed=cfg.seed)
+    base.config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(cfg.seed)
+    inject_bottleneck_adapters(
+        base,
+        BottleneckConfig(
+            bottleneck_dim=cfg.adapter.bottleneck_dim,
+            non_linearity=cfg.adapter.non_linearity,
+            dropout=cfg.adapter.dropout,
+        ),
+    )
+    lora = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=list(cfg.lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    try:
+        model = get_peft_model(base, lora)
+    except ValueError as err:  # peft names the missing modules; add the config key
+        raise ValueError(f"run-config key 'lora.target-modules': {err}") from err
+    # get_peft_model freezes every non-LoRA parameter, our adapters included.
+    for name, param in model.named_parameters():
+        param.requires_grad = tensor_group(name) is not None
+    return model, tokenizer
+
+
+def trainable_names(model: torch.nn.Module, groups: Iterable[str] = TENSOR_GROUPS) -> list[str]:
+    """Names of the parameters in ``groups``, in model order."""
+    wanted = set(groups)
+    return [n for n, _ in model.named_parameters() if tensor_group(n) in wanted]
+
+
+def get_tensors(model: torch.nn.Module, groups: Iterable[str]) -> dict[str, np.ndarray]:
+    """Copies of the tensors in ``groups`` as float32 numpy arrays."""
+    wanted = set(groups)
+    return {
+        n: p.detach().to(torch.float32).cpu().numpy().copy()
+        for n, p in model.named_parameters()
+        if tensor_group(n) in wanted
+    }
+
+
+def set_tensors(model: torch.nn.Module, tensors: Mapping[str, np.ndarray]) -> None:
+    """Copy ``tensors`` into the model's parameters of the same names.
+
+    Raises ``KeyError`` for a name the model lacks or that is a frozen base weight, and
+    ``ValueError`` for a shape mismatch, before anything is written.
+    """
+    params = dict(model.named_parameters())
+    for name, value in tensors.items():
+        if name not in params or tensor_group(name) is None:
+            raise KeyError(f"tensor {name!r} is not a trainable tensor of this model")
+        if tuple(params[name].shape) != tuple(np.shape(value)):
+            raise ValueError(
+                f"tensor {name!r} has shape {tuple(np.shape(value))}, the model expects "
+                f"{tuple(params[name].shape)}"
+            )
+    with torch.no_grad():
+        for name, value in tensors.items():
+            params[name].copy_(torch.as_tensor(np.asarray(value), dtype=params[name].dtype))
+
+
+@dataclass
+class ModelBundle:
+    """A built model, its tokenizer, and the initial value of every trainable tensor."""
+
+    model: PeftModel
+    tokenizer: PreTrainedTokenizerBase
+    initial: dict[str, np.ndarray]
+
+    def initial_tensors(self, groups: Iterable[str]) -> dict[str, np.ndarray]:
+        wanted = set(groups)
+        return {k: v for k, v in self.initial.items() if tensor_group(k) in wanted}
+
+
+_BUNDLES: dict[tuple, ModelBundle] = {}
+
+
+def model_key(cfg: RunConfig) -> tuple:
+    """What determines the structure and initial values of the model."""
+    return (cfg.model, cfg.adapter, cfg.lora, cfg.seed)
+
+
+def shared_model_bundle(cfg: RunConfig) -> ModelBundle:
+    """One model per process and configuration.
+
+    A Ray worker serves many virtual clients in turn; building one model per client call
+    would reload the base weights every time and, with many clients, hold one copy each.
+    Instead every call borrows this one model and loads *all* its trainable tensors from
+    the client's state first (see :func:`pfl_app.client.personalized_client`), so nothing
+    leaks from one client to the next.
+    """
+    key = model_key(cfg)
+    if key not in _BUNDLES:
+        model, tokenizer = build_personalized_model(cfg)
+        _BUNDLES.clear()  # keep one model per process
+        _BUNDLES[key] = ModelBundle(model, tokenizer, get_tensors(model, TENSOR_GROUPS))
+    return _BUNDLES[key]

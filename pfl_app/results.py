@@ -1,0 +1,159 @@
+"""The results folder a run leaves behind, and its progress lines.
+
+``results/<run-name>/`` holds ``config.json``, ``metrics.jsonl`` (a row per round per
+client, appended as rounds finish, so a crash keeps every finished round),
+``summary.json``, ``global_shared.safetensors`` and ``clients/client-<i>/``. The
+format is described in ``docs/results-format.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from safetensors.numpy import save_file
+
+from .config import RunConfig
+
+PEFT_PREFIX = "base_model.model."
+_console = Console(highlight=False, soft_wrap=True)
+
+
+def resolve_run_dir(cfg: RunConfig, now: datetime | None = None) -> Path:
+    """``<results-dir>/<run-name>`` as an absolute path.
+
+    A relative ``results-dir`` resolves against ``$PFL_APP_HOME`` when set (the launcher
+    sets it to the project folder), else against the current directory.
+    """
+    base = Path(cfg.results_dir).expanduser()
+    if not base.is_absolute():
+        base = Path(os.environ.get("PFL_APP_HOME", os.getcwd())) / base
+    name = cfg.run_name or f"{cfg.method}-{(now or datetime.now(timezone.utc)):%Y%m%d-%H%M%S}"
+    if "/" in name or name in (".", ".."):
+        raise ValueError(f"run-config key 'run-name' = {name!r} must be a plain folder name")
+    return base.resolve() / name
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} GB"
+
+
+def _mean(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    return fmean(values) if values else None
+
+
+class RunRecorder:
+    """Write a run's results folder and print a line per round.
+
+    Parameters
+    ----------
+    run_dir : Path
+        The run's folder; it must not hold results of another run.
+    cfg : RunConfig
+        The validated configuration, written to ``config.json``.
+    """
+
+    def __init__(self, run_dir: Path, cfg: RunConfig) -> None:
+        self.run_dir = Path(run_dir)
+        self.cfg = cfg
+        if (self.run_dir / "metrics.jsonl").exists():
+            raise FileExistsError(
+                f"{self.run_dir} already holds a run; pick another run-config 'run-name' "
+                "(or leave it empty for a timestamped one)"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.rows: list[dict[str, Any]] = []
+        self.rounds_completed = 0
+        self._start = time.time()
+        self._round_start = self._start
+        config = {"method": cfg.method, "run_dir": str(self.run_dir), "run_config": cfg.flat}
+        (self.run_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+
+    def round_done(self, server_round: int, rows: list[dict[str, Any]]) -> None:
+        """Append a round's rows to ``metrics.jsonl`` and print its progress line."""
+        now = time.time()
+        wall = now - self._round_start
+        self._round_start = now
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps({**row, "round_wall_s": round(wall, 3)}, default=_json_default) + "\n")
+        self.rows.extend(rows)
+        self.rounds_completed = server_round
+        up = sum(r["bytes_up"] for r in rows)
+        down = sum(r["bytes_down"] for r in rows)
+        bad = sum(r.get("status") in ("error", "rejected") for r in rows)
+        parts = [
+            f"[bold]round {server_round}/{self.cfg.num_server_rounds}[/bold]",
+            f"up {_fmt_bytes(up)}",
+            f"down {_fmt_bytes(down)}",
+        ]
+        for key, label in (
+            ("train_loss", "train loss"),
+            ("personalized_accuracy", "personalized acc"),
+            ("global_accuracy", "global acc"),
+        ):
+            value = _mean(rows, key)
+            parts.append(f"{label} {value:.3f}" if value is not None else f"{label} -")
+        if bad:
+            parts.append(f"[red]{bad} client(s) failed or rejected[/red]")
+        parts.append(f"{wall:.1f} s")
+        _console.print(" | ".join(parts))
+
+    def summary(self) -> dict[str, Any]:
+        """The run's headline numbers (see ``docs/results-format.md``)."""
+        last = [r for r in self.rows if r["round"] == self.rounds_completed]
+        summary: dict[str, Any] = {
+            "method": self.cfg.method,
+            "model": self.cfg.model.name,
+            "num_server_rounds": self.cfg.num_server_rounds,
+            "rounds_completed": self.rounds_completed,
+            "clients": len({r.get("client", r["node"]) for r in self.rows}),
+            "uplink_bytes_total": int(sum(r["bytes_up"] for r in self.rows)),
+            "downlink_bytes_total": int(sum(r["bytes_down"] for r in self.rows)),
+            "updates_rejected": sum(r.get("status") == "rejected" for r in self.rows),
+            "client_failures": sum(r.get("status") == "error" for r in self.rows),
+            "wall_time_s": round(time.time() - self._start, 3),
+        }
+        for key in ("personalized_accuracy", "global_accuracy", "personalized_loss", "global_loss",
+                    "personalized_perplexity", "global_perplexity"):
+            summary[f"{key}_mean"] = _mean(last, key)
+        summary["per_client"] = {
+            str(r.get("client", r["node"])): {
+                k: r.get(k) for k in ("task", "personalized_accuracy", "global_accuracy", "personalized_loss")
+            }
+            for r in last
+        }
+        return summary
+
+    def finish(self, global_tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Write ``global_shared.safetensors`` and ``summary.json``; return the summary.
+
+        Tensor names lose peft's ``base_model.model.`` prefix, so they load into a base
+        model with adapters inserted (:func:`pfl_app.inference.load_personalized_model`).
+        """
+        plain = {k.removeprefix(PEFT_PREFIX): np.ascontiguousarray(v) for k, v in global_tensors.items()}
+        if plain:
+            save_file(plain, str(self.run_dir / "global_shared.safetensors"))
+        summary = self.summary()
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+        return summary

@@ -1,0 +1,54 @@
+"""What the ServerApp does: validate, build the strategy, run the rounds, write results."""
+
+from __future__ import annotations
+
+from logging import INFO
+
+from flwr.app import ConfigRecord, Context
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+
+from ..config import parse_run_config
+from ..models.personalized import shared_model_bundle
+from ..records import from_arrayrecord, to_arrayrecord
+from ..results import RunRecorder, resolve_run_dir
+from ..strategies import STRATEGIES
+
+
+def run_server(grid: Grid, context: Context) -> dict:
+    """Run a federated job from ``context.run_config`` and return its summary.
+
+    The config is validated before anything else, so a bad value fails the run at once
+    with a message naming the key and its allowed values.
+    """
+    cfg = parse_run_config(context.run_config)
+    run_dir = resolve_run_dir(cfg)
+    recorder = RunRecorder(run_dir, cfg)
+    log(INFO, "pfl-app: method=%s model=%s results in %s", cfg.method, cfg.model.name, run_dir)
+
+    strategy_cls = STRATEGIES[cfg.method]
+    strategy = strategy_cls(
+        method=cfg.method,
+        on_round_end=recorder.round_done,
+        fraction_train=cfg.fraction_train,
+        fraction_evaluate=cfg.fraction_evaluate,
+        min_train_nodes=cfg.min_clients,
+        min_evaluate_nodes=cfg.min_clients,
+        min_available_nodes=cfg.min_clients,
+    )
+    # The server holds only the shared tensors; it needs the model to know their initial
+    # values, which every client builds identically from the same seed.
+    bundle = shared_model_bundle(cfg)
+    initial = to_arrayrecord(bundle.initial_tensors(strategy.shared_groups))
+    log(INFO, "pfl-app: %d shared tensors, %d bytes per copy", len(initial), initial.count_bytes())
+    message_config = ConfigRecord({"run-dir": str(run_dir)})
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=initial,
+        num_rounds=cfg.num_server_rounds,
+        train_config=message_config,
+        evaluate_config=ConfigRecord(dict(message_config)),
+    )
+    summary = recorder.finish(from_arrayrecord(result.arrays) if result.arrays is not None else {})
+    log(INFO, "pfl-app: summary written to %s", run_dir / "summary.json")
+    return summary

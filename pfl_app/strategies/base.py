@@ -1,0 +1,159 @@
+"""The base of every personalized strategy: FedAvg over the shared part of the model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from logging import WARNING
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+from ..accounting import RoundLedger
+from ..records import from_arrayrecord, message_bytes
+from .validation import update_problem
+
+RoundCallback = Callable[[int, list[dict[str, Any]]], None]
+
+
+class PersonalizedFedAvg(FedAvg):
+    """FedAvg that shares only some tensor groups and keeps the rest on the clients.
+
+    Subclasses set :attr:`shared_groups` (see
+    :data:`pfl_app.models.personalized.TENSOR_GROUPS`): those groups are sent to the
+    clients in every train and evaluate message and averaged, weighted by each client's
+    number of examples; every other trainable group stays on its client. Each message's
+    config carries ``shared-groups`` so that clients know what to send back.
+
+    The strategy also checks every update before it is averaged (names and shapes equal
+    to what was sent, finite values: anything else is rejected and logged), measures the
+    bytes of every message in both directions, and after each round's evaluation hands a
+    row per client to ``on_round_end``.
+
+    Parameters
+    ----------
+    method : str
+        Name written in every result row.
+    on_round_end : callable, optional
+        ``on_round_end(server_round, rows)``, called once per round.
+    **fedavg_kwargs
+        Passed to :class:`flwr.serverapp.strategy.FedAvg`.
+    """
+
+    shared_groups: tuple[str, ...] = ("adapter", "lora_A", "lora_B")
+
+    def __init__(self, *, method: str, on_round_end: RoundCallback | None = None, **fedavg_kwargs: Any) -> None:
+        super().__init__(**fedavg_kwargs)
+        self.method = method
+        self.on_round_end = on_round_end
+        self._ledger: RoundLedger | None = None
+        self._expected: dict[str, tuple[int, ...]] = {}
+        self.rejected: list[tuple[int, int, str]] = []
+
+    # -- hooks for subclasses -------------------------------------------------------
+    def check_update(self, node_id: int, update: dict) -> str | None:
+        """Why an update must be rejected, or ``None``. Override to add checks."""
+        return update_problem(update, self._expected)
+
+    # -- Strategy ------------------------------------------------------------------
+    def _ledger_for(self, server_round: int) -> RoundLedger:
+        if self._ledger is None or self._ledger.server_round != server_round:
+            self._ledger = RoundLedger(server_round)
+        return self._ledger
+
+    def _outgoing(self, server_round: int, messages: Iterable[Message]) -> list[Message]:
+        ledger = self._ledger_for(server_round)
+        messages = list(messages)
+        for m in messages:
+            ledger.downlink(m.metadata.dst_node_id, message_bytes(m))
+        return messages
+
+    def _with_groups(self, config: ConfigRecord) -> ConfigRecord:
+        config["shared-groups"] = ",".join(self.shared_groups)
+        return config
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self._expected = {k: tuple(v.shape) for k, v in arrays.items()}
+        msgs = super().configure_train(server_round, arrays, self._with_groups(config), grid)
+        return self._outgoing(server_round, msgs)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        msgs = super().configure_evaluate(server_round, arrays, self._with_groups(config), grid)
+        return self._outgoing(server_round, msgs)
+
+    def _received(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
+        """Account for every reply; return those that carry content."""
+        ledger = self._ledger_for(server_round)
+        ok = []
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            if msg.has_error():
+                log(WARNING, "round %d: node %d failed: %s", server_round, node, msg.error.reason)
+                ledger.note(node, status="error", error=str(msg.error.reason)[:500])
+                continue
+            ledger.uplink(node, message_bytes(msg))
+            client = msg.content.config_records.get("client")
+            if client is not None:
+                ledger.note(node, client=int(client["client-id"]), task=str(client["task"]))
+            ok.append(msg)
+        return ok
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        ledger = self._ledger_for(server_round)
+        accepted = []
+        for msg in self._received(server_round, replies):
+            node = msg.metadata.src_node_id
+            records = msg.content.array_records
+            metrics = msg.content.metric_records.get("metrics")
+            problem = None
+            if len(records) != 1 or metrics is None or self.weighted_by_key not in metrics:
+                problem = f"expected one ArrayRecord and a MetricRecord with '{self.weighted_by_key}'"
+            else:
+                problem = self.check_update(node, from_arrayrecord(next(iter(records.values()))))
+            if problem is not None:
+                log(WARNING, "round %d: rejected the update of node %d: %s", server_round, node, problem)
+                self.rejected.append((server_round, node, problem))
+                ledger.note(node, status="rejected", error=problem)
+                continue
+            ledger.note(
+                node,
+                status="ok",
+                train_loss=float(metrics["train-loss"]),
+                num_train_examples=int(metrics[self.weighted_by_key]),
+                train_seconds=float(metrics.get("train-seconds", 0.0)),
+            )
+            accepted.append(msg)
+        if not accepted:
+            log(WARNING, "round %d: no update to aggregate; the shared tensors stay as they were", server_round)
+            return None, None
+        contents = [m.content for m in accepted]
+        return aggregate_arrayrecords(contents, self.weighted_by_key), self.train_metrics_aggr_fn(
+            contents, self.weighted_by_key
+        )
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        ledger = self._ledger_for(server_round)
+        ok = self._received(server_round, replies)
+        for msg in ok:
+            m = msg.content.metric_records["metrics"]
+            ledger.note(
+                msg.metadata.src_node_id,
+                num_test_examples=int(m["num-examples"]),
+                **{k.replace("-", "_"): float(v) for k, v in m.items() if k != "num-examples"},
+            )
+        metrics = None
+        if ok:
+            metrics = self.evaluate_metrics_aggr_fn([m.content for m in ok], self.weighted_by_key)
+        rows = [{**r, "method": self.method} for r in ledger.rows()]
+        if self.on_round_end is not None:
+            self.on_round_end(server_round, rows)
+        return metrics

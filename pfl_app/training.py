@@ -1,0 +1,73 @@
+"""Local training of a client's trainable tensors with trl's SFTTrainer."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase
+from transformers.trainer_callback import PrinterCallback
+from trl import SFTConfig, SFTTrainer
+
+from .config import TrainSettings
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    loss: float
+    steps: int
+    seconds: float
+
+
+def train_locally(
+    model,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Dataset,
+    settings: TrainSettings,
+    seed: int,
+    max_length: int,
+) -> TrainResult:
+    """Run ``settings.local_steps`` optimizer steps on ``examples`` (tokenized by
+    :func:`pfl_app.tasks.tokenize`), updating only the parameters that require grad.
+
+    The loss is taken on the answer tokens only (``completion_mask``).
+    """
+    if len(examples) == 0:
+        raise ValueError("a client has no training examples; lower data.test-fraction or use fewer clients")
+    with tempfile.TemporaryDirectory(prefix="pfl-sft-") as out:
+        args = SFTConfig(
+            output_dir=out,
+            max_steps=settings.local_steps,
+            per_device_train_batch_size=settings.batch_size,
+            learning_rate=settings.learning_rate,
+            weight_decay=settings.weight_decay,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            max_length=max_length,
+            completion_only_loss=True,
+            seed=seed,
+            data_seed=seed,
+            save_strategy="no",
+            report_to="none",
+            logging_strategy="no",
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+            remove_unused_columns=True,
+            bf16=False,
+            fp16=False,
+        )
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=examples.remove_columns([c for c in examples.column_names if c not in ("input_ids", "completion_mask")]),
+            processing_class=tokenizer,
+        )
+        # One printed metrics dict per client per round would drown the run's progress.
+        trainer.remove_callback(PrinterCallback)
+        start = time.perf_counter()
+        output = trainer.train()
+        seconds = time.perf_counter() - start
+    model.eval()
+    return TrainResult(float(output.training_loss), int(output.global_step), seconds)
