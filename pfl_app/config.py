@@ -97,16 +97,16 @@ FIELDS: tuple[Field, ...] = (
           "embedded name (smollm2-135m-instruct, tiny-llama), a local directory, or a hub id"),
     Field("model.cache-dir", str, "", "where converted models are cached; empty: "
           "$PFL_APP_CACHE, else ~/.cache/pfl-app"),
-    Field("model.max-length", int, 160, "tokens per training/eval sequence", check=_positive),
+    Field("model.max-length", int, 128, "tokens per training/eval sequence", check=_positive),
     # --- bottleneck adapters (shared) -------------------------------------------------
-    Field("adapter.bottleneck-dim", int, 32, "width of each bottleneck adapter", check=_positive),
+    Field("adapter.bottleneck-dim", int, 16, "width of each bottleneck adapter", check=_positive),
     Field("adapter.non-linearity", str, "relu", "adapter activation", NON_LINEARITIES),
     Field("adapter.dropout", float, 0.0, "dropout inside the adapter", check=_probability),
     # --- LoRA (personal) --------------------------------------------------------------
-    Field("lora.r", int, 8, "LoRA rank", check=_positive),
-    Field("lora.alpha", int, 16, "LoRA scaling numerator", check=_positive),
+    Field("lora.r", int, 16, "LoRA rank", check=_positive),
+    Field("lora.alpha", int, 32, "LoRA scaling numerator", check=_positive),
     Field("lora.dropout", float, 0.05, "LoRA dropout", check=_probability),
-    Field("lora.target-modules", str, "q_proj,v_proj", "comma-separated module names LoRA wraps",
+    Field("lora.target-modules", str, "q_proj,k_proj,v_proj,o_proj", "comma-separated module names LoRA wraps",
           check=_csv_nonempty),
     # --- data ---------------------------------------------------------------------
     Field("data.tasks", str, "bbc-news", "comma-separated datasets handed to clients round-robin: "
@@ -124,14 +124,14 @@ FIELDS: tuple[Field, ...] = (
           check=_open_fraction),
     Field("data.max-train-examples", int, 64, "cap on each client's train split; 0: no cap",
           check=_non_negative),
-    Field("data.max-test-examples", int, 40, "cap on each client's test split; 0: no cap",
+    Field("data.max-test-examples", int, 24, "cap on each client's test split; 0: no cap",
           check=_non_negative),
     Field("data.text-column", str, "text", "text column of a classification file"),
     Field("data.label-column", str, "label", "label column of a classification file"),
     Field("data.prompt-column", str, "prompt", "prompt column of a question/answer file"),
     Field("data.completion-column", str, "completion", "answer column of a question/answer file"),
     # --- local training -----------------------------------------------------------------
-    Field("train.local-steps", int, 8, "optimizer steps per client per round", check=_positive),
+    Field("train.local-steps", int, 6, "optimizer steps per client per round", check=_positive),
     Field("train.batch-size", int, 4, "sequences per step", check=_positive),
     Field("train.learning-rate", float, 5e-4, "AdamW learning rate", check=_positive),
     Field("train.weight-decay", float, 0.0, "AdamW weight decay", check=_non_negative),

@@ -58,8 +58,9 @@ def inject_bottleneck_adapters(model: nn.Module, config: BottleneckConfig) -> li
     list[str]
         The names of the adapter parameters that were added.
     """
+    layers = _decoder_layers(model)
     hidden_size = model.config.hidden_size
-    for index, block in enumerate(_decoder_layers(model)):
+    for index, block in enumerate(layers):
         target = getattr(block, config.target_module, None)
         if target is None:
             raise ValueError(

@@ -1,0 +1,74 @@
+"""The ``pfl-app`` command: run a simulation scenario, or check one without running it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .config import ConfigError
+from .launch import LaunchError, launch, load_scenario, parse_overrides, resolve_run_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pfl-app", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, text in (("run", "run a simulation to completion"), ("validate", "check a scenario and exit")):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("--scenario", default="simulation.toml",
+                       help="scenario TOML with [federation] and [run-config] tables (default: simulation.toml)")
+        s.add_argument("-c", "--run-config", action="append", default=[], metavar="'k=v ...'",
+                       help="run-config overrides, TOML values: -c \"num-server-rounds=5 model.name='tiny-llama'\"")
+        s.add_argument("--num-clients", type=int, help="override [federation] num-supernodes")
+        s.add_argument("--app-dir", default=".", help="the Flower app folder (default: .)")
+        if name == "run":
+            s.add_argument("--verbose", action="store_true", help="also show library warnings from the workers")
+    return p
+
+
+def _summary_table(summary: dict) -> Table:
+    t = Table(title=f"{summary['method']} on {summary['model']}")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for key in ("rounds_completed", "clients", "uplink_bytes_total", "downlink_bytes_total",
+                "personalized_accuracy_mean", "global_accuracy_mean", "updates_rejected",
+                "client_failures", "wall_time_s"):
+        value = summary.get(key)
+        t.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    return t
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console = Console(highlight=False)
+    try:
+        scenario = load_scenario(args.scenario if Path(args.scenario).exists() or args.scenario != "simulation.toml" else None)
+        if args.num_clients is not None:
+            if args.num_clients < 1:
+                raise ConfigError("--num-clients must be >= 1")
+            scenario.federation["num-supernodes"] = args.num_clients
+        overrides = parse_overrides(args.run_config)
+        app_dir = Path(args.app_dir).resolve()
+        if args.command == "validate":
+            flat = resolve_run_config(scenario, overrides, app_dir)
+            console.print_json(json.dumps({"federation": scenario.federation, "run-config": flat}))
+            return 0
+        _, run_dir = launch(app_dir, scenario, overrides, echo=console.print, verbose=args.verbose)
+    except ConfigError as err:
+        console.print(f"[red]config error:[/red] {err}")
+        return 2
+    except LaunchError as err:
+        console.print(f"[red]run failed:[/red] {err}")
+        return 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    console.print(_summary_table(summary))
+    console.print(f"results: {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""Launch a simulation through Flower's own tools, and check that it really succeeded.
+
+``pfl-app run`` is a thin driver around ``flower-superlink`` and ``flwr``:
+
+1. merge the scenario file and command-line overrides with the defaults, and validate
+   them (a bad value fails here, before anything starts);
+2. convert the embedded model once, so that Ray workers do not race to do it;
+3. start a private SuperLink (``--simulation``) on a free loopback port with its own
+   ``FLWR_HOME``, from a neutral working directory;
+4. ``flwr run`` the app, stream its log (the per-round progress lines), and read the
+   run's final status with ``flwr ls``: ``flwr run --stream`` exits 0 even when the
+   ServerApp crashes, so the status is the only honest answer;
+5. stop the SuperLink and print the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import tomli_w
+
+from .config import ConfigError, parse_run_config, validate_flat
+
+FLOWER_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    # Without this the SuperLink `uv sync`s every dependency (torch included) per run.
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+FEDERATION_KEYS = ("num-supernodes", "client-resources-num-cpus", "client-resources-num-gpus")
+CONNECTION = "pfl-sim"
+# Library chatter that a Ray worker prints once per actor; hidden unless --verbose.
+_NOISE = ("Warning", "warnings.warn", "super().__init__(loader)")
+
+
+class LaunchError(RuntimeError):
+    """The simulation could not be started, or did not finish successfully."""
+
+
+@dataclass
+class Scenario:
+    """A simulation: how many clients and with what resources, and the run config."""
+
+    federation: dict[str, int] = field(default_factory=lambda: {"num-supernodes": 2})
+    run_config: dict[str, Any] = field(default_factory=dict)
+
+
+def load_scenario(path: str | Path | None) -> Scenario:
+    """Read a scenario TOML: a ``[federation]`` table and a ``[run-config]`` table.
+
+    Raises ``ConfigError`` naming the table or key at fault.
+    """
+    if path is None:
+        return Scenario()
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"scenario file {path} does not exist")
+    with open(path, "rb") as fh:
+        raw = tomllib.load(fh)
+    unknown = sorted(set(raw) - {"federation", "run-config"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown table(s) {unknown}; allowed: [federation], [run-config]")
+    fed = dict(raw.get("federation", {}))
+    bad = sorted(set(fed) - set(FEDERATION_KEYS))
+    if bad:
+        raise ConfigError(f"{path}: unknown [federation] key(s) {bad}; allowed: {', '.join(FEDERATION_KEYS)}")
+    for key, value in fed.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "num-supernodes" else 0):
+            raise ConfigError(f"{path}: [federation] {key} must be a whole number >= 1, got {value!r}")
+    return Scenario({"num-supernodes": 2, **fed}, _flatten(raw.get("run-config", {})))
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Parse ``["k=v k2=v2", ...]`` where each value is TOML (``'text'``, ``3``, ``true``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        for pair in _split_pairs(item):
+            key, sep, value = pair.partition("=")
+            if not sep:
+                raise ConfigError(f"override {pair!r} is not of the form key=value")
+            try:
+                out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+            except tomllib.TOMLDecodeError:
+                out[key.strip()] = value.strip()  # a bare word: take it as a string
+    return out
+
+
+def _split_pairs(text: str) -> list[str]:
+    # Split on spaces that are outside quotes.
+    pairs, current, quote = [], "", ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch.isspace():
+            if current:
+                pairs.append(current)
+            current = ""
+            continue
+        current += ch
+    if current:
+        pairs.append(current)
+    return pairs
+
+
+def resolve_run_config(scenario: Scenario, overrides: dict[str, Any], project_dir: Path) -> dict[str, Any]:
+    """Merge scenario and overrides, validate, and pin ``run-name`` and an absolute
+    ``results-dir`` so that the launcher knows where the results will be."""
+    flat = validate_flat({**scenario.run_config, **overrides})
+    results = Path(flat["results-dir"]).expanduser()
+    flat["results-dir"] = str(results if results.is_absolute() else (project_dir / results).resolve())
+    if not flat["run-name"]:
+        flat["run-name"] = f"{flat['method']}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    parse_run_config(flat)  # the typed checks too
+    return flat
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _bin(name: str) -> str:
+    # Prefer the tool next to this interpreter (the project's venv), then PATH.
+    local = Path(sys.executable).parent / name
+    found = str(local) if local.exists() else shutil.which(name)
+    if not found:
+        raise LaunchError(f"cannot find the `{name}` command; is flwr[simulation] installed?")
+    return found
+
+
+def flower_env(flwr_home: Path, project_dir: Path) -> dict[str, str]:
+    env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(flwr_home), "PFL_APP_HOME": str(project_dir)}
+    env.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    return env
+
+
+@contextmanager
+def private_superlink(project_dir: Path, keep_home: Path | None = None) -> Iterator[tuple[dict[str, str], Path]]:
+    """Start a simulation SuperLink on a free port; yield ``(env, flwr_home)``."""
+    home = Path(tempfile.mkdtemp(prefix="pfl-flwr-home-")) if keep_home is None else keep_home
+    home.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+        f'address = "127.0.0.1:{port}"\ninsecure = true\n'
+    )
+    env = flower_env(home, project_dir)
+    log = open(home / "superlink.log", "wb")
+    proc = subprocess.Popen(
+        [_bin("flower-superlink"), "--insecure", "--simulation", "--port", str(port)],
+        cwd=home,  # a neutral folder: Ray workers must import the app from the bundle
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 60
+        while True:
+            if proc.poll() is not None:
+                raise LaunchError(f"the SuperLink exited at start; see {home / 'superlink.log'}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.time() > deadline:
+                raise LaunchError(f"the SuperLink did not open port {port} within 60 s")
+            time.sleep(0.3)
+        yield env, home
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        log.close()
+        if keep_home is None:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def run_status(run_id: str, env: dict[str, str]) -> dict[str, Any]:
+    """The run's record from ``flwr ls --run-id`` (``status`` is e.g. ``finished:completed``)."""
+    out = subprocess.run(
+        [_bin("flwr"), "ls", CONNECTION, "--run-id", run_id, "--format", "json"],
+        env=env, capture_output=True, text=True, check=False,
+    )
+    try:
+        return json.loads(out.stdout)["runs"][0]
+    except (json.JSONDecodeError, KeyError, IndexError) as err:
+        raise LaunchError(f"cannot read the status of run {run_id}: {out.stdout}{out.stderr}") from err
+
+
+def submit_and_follow(
+    project_dir: Path, flat: dict[str, Any], federation: dict[str, int], env: dict[str, str],
+    home: Path, echo=print, verbose: bool = False,
+) -> dict[str, Any]:
+    """``flwr run`` the app on the private SuperLink, stream its log, return its status record."""
+    overrides = home / "run-config.toml"
+    overrides.write_text(tomli_w.dumps(_unflatten(flat)))
+    fed = " ".join(f"{k}={v}" for k, v in federation.items())
+    submitted = subprocess.run(
+        [_bin("flwr"), "run", str(project_dir), CONNECTION, "--run-config", str(overrides),
+         "--federation-config", fed, "--format", "json"],
+        env=env, capture_output=True, text=True, check=False,
+    )
+    try:
+        reply = json.loads(submitted.stdout)
+    except json.JSONDecodeError as err:
+        raise LaunchError(f"flwr run failed: {submitted.stdout}{submitted.stderr}") from err
+    if not reply.get("success"):
+        raise LaunchError(f"flwr run failed: {reply.get('error-message', reply)}")
+    run_id = str(reply["run-id"])
+    echo(f"run {run_id} submitted ({fed})")
+    with subprocess.Popen(
+        [_bin("flwr"), "log", run_id, CONNECTION, "--stream"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+    ) as follower:
+        assert follower.stdout is not None
+        for line in follower.stdout:
+            if verbose or not any(n in line for n in _NOISE):
+                echo(line.rstrip("\n"))
+    # The log stream ends when the run ends; the status may lag by a moment.
+    for _ in range(50):
+        status = run_status(run_id, env)
+        if str(status.get("status", "")).startswith("finished"):
+            return status
+        time.sleep(0.2)
+    return status
+
+
+def prepare_model(flat: dict[str, Any]) -> None:
+    """Convert the embedded model before the clients start (it takes ~20 s once)."""
+    from .models.loading import EMBEDDED_MODELS, TINY_MODELS, TINY_TOKENIZER_FROM
+    from .models.loading import embedded_model_dir, embedded_tokenizer_dir
+
+    name, cache = flat["model.name"], flat["model.cache-dir"]
+    if name in EMBEDDED_MODELS:
+        embedded_model_dir(name, cache)
+    elif name in TINY_MODELS:
+        embedded_tokenizer_dir(TINY_TOKENIZER_FROM, cache)
+
+
+def launch(
+    project_dir: Path, scenario: Scenario, overrides: dict[str, Any], echo=print, verbose: bool = False
+) -> tuple[dict[str, Any], Path]:
+    """Run one simulation to completion.
+
+    Returns
+    -------
+    tuple
+        The run's status record and its results folder.
+
+    Raises
+    ------
+    ConfigError
+        On a bad scenario or config value, before anything starts.
+    LaunchError
+        If the run could not start or did not finish as ``finished:completed``.
+    """
+    project_dir = project_dir.resolve()
+    flat = resolve_run_config(scenario, overrides, project_dir)
+    run_dir = Path(flat["results-dir"]) / flat["run-name"]
+    if (run_dir / "metrics.jsonl").exists():
+        raise ConfigError(f"{run_dir} already holds a run; pick another run-name")
+    echo(f"preparing model {flat['model.name']} ...")
+    prepare_model(flat)
+    with private_superlink(project_dir) as (env, home):
+        status = submit_and_follow(project_dir, flat, scenario.federation, env, home, echo, verbose)
+    if status.get("status") != "finished:completed":
+        raise LaunchError(
+            f"run {status.get('run-id')} ended as {status.get('status')!r} "
+            f"({status.get('status-details', '')}); see the log above"
+        )
+    return status, run_dir

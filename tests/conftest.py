@@ -1,0 +1,51 @@
+"""Shared fixtures: offline hubs, Flower's task identity, and a tiny-model config."""
+
+import os
+
+# Read once at import by datasets / huggingface_hub: set before they are imported.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+for _k, _v in {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}.items():
+    os.environ.setdefault(_k, _v)
+
+import pytest  # noqa: E402
+from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
+
+from pfl_app.config import parse_run_config  # noqa: E402
+
+# A config small enough for unit tests: the tiny random model, few examples, 2 steps.
+TINY = {
+    "model.name": "tiny-llama",
+    "model.max-length": 64,
+    "adapter.bottleneck-dim": 4,
+    "lora.r": 2,
+    "lora.alpha": 4,
+    "lora.target-modules": "q_proj,v_proj",
+    "data.max-train-examples": 8,
+    "data.max-test-examples": 6,
+    "train.local-steps": 2,
+    "train.batch-size": 2,
+    "train.learning-rate": 0.01,
+    "eval.batch-size": 4,
+}
+
+
+@pytest.fixture
+def tiny_cfg():
+    return parse_run_config(TINY)
+
+
+@pytest.fixture
+def flower_identity():
+    """Flower builds message metadata from the current task's identity; the real
+    runtimes set it, unit tests that build messages by hand set it here."""
+    saved = (TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id)
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
+    yield
+    TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved

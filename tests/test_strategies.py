@@ -1,0 +1,112 @@
+"""The strategies' defining behaviour, checked on real Flower messages."""
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+
+from pfl_app.records import from_arrayrecord, message_bytes, to_arrayrecord
+from pfl_app.strategies import PFTT, SendAll
+from pfl_app.strategies.validation import update_problem
+
+ADAPTER = "base_model.model.model.layers.0.mlp.bottleneck_adapter.default.up.weight"
+LORA_A = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight"
+
+
+class FakeGrid:
+    """Only what FedAvg's sampling asks of a Grid."""
+
+    def __init__(self, nodes):
+        self.nodes = nodes
+
+    def get_node_ids(self):
+        return list(self.nodes)
+
+
+def _reply(msg, arrays=None, n=1, loss=0.5, client=0):
+    content = RecordDict({
+        "metrics": MetricRecord({"num-examples": n, "train-loss": loss}),
+        "client": ConfigRecord({"client-id": client, "task": "t"}),
+    })
+    if arrays is not None:
+        content["arrays"] = to_arrayrecord(arrays)
+    return Message(content=content, reply_to=msg)
+
+
+def _round(strategy, nodes, global_arrays):
+    rows = []
+    strategy.on_round_end = lambda r, got: rows.extend(got)
+    msgs = list(strategy.configure_train(1, to_arrayrecord(global_arrays), ConfigRecord({"run-dir": "/x"}), FakeGrid(nodes)))
+    return {m.metadata.dst_node_id: m for m in msgs}, rows
+
+
+def test_pftt_sends_and_averages_only_adapters_weighted_by_examples(flower_identity):
+    strategy = PFTT(method="pftt", min_available_nodes=2, min_train_nodes=2)
+    msgs, _ = _round(strategy, [11, 22], {ADAPTER: np.zeros((2, 2), np.float32)})
+    assert all(m.content["config"]["shared-groups"] == "adapter" for m in msgs.values())
+    replies = [
+        _reply(msgs[11], {ADAPTER: np.full((2, 2), 1.0, np.float32)}, n=1, client=0),
+        _reply(msgs[22], {ADAPTER: np.full((2, 2), 4.0, np.float32)}, n=3, client=1),
+    ]
+    arrays, metrics = strategy.aggregate_train(1, replies)
+    np.testing.assert_allclose(from_arrayrecord(arrays)[ADAPTER], np.full((2, 2), 3.25))  # (1*1 + 3*4) / 4
+    assert metrics["train-loss"] == pytest.approx(0.5)
+
+
+def test_an_update_carrying_lora_is_rejected_and_never_averaged(flower_identity):
+    strategy = PFTT(method="pftt", min_available_nodes=2, min_train_nodes=2)
+    msgs, _ = _round(strategy, [11, 22], {ADAPTER: np.zeros(3, np.float32)})
+    leaky = {ADAPTER: np.full(3, 100.0, np.float32), LORA_A: np.ones(2, np.float32)}
+    arrays, _ = strategy.aggregate_train(
+        1, [_reply(msgs[11], {ADAPTER: np.ones(3, np.float32)}), _reply(msgs[22], leaky)]
+    )
+    np.testing.assert_array_equal(from_arrayrecord(arrays)[ADAPTER], np.ones(3))
+    assert [(r, n) for r, n, _ in strategy.rejected] == [(1, 22)]
+    assert "not shared" in strategy.rejected[0][2]
+
+
+@pytest.mark.parametrize(
+    "bad, why",
+    [({ADAPTER: np.full(3, np.nan, np.float32)}, "NaN"), ({ADAPTER: np.ones(4, np.float32)}, "shape"), ({}, "lacks")],
+)
+def test_malformed_updates_are_rejected(flower_identity, bad, why):
+    strategy = PFTT(method="pftt", min_available_nodes=2, min_train_nodes=2)
+    msgs, _ = _round(strategy, [11, 22], {ADAPTER: np.zeros(3, np.float32)})
+    arrays, _ = strategy.aggregate_train(
+        1, [_reply(msgs[11], {ADAPTER: np.full(3, 2.0, np.float32)}), _reply(msgs[22], bad)]
+    )
+    np.testing.assert_array_equal(from_arrayrecord(arrays)[ADAPTER], np.full(3, 2.0))
+    assert why in strategy.rejected[0][2]
+
+
+def test_a_round_with_no_usable_update_keeps_the_old_tensors(flower_identity):
+    strategy = PFTT(method="pftt", min_available_nodes=2, min_train_nodes=2)
+    msgs, _ = _round(strategy, [11, 22], {ADAPTER: np.zeros(3, np.float32)})
+    failed = Message(Error(code=0, reason="boom"), reply_to=msgs[11])
+    assert strategy.aggregate_train(1, [failed, _reply(msgs[22], {})]) == (None, None)
+
+
+def test_bytes_are_measured_on_the_messages_both_ways(flower_identity):
+    strategy = SendAll(method="send-all", min_available_nodes=1, min_train_nodes=1, min_evaluate_nodes=1)
+    glob = {ADAPTER: np.zeros((4, 4), np.float32), LORA_A: np.zeros(8, np.float32)}
+    msgs, rows = _round(strategy, [7], glob)
+    assert msgs[7].content["config"]["shared-groups"] == "adapter,lora_A,lora_B"
+    reply = _reply(msgs[7], {k: v + 1 for k, v in glob.items()})
+    strategy.aggregate_train(1, [reply])
+    evals = list(strategy.configure_evaluate(1, to_arrayrecord(glob), ConfigRecord(), FakeGrid([7])))
+    eval_reply = Message(
+        RecordDict({"metrics": MetricRecord({"num-examples": 2, "personalized-accuracy": 0.5}),
+                    "client": ConfigRecord({"client-id": 3, "task": "t"})}),
+        reply_to=evals[0],
+    )
+    strategy.aggregate_evaluate(1, [eval_reply])
+    (row,) = rows
+    assert row["bytes_down"] == message_bytes(msgs[7]) + message_bytes(evals[0])
+    assert row["bytes_up"] == message_bytes(reply) + message_bytes(eval_reply)
+    # the arrays dominate: 16 + 8 float32 values each way at least
+    assert row["bytes_up"] > 24 * 4
+    assert row["client"] == 3 and row["personalized_accuracy"] == 0.5 and row["method"] == "send-all"
+
+
+def test_update_problem_accepts_a_well_formed_update():
+    assert update_problem({"a": np.zeros(2)}, {"a": (2,)}) is None
+    assert "Inf" in update_problem({"a": np.array([np.inf, 0])}, {"a": (2,)})
