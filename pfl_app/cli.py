@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             flat = resolve_run_config(scenario, overrides, app_dir)
             console.print_json(json.dumps({"federation": scenario.federation, "run-config": flat}))
             return 0
-        _, run_dir = launch(app_dir, scenario, overrides, echo=console.print, verbose=args.verbose)
+        echo = lambda line: console.print(line, soft_wrap=True, markup=False, highlight=False)  # noqa: E731
+        _, run_dir = launch(app_dir, scenario, overrides, echo=echo, verbose=args.verbose)
     except ConfigError as err:
         console.print(f"[red]config error:[/red] {err}")
         return 2

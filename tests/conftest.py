@@ -49,3 +49,10 @@ def flower_identity():
     TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
     yield
     TaskIdentity._run_id, TaskIdentity._task_id, TaskIdentity._node_id = saved
+
+
+@pytest.fixture
+def project_dir():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1]

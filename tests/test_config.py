@@ -72,3 +72,10 @@ def test_int_accepted_where_float_expected():
 
 def test_every_field_has_help():
     assert all(f.help for f in FIELDS)
+
+
+def test_docs_list_every_key_with_its_default():
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    for f in FIELDS:
+        default = repr(f.default) if isinstance(f.default, str) else f.default
+        assert f"| `{f.key}` | {f.kind.__name__} | `{default}` |" in doc, f.key
