@@ -5,9 +5,11 @@ from flwr.clientapp import ClientApp
 
 from pfl_app.client.personalized_client import handle_evaluate, handle_train
 from pfl_app.quiet import quiet_libraries
+from pfl_app.wireless.mod import wireless_mod
 
 quiet_libraries()
-app = ClientApp()
+# Every train message and its reply cross the client's simulated radio link.
+app = ClientApp(mods=[wireless_mod])
 
 
 @app.train()

@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--app-dir", default=".", help="the Flower app folder (default: .)")
         if name == "run":
             s.add_argument("--verbose", action="store_true", help="also show library warnings from the workers")
+    plot = sub.add_parser("plot", help="plot accuracy against uplink bytes and simulated time")
+    plot.add_argument("runs", nargs="+", help="results folders")
+    plot.add_argument("-o", "--out", default="results/plots", help="folder for the PNG files")
     return p
 
 
@@ -35,8 +38,9 @@ def _summary_table(summary: dict) -> Table:
     t.add_column("metric")
     t.add_column("value", justify="right")
     for key in ("rounds_completed", "clients", "uplink_bytes_total", "downlink_bytes_total",
-                "personalized_accuracy_mean", "global_accuracy_mean", "updates_rejected",
-                "client_failures", "wall_time_s"):
+                "personalized_accuracy_mean", "global_accuracy_mean", "updates_delivered",
+                "updates_lost", "updates_rejected", "client_failures", "air_time_s_total",
+                "energy_j_total", "simulated_time_s_total", "wall_time_s"):
         value = summary.get(key)
         t.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     return t
@@ -45,6 +49,12 @@ def _summary_table(summary: dict) -> Table:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(highlight=False)
+    if args.command == "plot":
+        from .plots import plot_runs
+
+        for path in plot_runs(args.runs, args.out):
+            console.print(f"wrote {path}")
+        return 0
     try:
         scenario = load_scenario(args.scenario if Path(args.scenario).exists() or args.scenario != "simulation.toml" else None)
         if args.num_clients is not None:

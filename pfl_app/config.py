@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .data.partition import PARTITIONERS
+from .wireless.profiles import FADING_KINDS, PROFILES
 
 METHODS = ("pftt", "send-all")
 NON_LINEARITIES = ("relu", "gelu", "silu", "tanh")
+LOSS_MODES = ("whole", "partial")
 
 
 class ConfigError(ValueError):
@@ -72,6 +74,14 @@ def _open_fraction(v: float) -> str | None:
 
 def _probability(v: float) -> str | None:
     return None if 0.0 <= v < 1.0 else "a number in [0, 1)"
+
+
+def _unit_interval(v: float) -> str | None:
+    return None if 0.0 <= v <= 1.0 else "a number in [0, 1]"
+
+
+def _retransmissions(v: int) -> str | None:
+    return None if v >= -1 else "-1 (the profile's own) or a whole number >= 0"
 
 
 def _csv_nonempty(v: str) -> str | None:
@@ -136,6 +146,23 @@ FIELDS: tuple[Field, ...] = (
     Field("train.learning-rate", float, 5e-4, "AdamW learning rate", check=_positive),
     Field("train.weight-decay", float, 0.0, "AdamW weight decay", check=_non_negative),
     Field("eval.batch-size", int, 8, "sequences per evaluation forward pass", check=_positive),
+    # --- the wireless channel (train messages cross it; see docs/wireless.md) -------------
+    Field("wireless.profile", str, "ideal", "link profile of every client", tuple(PROFILES)),
+    Field("wireless.poor-fraction", float, 0.0, "share of clients moved to wireless.poor-profile",
+          check=_unit_interval),
+    Field("wireless.poor-profile", str, "lte-cell-edge", "link profile of the poor clients",
+          tuple(PROFILES)),
+    Field("wireless.distance-min", float, 0.0, "with distance-max > 0: spread client distances "
+          "(m) evenly over [min, max]", check=_non_negative),
+    Field("wireless.distance-max", float, 0.0, "0: each profile's own distance", check=_non_negative),
+    Field("wireless.fading", str, "", "override the profile's fading; empty: the profile's",
+          ("",) + tuple(FADING_KINDS)),
+    Field("wireless.max-retransmissions", int, -1, "ARQ retransmissions per packet; -1: the "
+          "profile's", check=_retransmissions),
+    Field("wireless.loss-mode", str, "whole", "whole: an update with a lost packet is lost; "
+          "partial: it arrives without the lost chunks", LOSS_MODES),
+    Field("wireless.deadline-s", float, 0.0, "round deadline in simulated seconds (down + compute "
+          "+ up); later updates are dropped as stragglers; 0: none", check=_non_negative),
 )
 
 FIELDS_BY_KEY: dict[str, Field] = {f.key: f for f in FIELDS}
@@ -246,6 +273,19 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class WirelessSettings:
+    profile: str
+    poor_fraction: float
+    poor_profile: str
+    distance_min: float
+    distance_max: float
+    fading: str
+    max_retransmissions: int
+    loss_mode: str
+    deadline_s: float
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """The validated, typed run configuration."""
 
@@ -262,6 +302,7 @@ class RunConfig:
     lora: LoraSettings
     data: DataSettings
     train: TrainSettings
+    wireless: WirelessSettings
     flat: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
 
 
@@ -275,6 +316,8 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
         names the key and what it allows.
     """
     c = validate_flat(run_config)
+    if c["wireless.distance-max"] < c["wireless.distance-min"]:
+        raise ConfigError("run-config key 'wireless.distance-max' must be >= 'wireless.distance-min'")
     return RunConfig(
         method=c["method"],
         num_server_rounds=c["num-server-rounds"],
@@ -312,5 +355,43 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
             c["train.weight-decay"],
             c["eval.batch-size"],
         ),
+        wireless=WirelessSettings(
+            profile=c["wireless.profile"],
+            poor_fraction=c["wireless.poor-fraction"],
+            poor_profile=c["wireless.poor-profile"],
+            distance_min=c["wireless.distance-min"],
+            distance_max=c["wireless.distance-max"],
+            fading=c["wireless.fading"],
+            max_retransmissions=c["wireless.max-retransmissions"],
+            loss_mode=c["wireless.loss-mode"],
+            deadline_s=c["wireless.deadline-s"],
+        ),
         flat=c,
     )
+
+
+def _allowed_text(f: Field) -> str:
+    if f.choices:
+        return ", ".join(repr(c) if c == "" else str(c) for c in f.choices)
+    if f.check is None:
+        return ""
+    for probe in (-2, 0, 1.5, " , "):  # a value outside the range makes the check describe it
+        try:
+            if (text := f.check(probe)) is not None:
+                return text
+        except (TypeError, AttributeError):
+            continue
+    return ""
+
+
+def markdown_table() -> str:
+    """The table of every key for docs/configuration.md (``python -m pfl_app.config``)."""
+    rows = ["| key | type | default | allowed | what |", "|---|---|---|---|---|"]
+    for f in FIELDS:
+        default = repr(f.default) if isinstance(f.default, str) else f.default
+        rows.append(f"| `{f.key}` | {f.kind.__name__} | `{default}` | {_allowed_text(f)} | {f.help} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

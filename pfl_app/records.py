@@ -20,9 +20,17 @@ def from_arrayrecord(record: ArrayRecord) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in record.items()}
 
 
+SIMULATION_PREFIX = "wireless"
+
+
 def message_bytes(message: Message) -> int:
     """Bytes of a message's content: its array, metric and config records.
 
-    This is the payload Flower serialises and sends; transport framing is not counted.
+    This is the payload Flower serialises and sends; transport framing is not counted, nor
+    are the records the channel simulator adds (keys starting with ``wireless``), which
+    describe the simulated link rather than travel on it.
     """
-    return int(sum(record.count_bytes() for record in message.content.values()))
+    return int(sum(
+        record.count_bytes() for key, record in message.content.items()
+        if not key.startswith(SIMULATION_PREFIX)
+    ))

@@ -57,6 +57,14 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.2f} GB"
 
 
+def round_air_time(rows: list[dict[str, Any]], deadline_s: float) -> float:
+    """How long a round takes on the air: the slowest client's downlink + compute + uplink
+    (lost ones included: the server waits for their attempts), cut at the deadline if set."""
+    times = [r["client_time_s"] for r in rows if isinstance(r.get("client_time_s"), (int, float))]
+    slowest = max(times, default=0.0)
+    return min(slowest, deadline_s) if deadline_s > 0 else slowest
+
+
 def _mean(rows: list[dict], key: str) -> float | None:
     values = [r[key] for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
     return fmean(values) if values else None
@@ -84,6 +92,7 @@ class RunRecorder:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict[str, Any]] = []
         self.rounds_completed = 0
+        self.simulated_time_s = 0.0
         self._start = time.time()
         self._round_start = self._start
         config = {"method": cfg.method, "run_dir": str(self.run_dir), "run_config": cfg.flat}
@@ -94,14 +103,19 @@ class RunRecorder:
         now = time.time()
         wall = now - self._round_start
         self._round_start = now
+        air = round_air_time(rows, self.cfg.wireless.deadline_s)
+        self.simulated_time_s += air
+        rows = [{**row, "round_wall_s": round(wall, 3), "round_air_time_s": air,
+                 "simulated_time_s": self.simulated_time_s} for row in rows]
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
             for row in rows:
-                fh.write(json.dumps({**row, "round_wall_s": round(wall, 3)}, default=_json_default) + "\n")
+                fh.write(json.dumps(row, default=_json_default) + "\n")
         self.rows.extend(rows)
         self.rounds_completed = server_round
         up = sum(r["bytes_up"] for r in rows)
         down = sum(r["bytes_down"] for r in rows)
         bad = sum(r.get("status") in ("error", "rejected") for r in rows)
+        lost = sum(r.get("status") == "lost" for r in rows)
         parts = [
             f"[bold]round {server_round}/{self.cfg.num_server_rounds}[/bold]",
             f"up {_fmt_bytes(up)}",
@@ -114,9 +128,12 @@ class RunRecorder:
         ):
             value = _mean(rows, key)
             parts.append(f"{label} {value:.3f}" if value is not None else f"{label} -")
+        if lost:
+            parts.append(f"[yellow]{lost} update(s) lost on the air[/yellow]")
         if bad:
             parts.append(f"[red]{bad} client(s) failed or rejected[/red]")
-        parts.append(f"{wall:.1f} s")
+        parts.append(f"air {air:.2f} s")
+        parts.append(f"wall {wall:.1f} s")
         _console.print(" | ".join(parts))
 
     def summary(self) -> dict[str, Any]:
@@ -130,8 +147,15 @@ class RunRecorder:
             "clients": len({r.get("client", r["node"]) for r in self.rows}),
             "uplink_bytes_total": int(sum(r["bytes_up"] for r in self.rows)),
             "downlink_bytes_total": int(sum(r["bytes_down"] for r in self.rows)),
+            "updates_delivered": sum(r.get("status") in ("ok", "partial") for r in self.rows),
+            "updates_partial": sum(r.get("status") == "partial" for r in self.rows),
+            "updates_lost": sum(r.get("status") == "lost" for r in self.rows),
             "updates_rejected": sum(r.get("status") == "rejected" for r in self.rows),
             "client_failures": sum(r.get("status") == "error" for r in self.rows),
+            "wireless_profile": self.cfg.wireless.profile,
+            "air_time_s_total": sum(r.get("air_time_s_up", 0.0) + r.get("air_time_s_down", 0.0) for r in self.rows),
+            "energy_j_total": sum(r.get("energy_j_up", 0.0) + r.get("compute_energy_j", 0.0) for r in self.rows),
+            "simulated_time_s_total": self.simulated_time_s,
             "wall_time_s": round(time.time() - self._start, 3),
         }
         for key in ("personalized_accuracy", "global_accuracy", "personalized_loss", "global_loss",

@@ -67,3 +67,27 @@ def test_bad_config_fails_before_anything_starts(tmp_path, project_dir, capsys):
     assert code == 2
     assert "lora.r" in capsys.readouterr().out
     assert not any(tmp_path.iterdir())
+
+
+def test_a_lossy_channel_run_completes_every_round_and_reports_the_air(tmp_path, project_dir):
+    scenario = Scenario(
+        federation={"num-supernodes": 3, "client-resources-num-cpus": 1},
+        run_config={**TINY, "num-server-rounds": 3, "results-dir": str(tmp_path), "run-name": "lossy",
+                    "wireless.profile": "lte-cell-edge", "wireless.max-retransmissions": 0,
+                    "wireless.loss-mode": "partial", "wireless.deadline-s": 30.0},
+    )
+    status, run_dir = launch(project_dir, scenario, {}, echo=lambda _line: None)
+    assert status["status"] == "finished:completed"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["rounds_completed"] == 3
+    assert summary["updates_delivered"] + summary["updates_lost"] == 9
+    assert summary["air_time_s_total"] > 0 and summary["energy_j_total"] > 0
+    assert 0 < summary["simulated_time_s_total"] <= 3 * 30.0
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 9
+    for r in rows:
+        assert r["status"] in ("ok", "partial", "lost")
+        for key in ("snr_db_down", "rate_bps_down", "air_time_s_down", "client_time_s", "round_air_time_s"):
+            assert isinstance(r[key], float), key
+        if r["status"] != "lost" or not r.get("error", "").startswith("downlink"):
+            assert r["energy_j_up"] > 0 and r["retransmissions_up"] == 0

@@ -8,7 +8,6 @@ serve PFTT (adapters shared, LoRA kept) and every other split of the same model.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,7 +15,6 @@ import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
-from ..config import RunConfig, parse_run_config
 from ..models.personalized import (
     TENSOR_GROUPS,
     ModelBundle,
@@ -29,6 +27,7 @@ from ..models.personalized import (
 from ..records import from_arrayrecord, to_arrayrecord
 from ..tasks import evaluate as evaluate_task
 from ..training import train_locally
+from .context import client_identity, run_config
 from .data import client_data
 from .state import ClientState, client_dir
 
@@ -36,35 +35,6 @@ ARRAYS_KEY = "arrays"
 CONFIG_KEY = "config"
 METRICS_KEY = "metrics"
 CLIENT_KEY = "client"
-
-
-@functools.lru_cache(maxsize=8)
-def _parse(items: tuple) -> RunConfig:
-    return parse_run_config(dict(items))
-
-
-def run_config(context: Context) -> RunConfig:
-    """The validated run config, parsed once per process."""
-    return _parse(tuple(sorted(context.run_config.items())))
-
-
-def client_identity(context: Context) -> tuple[int, int]:
-    """``(client id, number of clients)`` from the node config.
-
-    Simulation sets ``partition-id`` and ``num-partitions``; a SuperNode gets them from
-    ``--node-config``.
-    """
-    nc = context.node_config
-    missing = [k for k in ("partition-id", "num-partitions") if k not in nc]
-    if missing:
-        raise ValueError(
-            f"node config lacks {missing}: start the SuperNode with "
-            '--node-config "partition-id=<i> num-partitions=<n>"'
-        )
-    client_id, num_clients = int(nc["partition-id"]), int(nc["num-partitions"])
-    if not 0 <= client_id < num_clients:
-        raise ValueError(f"partition-id={client_id} is outside [0, num-partitions={num_clients})")
-    return client_id, num_clients
 
 
 def _check_received(bundle: ModelBundle, shared: tuple[str, ...], tensors: Mapping[str, np.ndarray]) -> None:

@@ -6,14 +6,16 @@ from collections.abc import Callable, Iterable
 from logging import WARNING
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from ..accounting import RoundLedger
-from ..records import from_arrayrecord, message_bytes
+from ..records import from_arrayrecord, message_bytes, to_arrayrecord
+from ..wireless.mod import MASK_KEY, STATUS_KEY, WIRELESS_KEY
+from ..wireless.partial import masked_weighted_average
 from .validation import update_problem
 
 RoundCallback = Callable[[int, list[dict[str, Any]]], None]
@@ -51,6 +53,7 @@ class PersonalizedFedAvg(FedAvg):
         self.on_round_end = on_round_end
         self._ledger: RoundLedger | None = None
         self._expected: dict[str, tuple[int, ...]] = {}
+        self._current: dict = {}
         self.rejected: list[tuple[int, int, str]] = []
 
     # -- hooks for subclasses -------------------------------------------------------
@@ -78,7 +81,8 @@ class PersonalizedFedAvg(FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        self._expected = {k: tuple(v.shape) for k, v in arrays.items()}
+        self._current = from_arrayrecord(arrays)
+        self._expected = {k: tuple(v.shape) for k, v in self._current.items()}
         msgs = super().configure_train(server_round, arrays, self._with_groups(config), grid)
         return self._outgoing(server_round, msgs)
 
@@ -98,10 +102,18 @@ class PersonalizedFedAvg(FedAvg):
                 log(WARNING, "round %d: node %d failed: %s", server_round, node, msg.error.reason)
                 ledger.note(node, status="error", error=str(msg.error.reason)[:500])
                 continue
-            ledger.uplink(node, message_bytes(msg))
-            client = msg.content.config_records.get("client")
+            content = msg.content
+            link = content.metric_records.get(WIRELESS_KEY)
+            # A lost uplink still spent its bytes on the air; the channel records how many.
+            sent = int(link["bytes-up"]) if link is not None and "bytes-up" in link else message_bytes(msg)
+            ledger.uplink(node, sent)
+            client = content.config_records.get("client")
             if client is not None:
-                ledger.note(node, client=int(client["client-id"]), task=str(client["task"]))
+                ledger.note(node, client=int(client["client-id"]))
+                if "task" in client:
+                    ledger.note(node, task=str(client["task"]))
+            if link is not None:
+                ledger.note(node, **{k.replace("-", "_"): float(v) for k, v in link.items()})
             ok.append(msg)
         return ok
 
@@ -109,36 +121,54 @@ class PersonalizedFedAvg(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         ledger = self._ledger_for(server_round)
-        accepted = []
+        accepted: list[tuple[RecordDict, dict | None]] = []
         for msg in self._received(server_round, replies):
             node = msg.metadata.src_node_id
-            records = msg.content.array_records
+            status = msg.content.config_records.get(STATUS_KEY)
+            outcome = str(status["outcome"]) if status is not None else "delivered"
+            if outcome == "lost":
+                reason = str(status["reason"])
+                log(WARNING, "round %d: the update of node %d was lost on the air: %s", server_round, node, reason)
+                ledger.note(node, status="lost", error=reason)
+                continue
+            arrays = msg.content.array_records.get("arrays")
             metrics = msg.content.metric_records.get("metrics")
-            problem = None
-            if len(records) != 1 or metrics is None or self.weighted_by_key not in metrics:
-                problem = f"expected one ArrayRecord and a MetricRecord with '{self.weighted_by_key}'"
+            if arrays is None or metrics is None or self.weighted_by_key not in metrics:
+                problem = f"expected an ArrayRecord 'arrays' and a MetricRecord 'metrics' with '{self.weighted_by_key}'"
             else:
-                problem = self.check_update(node, from_arrayrecord(next(iter(records.values()))))
+                problem = self.check_update(node, from_arrayrecord(arrays))
             if problem is not None:
                 log(WARNING, "round %d: rejected the update of node %d: %s", server_round, node, problem)
                 self.rejected.append((server_round, node, problem))
                 ledger.note(node, status="rejected", error=problem)
                 continue
+            mask = msg.content.array_records.get(MASK_KEY)
             ledger.note(
                 node,
-                status="ok",
+                status="partial" if mask is not None else "ok",
                 train_loss=float(metrics["train-loss"]),
                 num_train_examples=int(metrics[self.weighted_by_key]),
                 train_seconds=float(metrics.get("train-seconds", 0.0)),
             )
-            accepted.append(msg)
+            if mask is not None:
+                ledger.note(node, error=str(status["reason"]))
+            # Only the update and its metrics go to Flower's helpers.
+            core = RecordDict({"arrays": arrays, "metrics": metrics})
+            accepted.append((core, from_arrayrecord(mask) if mask is not None else None))
         if not accepted:
             log(WARNING, "round %d: no update to aggregate; the shared tensors stay as they were", server_round)
             return None, None
-        contents = [m.content for m in accepted]
-        return aggregate_arrayrecords(contents, self.weighted_by_key), self.train_metrics_aggr_fn(
-            contents, self.weighted_by_key
+        contents = [c for c, _ in accepted]
+        metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+        if all(mask is None for _, mask in accepted):
+            return aggregate_arrayrecords(contents, self.weighted_by_key), metrics
+        averaged = masked_weighted_average(
+            [from_arrayrecord(c["arrays"]) for c in contents],
+            [mask for _, mask in accepted],
+            [float(c["metrics"][self.weighted_by_key]) for c in contents],
+            self._current,
         )
+        return to_arrayrecord(averaged), metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         ledger = self._ledger_for(server_round)

@@ -1,0 +1,132 @@
+"""The wireless channel as a Flower ClientApp mod.
+
+Every *train* message crosses the client's simulated radio link: the server's message on
+the downlink, the client's reply on the uplink, with their real sizes. The mod records
+what the link did in the reply (``wireless`` MetricRecord, ``wireless-status``
+ConfigRecord) and enforces what it would have done to the update:
+
+- a message whose packets still fail after ARQ is *lost*: a lost downlink means the client
+  never trains; a lost uplink reaches the server without its arrays;
+- in ``partial`` loss mode the uplink arrives with the lost chunks zeroed and a
+  ``wireless-mask`` ArrayRecord saying which elements arrived;
+- a client whose downlink + compute + uplink time exceeds the round deadline is a
+  *straggler*: its update is dropped.
+
+Evaluate messages are the simulator's measurement of the models and do not go on the air.
+Strategies need no change to run over it: :class:`pfl_app.strategies.PersonalizedFedAvg`
+reads these records, leaves lost updates out and aggregates partial ones per element.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.clientapp.typing import ClientAppCallable
+
+from ..client.context import client_identity, run_config
+from ..config import RunConfig
+from ..records import from_arrayrecord, message_bytes, to_arrayrecord
+from .channel import Transmission, client_rng, compute_energy_j, draw_fading_power, transmit
+from .partial import arrival_masks
+from .profiles import LinkProfile, profile_for_client, with_overrides
+
+WIRELESS_KEY = "wireless"
+STATUS_KEY = "wireless-status"
+MASK_KEY = "wireless-mask"
+OUTCOMES = ("delivered", "partial", "lost")
+
+
+def link_profile(cfg: RunConfig, client_id: int, num_clients: int) -> LinkProfile:
+    """The link of client ``client_id`` under the run's wireless settings."""
+    w = cfg.wireless
+    spread = (w.distance_min, w.distance_max) if w.distance_max > 0 else None
+    profile = profile_for_client(
+        w.profile, client_id, num_clients, distance_spread=spread,
+        poor_fraction=w.poor_fraction, poor_profile=w.poor_profile, seed=cfg.seed,
+    )
+    overrides = {}
+    if w.fading:
+        overrides["fading"] = w.fading
+    if w.max_retransmissions >= 0:
+        overrides["max_retransmissions"] = w.max_retransmissions
+    return with_overrides(profile, **overrides) if overrides else profile
+
+
+def _stats(prefix: str, t: Transmission) -> dict[str, float]:
+    return {
+        f"snr-db-{prefix}": t.snr_db,
+        f"rate-bps-{prefix}": t.rate_bps,
+        f"air-time-s-{prefix}": t.air_time_s,
+        f"retransmissions-{prefix}": t.retransmissions,
+        f"energy-j-{prefix}": t.energy_j,
+        f"bytes-{prefix}": t.nbytes,
+    }
+
+
+def _lost_reply(msg: Message, client_id: int, stats: dict, reason: str) -> Message:
+    content = RecordDict({
+        WIRELESS_KEY: MetricRecord(stats),
+        STATUS_KEY: ConfigRecord({"outcome": "lost", "reason": reason}),
+        "client": ConfigRecord({"client-id": client_id}),
+    })
+    return Message(content=content, reply_to=msg)
+
+
+def wireless_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Send a train message and its reply over the client's simulated link."""
+    if msg.metadata.message_type != MessageType.TRAIN:
+        return call_next(msg, context)
+    cfg = run_config(context)
+    client_id, num_clients = client_identity(context)
+    server_round = int(msg.content["config"]["server-round"])
+    profile = link_profile(cfg, client_id, num_clients)
+    # Block fading: one fade per client and round, shared by both directions.
+    fade = float(draw_fading_power(client_rng(cfg.seed, client_id, server_round, "down"),
+                                   profile.fading, profile.rician_k))
+    down = transmit(client_rng(cfg.seed, client_id, server_round, "down"), profile,
+                    message_bytes(msg), "down", fading_power=fade)
+    stats = _stats("down", down)
+    if not down.delivered:
+        stats.update({"compute-s": 0.0, "compute-energy-j": 0.0, "client-time-s": down.air_time_s})
+        return _lost_reply(msg, client_id, stats, f"downlink {down.reason}")
+
+    reply = call_next(msg, context)
+    if reply.has_error():
+        return reply
+    compute_s = float(reply.content["metrics"].get("train-seconds", 0.0))
+    up = transmit(client_rng(cfg.seed, client_id, server_round, "up"), profile,
+                  message_bytes(reply), "up", fading_power=fade)
+    stats.update(_stats("up", up))
+    client_time = down.air_time_s + compute_s + up.air_time_s
+    stats.update({
+        "compute-s": compute_s,
+        "compute-energy-j": compute_energy_j(profile, compute_s),
+        "client-time-s": client_time,
+    })
+    deadline = cfg.wireless.deadline_s
+    outcome, reason = "delivered", ""
+    if deadline > 0 and client_time > deadline:
+        outcome, reason = "lost", f"straggler: {client_time:.3f} s > deadline {deadline:g} s"
+    elif not up.delivered:
+        outcome, reason = "lost", f"uplink {up.reason}"
+        arrays = reply.content.array_records.get("arrays")
+        if cfg.wireless.loss_mode == "partial" and arrays is not None and up.rate_bps > 0:
+            tensors = from_arrayrecord(arrays)
+            masks = arrival_masks({k: v.size for k, v in tensors.items()}, up.lost_packets,
+                                  profile.packet_bytes, profile.overhead_bytes)
+            if any(m.any() for m in masks.values()):
+                outcome = "partial"
+                reason = f"uplink lost {len(up.lost_packets)} of {up.packets} packets"
+                reply.content["arrays"] = to_arrayrecord(
+                    {k: np.where(masks[k], v.reshape(-1), 0.0).reshape(v.shape) for k, v in tensors.items()})
+                reply.content[MASK_KEY] = ArrayRecord(
+                    {k: Array(m.astype(np.uint8).reshape(tensors[k].shape)) for k, m in masks.items()})
+    stats["delivered"] = 1.0 if outcome == "delivered" else 0.0
+    if outcome == "lost":  # the server gets to know what happened, but not the arrays
+        kept = {k: v for k, v in reply.content.items() if not isinstance(v, ArrayRecord)}
+        reply = Message(content=RecordDict(kept), reply_to=msg)
+    reply.content[WIRELESS_KEY] = MetricRecord({k: float(v) if math.isfinite(float(v)) else 0.0 for k, v in stats.items()})
+    reply.content[STATUS_KEY] = ConfigRecord({"outcome": outcome, "reason": reason})
+    return reply

@@ -1,0 +1,72 @@
+import json
+
+import pytest
+
+from pfl_app.config import parse_run_config
+from pfl_app.plots import plot_runs, round_curve
+from pfl_app.results import RunRecorder, resolve_run_dir, round_air_time
+
+
+def _row(rnd, client, up, acc, status="ok", client_time=1.0, **extra):
+    return {"round": rnd, "node": 100 + client, "client": client, "bytes_up": up, "bytes_down": 2 * up,
+            "status": status, "personalized_accuracy": acc, "global_accuracy": acc / 2,
+            "client_time_s": client_time, "air_time_s_up": 0.5, "air_time_s_down": 0.25,
+            "energy_j_up": 0.1, "compute_energy_j": 1.0, **extra}
+
+
+def test_round_air_time_is_the_slowest_client_cut_at_the_deadline():
+    rows = [_row(1, 0, 1, 0.5, client_time=2.0), _row(1, 1, 1, 0.5, status="lost", client_time=9.0)]
+    assert round_air_time(rows, 0.0) == 9.0
+    assert round_air_time(rows, 5.0) == 5.0
+    assert round_air_time([{"round": 1}], 0.0) == 0.0
+
+
+def test_recorder_writes_rows_and_a_summary(tmp_path):
+    cfg = parse_run_config({"num-server-rounds": 2, "wireless.deadline-s": 5.0})
+    rec = RunRecorder(tmp_path / "run", cfg)
+    rec.round_done(1, [_row(1, 0, 100, 0.5, client_time=2.0), _row(1, 1, 300, 0.7, client_time=3.0)])
+    rec.round_done(2, [_row(2, 0, 100, 0.6, client_time=7.0), _row(2, 1, 300, 0.0, status="lost")])
+    summary = rec.finish({"base_model.model.x.bottleneck_adapter.default.up.weight": __import__("numpy").zeros(2)})
+    assert summary["rounds_completed"] == 2 and summary["clients"] == 2
+    assert summary["uplink_bytes_total"] == 800 and summary["downlink_bytes_total"] == 1600
+    assert summary["updates_delivered"] == 3 and summary["updates_lost"] == 1
+    assert summary["simulated_time_s_total"] == pytest.approx(3.0 + 5.0)  # round 2 cut at the deadline
+    assert summary["air_time_s_total"] == pytest.approx(4 * 0.75)
+    assert summary["energy_j_total"] == pytest.approx(4 * 1.1)
+    assert summary["personalized_accuracy_mean"] == pytest.approx(0.3)  # last round: (0.6 + 0.0) / 2
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["simulated_time_s"] for l in lines] == [3.0, 3.0, 8.0, 8.0]
+    assert (tmp_path / "run" / "global_shared.safetensors").exists()
+    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == json.loads(json.dumps(summary))
+
+
+def test_a_run_folder_is_never_overwritten(tmp_path):
+    cfg = parse_run_config({})
+    rec = RunRecorder(tmp_path / "run", cfg)
+    rec.round_done(1, [_row(1, 0, 1, 0.5)])
+    with pytest.raises(FileExistsError, match="run-name"):
+        RunRecorder(tmp_path / "run", cfg)
+
+
+def test_run_dir_resolution(tmp_path, monkeypatch):
+    monkeypatch.setenv("PFL_APP_HOME", str(tmp_path))
+    cfg = parse_run_config({"run-name": "abc"})
+    assert resolve_run_dir(cfg) == tmp_path / "results" / "abc"
+    with pytest.raises(ValueError, match="run-name"):
+        resolve_run_dir(parse_run_config({"run-name": "../x"}))
+
+
+def test_curves_and_plots_from_fixture_runs(tmp_path):
+    for name, up in (("a", 100), ("b", 400)):
+        d = tmp_path / name
+        d.mkdir()
+        rows = [_row(r, c, up, 0.1 * r, simulated_time_s=2.0 * r) for r in (1, 2) for c in (0, 1)]
+        (d / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+        (d / "summary.json").write_text(json.dumps({"method": name, "wireless_profile": "wifi"}))
+    curve = round_curve([json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()])
+    assert [p["uplink_bytes"] for p in curve] == [800, 1600]
+    assert [p["simulated_time_s"] for p in curve] == [2.0, 4.0]
+    assert curve[1]["personalized_accuracy"] == pytest.approx(0.2)
+    paths = plot_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "plots")
+    assert [p.name for p in paths] == ["accuracy_vs_uplink.png", "accuracy_vs_time.png"]
+    assert all(p.stat().st_size > 5000 for p in paths)
