@@ -98,8 +98,13 @@ class RunRecorder:
         config = {"method": cfg.method, "run_dir": str(self.run_dir), "run_config": cfg.flat}
         (self.run_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
 
-    def round_done(self, server_round: int, rows: list[dict[str, Any]]) -> None:
-        """Append a round's rows to ``metrics.jsonl`` and print its progress line."""
+    def round_done(
+        self, server_round: int, rows: list[dict[str, Any]], shared: Mapping[str, np.ndarray] | None = None
+    ) -> None:
+        """Append a round's rows to ``metrics.jsonl``, save the round's global shared tensors
+        (so a crash leaves the last finished round's usable) and print the progress line."""
+        if shared:
+            self.save_shared(shared)
         now = time.time()
         wall = now - self._round_start
         self._round_start = now
@@ -169,15 +174,21 @@ class RunRecorder:
         }
         return summary
 
-    def finish(self, global_tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        """Write ``global_shared.safetensors`` and ``summary.json``; return the summary.
+    def save_shared(self, tensors: Mapping[str, np.ndarray]) -> None:
+        """Write ``global_shared.safetensors`` (atomically: a crash keeps the previous one).
 
         Tensor names lose peft's ``base_model.model.`` prefix, so they load into a base
         model with adapters inserted (:func:`pfl_app.inference.load_personalized_model`).
         """
-        plain = {k.removeprefix(PEFT_PREFIX): np.ascontiguousarray(v) for k, v in global_tensors.items()}
-        if plain:
-            save_file(plain, str(self.run_dir / "global_shared.safetensors"))
+        plain = {k.removeprefix(PEFT_PREFIX): np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
+        tmp = self.run_dir / "global_shared.safetensors.tmp"
+        save_file(plain, str(tmp))
+        tmp.replace(self.run_dir / "global_shared.safetensors")
+
+    def finish(self, global_tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Write the final ``global_shared.safetensors`` and ``summary.json``; return the summary."""
+        if global_tensors:
+            self.save_shared(global_tensors)
         summary = self.summary()
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
         return summary

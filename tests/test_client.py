@@ -133,3 +133,12 @@ def test_only_adapters_and_lora_are_trainable(bundle):
     frozen = [n for n, p in bundle.model.named_parameters() if not p.requires_grad]
     assert any("embed_tokens" in n for n in frozen)
     assert torch.is_floating_point(next(bundle.model.parameters()))
+
+
+def test_server_preflight_names_a_missing_dataset(tmp_path):
+    from pfl_app.config import parse_run_config
+    from pfl_app.server.run import check_data_sources
+
+    with pytest.raises(ValueError, match="data.tasks.*nope.jsonl"):
+        check_data_sources(parse_run_config({**TINY, "data.tasks": f"bbc-news,{tmp_path / 'nope.jsonl'}"}))
+    check_data_sources(parse_run_config({**TINY, "data.tasks": "bbc-news,chatterbot-qa"}))

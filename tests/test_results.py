@@ -24,7 +24,14 @@ def test_round_air_time_is_the_slowest_client_cut_at_the_deadline():
 def test_recorder_writes_rows_and_a_summary(tmp_path):
     cfg = parse_run_config({"num-server-rounds": 2, "wireless.deadline-s": 5.0})
     rec = RunRecorder(tmp_path / "run", cfg)
-    rec.round_done(1, [_row(1, 0, 100, 0.5, client_time=2.0), _row(1, 1, 300, 0.7, client_time=3.0)])
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    key = "base_model.model.x.bottleneck_adapter.default.up.weight"
+    rec.round_done(1, [_row(1, 0, 100, 0.5, client_time=2.0), _row(1, 1, 300, 0.7, client_time=3.0)],
+                   {key: np.ones(2)})
+    # a crash now would leave round 1's global tensors behind, without peft's prefix
+    assert load_file(str(tmp_path / "run" / "global_shared.safetensors"))["x.bottleneck_adapter.default.up.weight"].tolist() == [1, 1]
     rec.round_done(2, [_row(2, 0, 100, 0.6, client_time=7.0), _row(2, 1, 300, 0.0, status="lost")])
     summary = rec.finish({"base_model.model.x.bottleneck_adapter.default.up.weight": __import__("numpy").zeros(2)})
     assert summary["rounds_completed"] == 2 and summary["clients"] == 2

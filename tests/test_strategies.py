@@ -34,7 +34,7 @@ def _reply(msg, arrays=None, n=1, loss=0.5, client=0):
 
 def _round(strategy, nodes, global_arrays):
     rows = []
-    strategy.on_round_end = lambda r, got: rows.extend(got)
+    strategy.on_round_end = lambda r, got, shared: rows.extend(got)
     msgs = list(strategy.configure_train(1, to_arrayrecord(global_arrays), ConfigRecord({"run-dir": "/x"}), FakeGrid(nodes)))
     return {m.metadata.dst_node_id: m for m in msgs}, rows
 

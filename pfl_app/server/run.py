@@ -8,11 +8,29 @@ from flwr.app import ConfigRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
-from ..config import parse_run_config
+from ..config import RunConfig, parse_run_config
+from ..data import load_source
 from ..models.personalized import shared_model_bundle
 from ..records import from_arrayrecord, to_arrayrecord
 from ..results import RunRecorder, resolve_run_dir
 from ..strategies import STRATEGIES
+from ..tasks import task_of
+
+
+def check_data_sources(cfg: RunConfig) -> None:
+    """Load every dataset of ``data.tasks`` once, so that a missing file or a wrong column
+    name fails the run here, before any client trains."""
+    for name in cfg.data.tasks:
+        try:
+            task_of(name, load_source(
+                name,
+                text_column=cfg.data.text_column,
+                label_column=cfg.data.label_column,
+                prompt_column=cfg.data.prompt_column,
+                completion_column=cfg.data.completion_column,
+            ))
+        except (FileNotFoundError, ValueError, RuntimeError) as err:
+            raise ValueError(f"run-config key 'data.tasks': dataset {name!r} cannot be used: {err}") from err
 
 
 def run_server(grid: Grid, context: Context) -> dict:
@@ -22,6 +40,7 @@ def run_server(grid: Grid, context: Context) -> dict:
     with a message naming the key and its allowed values.
     """
     cfg = parse_run_config(context.run_config)
+    check_data_sources(cfg)
     run_dir = resolve_run_dir(cfg)
     recorder = RunRecorder(run_dir, cfg)
     log(INFO, "pfl-app: method=%s model=%s results in %s", cfg.method, cfg.model.name, run_dir)

@@ -18,7 +18,8 @@ from ..wireless.mod import MASK_KEY, STATUS_KEY, WIRELESS_KEY
 from ..wireless.partial import masked_weighted_average
 from .validation import update_problem
 
-RoundCallback = Callable[[int, list[dict[str, Any]]], None]
+# on_round_end(server_round, rows, global_shared_tensors)
+RoundCallback = Callable[[int, list[dict[str, Any]], dict[str, Any]], None]
 
 
 class PersonalizedFedAvg(FedAvg):
@@ -40,7 +41,8 @@ class PersonalizedFedAvg(FedAvg):
     method : str
         Name written in every result row.
     on_round_end : callable, optional
-        ``on_round_end(server_round, rows)``, called once per round.
+        ``on_round_end(server_round, rows, shared)``, called once per round with a row per
+        client and the round's global shared tensors.
     **fedavg_kwargs
         Passed to :class:`flwr.serverapp.strategy.FedAvg`.
     """
@@ -54,6 +56,7 @@ class PersonalizedFedAvg(FedAvg):
         self._ledger: RoundLedger | None = None
         self._expected: dict[str, tuple[int, ...]] = {}
         self._current: dict = {}
+        self._evaluated: ArrayRecord | None = None
         self.rejected: list[tuple[int, int, str]] = []
 
     # -- hooks for subclasses -------------------------------------------------------
@@ -89,6 +92,7 @@ class PersonalizedFedAvg(FedAvg):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        self._evaluated = arrays
         msgs = super().configure_evaluate(server_round, arrays, self._with_groups(config), grid)
         return self._outgoing(server_round, msgs)
 
@@ -185,5 +189,6 @@ class PersonalizedFedAvg(FedAvg):
             metrics = self.evaluate_metrics_aggr_fn([m.content for m in ok], self.weighted_by_key)
         rows = [{**r, "method": self.method} for r in ledger.rows()]
         if self.on_round_end is not None:
-            self.on_round_end(server_round, rows)
+            shared = from_arrayrecord(self._evaluated) if self._evaluated is not None else self._current
+            self.on_round_end(server_round, rows, shared)
         return metrics
