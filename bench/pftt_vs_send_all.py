@@ -52,7 +52,9 @@ def main() -> int:
     scenario = load_scenario(args.scenario)
     if args.clients:
         scenario.federation["num-supernodes"] = args.clients
-    common = {"seed": args.seed, "results-dir": args.results_dir, "data.partitioner": "dirichlet"}
+    # An ideal link: this benchmark is about bytes and accuracy; bench/wireless_sweep.py is about the air.
+    common = {"seed": args.seed, "results-dir": args.results_dir, "data.partitioner": "dirichlet",
+              "wireless.profile": "ideal"}
     for key, value in (("num-server-rounds", args.rounds), ("data.alpha", args.alpha), ("model.name", args.model)):
         if value is not None:
             common[key] = value
