@@ -18,7 +18,7 @@ from typing import Any
 from .data.partition import PARTITIONERS
 from .wireless.profiles import FADING_KINDS, PROFILES
 
-METHODS = ("pftt", "send-all")
+METHODS = ("pftt", "send-all", "fedit", "fedadapter", "ffa-lora", "fedsa-lora", "local-only")
 NON_LINEARITIES = ("relu", "gelu", "silu", "tanh")
 LOSS_MODES = ("whole", "partial")
 

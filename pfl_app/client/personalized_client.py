@@ -18,9 +18,11 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from ..models.personalized import (
     TENSOR_GROUPS,
     ModelBundle,
+    format_groups,
     get_tensors,
     parse_groups,
     set_tensors,
+    set_trainable,
     shared_model_bundle,
     trainable_names,
 )
@@ -60,6 +62,8 @@ class _Session:
         self.round = int(config["server-round"])
         self.shared = parse_groups(str(config["shared-groups"]))
         self.local = tuple(g for g in TENSOR_GROUPS if g not in self.shared)
+        # Older servers send no trained-groups: everything trains.
+        self.trained = parse_groups(str(config.get("trained-groups", format_groups(TENSOR_GROUPS))))
         self.received = from_arrayrecord(msg.content[ARRAYS_KEY])
         _check_received(self.bundle, self.shared, self.received)
         self.state = ClientState(context, client_dir(str(config["run-dir"]), self.client_id))
@@ -98,6 +102,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     """Train the client's model for one round and reply with its shared tensors."""
     s = _Session(msg, context)
     s.load(s.local_tensors())
+    set_trainable(s.bundle.model, s.trained)
     torch.manual_seed(s.cfg.seed * 100_003 + s.round * 1_009 + s.client_id)
     result = train_locally(
         s.bundle.model,

@@ -25,6 +25,9 @@ from ..config import RunConfig
 from .loading import load_causal_lm, load_tokenizer
 
 TENSOR_GROUPS = ("adapter", "lora_A", "lora_B")
+# How "no group" is written in a ConfigRecord: Flower's ConfigRecord.count_bytes() raises
+# on an empty string (flwr 1.41), so an empty list is spelled out.
+NO_GROUPS = "none"
 
 
 def tensor_group(name: str) -> str | None:
@@ -38,10 +41,15 @@ def tensor_group(name: str) -> str | None:
     return None
 
 
+def format_groups(groups: Iterable[str]) -> str:
+    """``("adapter", "lora_B")`` -> ``"adapter,lora_B"``; no group -> ``"none"``."""
+    return ",".join(groups) or NO_GROUPS
+
+
 def parse_groups(spec: str | Iterable[str]) -> tuple[str, ...]:
-    """Parse ``"adapter,lora_B"`` (or an iterable) into known group names."""
+    """Parse ``"adapter,lora_B"`` (or an iterable; ``"none"`` for no group) into group names."""
     groups = tuple(s.strip() for s in spec.split(",")) if isinstance(spec, str) else tuple(spec)
-    groups = tuple(g for g in groups if g)
+    groups = tuple(g for g in groups if g and g != NO_GROUPS)
     unknown = [g for g in groups if g not in TENSOR_GROUPS]
     if unknown:
         raise ValueError(f"unknown tensor group(s) {unknown}; allowed: {', '.join(TENSOR_GROUPS)}")
@@ -77,9 +85,15 @@ def build_personalized_model(cfg: RunConfig) -> tuple[PeftModel, PreTrainedToken
     except ValueError as err:  # peft names the missing modules; add the config key
         raise ValueError(f"run-config key 'lora.target-modules': {err}") from err
     # get_peft_model freezes every non-LoRA parameter, our adapters included.
-    for name, param in model.named_parameters():
-        param.requires_grad = tensor_group(name) is not None
+    set_trainable(model, TENSOR_GROUPS)
     return model, tokenizer
+
+
+def set_trainable(model: torch.nn.Module, groups: Iterable[str]) -> None:
+    """Let local training update the tensors of ``groups`` and freeze every other one."""
+    wanted = set(groups)
+    for name, param in model.named_parameters():
+        param.requires_grad = tensor_group(name) in wanted
 
 
 def trainable_names(model: torch.nn.Module, groups: Iterable[str] = TENSOR_GROUPS) -> list[str]:

@@ -4,12 +4,23 @@
 """
 
 from .base import PersonalizedFedAvg
+from .fedadapter import FedAdapter
+from .fedit import FedIT
+from .fedsa_lora import FedSALoRA
+from .ffa_lora import FFALoRA
+from .local_only import LocalOnly
 from .pftt import PFTT
 from .send_all import SendAll
 
 STRATEGIES: dict[str, type[PersonalizedFedAvg]] = {
     "pftt": PFTT,
     "send-all": SendAll,
+    "fedit": FedIT,
+    "fedadapter": FedAdapter,
+    "ffa-lora": FFALoRA,
+    "fedsa-lora": FedSALoRA,
+    "local-only": LocalOnly,
 }
 
-__all__ = ["PFTT", "STRATEGIES", "PersonalizedFedAvg", "SendAll"]
+__all__ = ["PFTT", "STRATEGIES", "FFALoRA", "FedAdapter", "FedIT", "FedSALoRA", "LocalOnly",
+           "PersonalizedFedAvg", "SendAll"]

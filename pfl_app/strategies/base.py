@@ -13,6 +13,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from ..accounting import RoundLedger
+from ..models.personalized import format_groups
 from ..records import from_arrayrecord, message_bytes, to_arrayrecord
 from ..wireless.mod import MASK_KEY, STATUS_KEY, WIRELESS_KEY
 from ..wireless.partial import masked_weighted_average
@@ -25,11 +26,17 @@ RoundCallback = Callable[[int, list[dict[str, Any]], dict[str, Any]], None]
 class PersonalizedFedAvg(FedAvg):
     """FedAvg that shares only some tensor groups and keeps the rest on the clients.
 
-    Subclasses set :attr:`shared_groups` (see
-    :data:`pfl_app.models.personalized.TENSOR_GROUPS`): those groups are sent to the
-    clients in every train and evaluate message and averaged, weighted by each client's
-    number of examples; every other trainable group stays on its client. Each message's
-    config carries ``shared-groups`` so that clients know what to send back.
+    Subclasses set two class attributes, both subsets of
+    :data:`pfl_app.models.personalized.TENSOR_GROUPS`:
+
+    - :attr:`shared_groups`: sent to the clients in every train and evaluate message and
+      averaged, weighted by each client's number of examples; every other group stays on
+      its client;
+    - :attr:`trained_groups`: updated by local training; the others stay frozen at their
+      (seeded, identical on every client) initial values, or at the global value if shared.
+
+    Each message's config carries ``shared-groups`` and ``trained-groups``, so clients need
+    no per-method code.
 
     The strategy also checks every update before it is averaged (names and shapes equal
     to what was sent, finite values: anything else is rejected and logged), measures the
@@ -48,6 +55,7 @@ class PersonalizedFedAvg(FedAvg):
     """
 
     shared_groups: tuple[str, ...] = ("adapter", "lora_A", "lora_B")
+    trained_groups: tuple[str, ...] = ("adapter", "lora_A", "lora_B")
 
     def __init__(self, *, method: str, on_round_end: RoundCallback | None = None, **fedavg_kwargs: Any) -> None:
         super().__init__(**fedavg_kwargs)
@@ -78,7 +86,8 @@ class PersonalizedFedAvg(FedAvg):
         return messages
 
     def _with_groups(self, config: ConfigRecord) -> ConfigRecord:
-        config["shared-groups"] = ",".join(self.shared_groups)
+        config["shared-groups"] = format_groups(self.shared_groups)
+        config["trained-groups"] = format_groups(self.trained_groups)
         return config
 
     def configure_train(

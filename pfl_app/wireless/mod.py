@@ -106,7 +106,7 @@ def wireless_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
         "client-time-s": client_time,
     })
     deadline = cfg.wireless.deadline_s
-    outcome, reason = "delivered", ""
+    outcome, reason = "delivered", "ok"  # never empty: ConfigRecord.count_bytes() rejects ""
     if deadline > 0 and client_time > deadline:
         outcome, reason = "lost", f"straggler: {client_time:.3f} s > deadline {deadline:g} s"
     elif not up.delivered:
