@@ -21,6 +21,7 @@ from .wireless.profiles import FADING_KINDS, PROFILES
 METHODS = ("pftt", "send-all", "fedit", "fedadapter", "ffa-lora", "fedsa-lora", "local-only")
 NON_LINEARITIES = ("relu", "gelu", "silu", "tanh")
 LOSS_MODES = ("whole", "partial")
+SERVER_OPTIMIZERS = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm")
 
 
 class ConfigError(ValueError):
@@ -102,6 +103,12 @@ FIELDS: tuple[Field, ...] = (
           check=_fraction),
     Field("min-clients", int, 2, "fewest clients that must be connected and answer a round",
           check=_positive),
+    Field("server-optimizer", str, "fedavg", "Flower strategy applied to the averaged shared "
+          "tensors", SERVER_OPTIMIZERS),
+    Field("server-learning-rate", float, 0.1, "eta of fedadam/fedyogi/fedadagrad; server "
+          "learning rate of fedavgm", check=_positive),
+    Field("proximal-mu", float, 0.01, "weight of FedProx's proximal term (server-optimizer "
+          "fedprox)", check=_non_negative),
     # --- the model ----------------------------------------------------------------
     Field("model.name", str, "smollm2-135m-instruct",
           "embedded name (smollm2-135m-instruct, tiny-llama), a local directory, or a hub id"),
@@ -297,6 +304,9 @@ class RunConfig:
     fraction_train: float
     fraction_evaluate: float
     min_clients: int
+    server_optimizer: str
+    server_learning_rate: float
+    proximal_mu: float
     model: ModelSettings
     adapter: AdapterSettings
     lora: LoraSettings
@@ -327,6 +337,9 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
         fraction_train=c["fraction-train"],
         fraction_evaluate=c["fraction-evaluate"],
         min_clients=c["min-clients"],
+        server_optimizer=c["server-optimizer"],
+        server_learning_rate=c["server-learning-rate"],
+        proximal_mu=c["proximal-mu"],
         model=ModelSettings(c["model.name"], c["model.cache-dir"], c["model.max-length"]),
         adapter=AdapterSettings(
             c["adapter.bottleneck-dim"], c["adapter.non-linearity"], c["adapter.dropout"]

@@ -4,14 +4,35 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
+import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 from transformers.trainer_callback import PrinterCallback
 from trl import SFTConfig, SFTTrainer
 
 from .config import TrainSettings
+
+
+class ProximalSFTTrainer(SFTTrainer):
+    """trl's SFTTrainer plus FedProx's proximal term ``mu / 2 * ||w - w_global||^2`` over the
+    tensors in ``anchor`` (the global values of the shared, trained tensors)."""
+
+    def __init__(self, *args, anchor: dict[str, torch.Tensor], mu: float, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.anchor, self.mu = anchor, mu
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        loss = out[0] if return_outputs else out
+        if self.mu > 0 and self.anchor:
+            drift = sum(((p - self.anchor[n].to(p.device)) ** 2).sum()
+                        for n, p in model.named_parameters() if n in self.anchor)
+            loss = loss + 0.5 * self.mu * drift
+        return (loss, *out[1:]) if return_outputs else loss
 
 
 @dataclass(frozen=True)
@@ -28,11 +49,15 @@ def train_locally(
     settings: TrainSettings,
     seed: int,
     max_length: int,
+    proximal_mu: float = 0.0,
+    anchor: Mapping[str, np.ndarray] | None = None,
 ) -> TrainResult:
     """Run ``settings.local_steps`` optimizer steps on ``examples`` (tokenized by
     :func:`pfl_app.tasks.tokenize`), updating only the parameters that require grad.
 
-    The loss is taken on the answer tokens only (``completion_mask``).
+    The loss is taken on the answer tokens only (``completion_mask``). With
+    ``proximal_mu > 0``, FedProx's proximal term pulls the tensors named in ``anchor``
+    towards those values.
     """
     if len(examples) == 0:
         raise ValueError("a client has no training examples; lower data.test-fraction or use fewer clients")
@@ -66,7 +91,9 @@ def train_locally(
         # is undone afterwards rather than stacked up round after round.
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         own_forward = base.__dict__.get("forward")
-        trainer = SFTTrainer(
+        trainer = ProximalSFTTrainer(
+            anchor={k: torch.as_tensor(np.asarray(v)) for k, v in (anchor or {}).items()},
+            mu=proximal_mu,
             model=model,
             args=args,
             train_dataset=examples.remove_columns([c for c in examples.column_names if c not in ("input_ids", "completion_mask")]),

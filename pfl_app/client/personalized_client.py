@@ -24,6 +24,7 @@ from ..models.personalized import (
     set_tensors,
     set_trainable,
     shared_model_bundle,
+    tensor_group,
     trainable_names,
 )
 from ..records import from_arrayrecord, to_arrayrecord
@@ -111,6 +112,10 @@ def handle_train(msg: Message, context: Context) -> Message:
         s.cfg.train,
         seed=s.cfg.seed + 7919 * s.round + s.client_id,
         max_length=s.cfg.model.max_length,
+        # FedProx (Flower's strategy) sends proximal-mu; the anchor is the global value of
+        # every shared tensor this client trains.
+        proximal_mu=float(msg.content[CONFIG_KEY].get("proximal-mu", 0.0)),
+        anchor={k: v for k, v in s.received.items() if tensor_group(k) in s.trained},
     )
     s.state.save(get_tensors(s.bundle.model, s.local), s.bundle.model)
     return s.reply(

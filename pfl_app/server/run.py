@@ -14,6 +14,7 @@ from ..models.personalized import shared_model_bundle
 from ..records import from_arrayrecord, to_arrayrecord
 from ..results import RunRecorder, resolve_run_dir
 from ..strategies import STRATEGIES
+from ..strategies.server_optimizers import build_strategy
 from ..tasks import task_of
 
 
@@ -45,9 +46,12 @@ def run_server(grid: Grid, context: Context) -> dict:
     recorder = RunRecorder(run_dir, cfg)
     log(INFO, "pfl-app: method=%s model=%s results in %s", cfg.method, cfg.model.name, run_dir)
 
-    strategy_cls = STRATEGIES[cfg.method]
-    strategy = strategy_cls(
-        method=cfg.method,
+    strategy = build_strategy(
+        cfg.method,
+        STRATEGIES,
+        optimizer=cfg.server_optimizer,
+        learning_rate=cfg.server_learning_rate,
+        proximal_mu=cfg.proximal_mu,
         on_round_end=recorder.round_done,
         fraction_train=cfg.fraction_train,
         fraction_evaluate=cfg.fraction_evaluate,

@@ -46,7 +46,7 @@ class PersonalizedFedAvg(FedAvg):
     Parameters
     ----------
     method : str
-        Name written in every result row.
+        Name written in every result row (default: the class name).
     on_round_end : callable, optional
         ``on_round_end(server_round, rows, shared)``, called once per round with a row per
         client and the round's global shared tensors.
@@ -57,9 +57,9 @@ class PersonalizedFedAvg(FedAvg):
     shared_groups: tuple[str, ...] = ("adapter", "lora_A", "lora_B")
     trained_groups: tuple[str, ...] = ("adapter", "lora_A", "lora_B")
 
-    def __init__(self, *, method: str, on_round_end: RoundCallback | None = None, **fedavg_kwargs: Any) -> None:
+    def __init__(self, *, method: str = "", on_round_end: RoundCallback | None = None, **fedavg_kwargs: Any) -> None:
         super().__init__(**fedavg_kwargs)
-        self.method = method
+        self.method = method or type(self).__name__
         self.on_round_end = on_round_end
         self._ledger: RoundLedger | None = None
         self._expected: dict[str, tuple[int, ...]] = {}

@@ -1,0 +1,60 @@
+"""Flower's own server optimizers, applied to any of our strategies.
+
+FedProx, FedAdam, FedYogi, FedAdagrad and FedAvgM are Flower's strategies, not rewritten:
+each personalized strategy is combined with one by multiple inheritance, Flower's class
+first. Their ``aggregate_train`` calls ``super().aggregate_train``, which then resolves to
+our averaging of the shared tensors (with its update checks and lost-update handling), and
+they apply their server step to that average. FedProx adds ``proximal-mu`` to the train
+config, which our clients turn into a proximal term (:mod:`pfl_app.training`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvgM, FedProx, FedYogi
+
+from .base import PersonalizedFedAvg
+
+SERVER_OPTIMIZERS: dict[str, type | None] = {
+    "fedavg": None,
+    "fedprox": FedProx,
+    "fedadam": FedAdam,
+    "fedyogi": FedYogi,
+    "fedadagrad": FedAdagrad,
+    "fedavgm": FedAvgM,
+}
+
+
+def with_server_optimizer(strategy_cls: type[PersonalizedFedAvg], optimizer: str) -> type[PersonalizedFedAvg]:
+    """``strategy_cls`` itself for ``fedavg``, else a subclass of Flower's optimizer and it."""
+    if optimizer not in SERVER_OPTIMIZERS:
+        raise ValueError(f"server optimizer {optimizer!r} is not one of {', '.join(SERVER_OPTIMIZERS)}")
+    flower_cls = SERVER_OPTIMIZERS[optimizer]
+    if flower_cls is None:
+        return strategy_cls
+    return type(f"{strategy_cls.__name__}{flower_cls.__name__}", (flower_cls, strategy_cls), {})
+
+
+def optimizer_kwargs(optimizer: str, learning_rate: float, proximal_mu: float) -> dict[str, Any]:
+    """The constructor arguments of Flower's optimizer for our two knobs."""
+    if optimizer in ("fedadam", "fedyogi", "fedadagrad"):
+        return {"eta": learning_rate}
+    if optimizer == "fedavgm":
+        return {"server_learning_rate": learning_rate}
+    if optimizer == "fedprox":
+        return {"proximal_mu": proximal_mu}
+    return {}
+
+
+def build_strategy(
+    method: str, strategies: dict[str, type[PersonalizedFedAvg]], optimizer: str = "fedavg",
+    learning_rate: float = 1.0, proximal_mu: float = 0.0, on_round_end=None, **fedavg_kwargs: Any,
+) -> PersonalizedFedAvg:
+    """Instantiate ``strategies[method]`` with the server optimizer ``optimizer``."""
+    cls = with_server_optimizer(strategies[method], optimizer)
+    strategy = cls(**fedavg_kwargs, **optimizer_kwargs(optimizer, learning_rate, proximal_mu))
+    # Flower's optimizers do not pass our keyword arguments through their __init__.
+    strategy.method = method
+    strategy.on_round_end = on_round_end
+    return strategy
