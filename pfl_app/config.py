@@ -168,8 +168,11 @@ FIELDS: tuple[Field, ...] = (
           "profile's", check=_retransmissions),
     Field("wireless.loss-mode", str, "whole", "whole: an update with a lost packet is lost; "
           "partial: it arrives without the lost chunks", LOSS_MODES),
-    Field("wireless.deadline-s", float, 0.0, "round deadline in simulated seconds (down + compute "
-          "+ up); later updates are dropped as stragglers; 0: none", check=_non_negative),
+    Field("wireless.compute-s", float, 0.0, "simulated on-device training time per round, counted "
+          "in a client's round time (the measured time would make stragglers depend on the host)",
+          check=_non_negative),
+    Field("wireless.deadline-s", float, 0.0, "round deadline in simulated seconds (downlink + "
+          "compute-s + uplink); later updates are dropped as stragglers; 0: none", check=_non_negative),
 )
 
 FIELDS_BY_KEY: dict[str, Field] = {f.key: f for f in FIELDS}
@@ -289,6 +292,7 @@ class WirelessSettings:
     fading: str
     max_retransmissions: int
     loss_mode: str
+    compute_s: float
     deadline_s: float
 
 
@@ -377,6 +381,7 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
             fading=c["wireless.fading"],
             max_retransmissions=c["wireless.max-retransmissions"],
             loss_mode=c["wireless.loss-mode"],
+            compute_s=c["wireless.compute-s"],
             deadline_s=c["wireless.deadline-s"],
         ),
         flat=c,

@@ -58,8 +58,9 @@ def _fmt_bytes(n: float) -> str:
 
 
 def round_air_time(rows: list[dict[str, Any]], deadline_s: float) -> float:
-    """How long a round takes on the air: the slowest client's downlink + compute + uplink
-    (lost ones included: the server waits for their attempts), cut at the deadline if set."""
+    """How long a round takes in simulated time: the slowest client's downlink + simulated
+    compute + uplink (lost ones included: the server waits for their attempts), cut at the
+    deadline if set."""
     times = [r["client_time_s"] for r in rows if isinstance(r.get("client_time_s"), (int, float))]
     slowest = max(times, default=0.0)
     return min(slowest, deadline_s) if deadline_s > 0 else slowest
@@ -137,7 +138,7 @@ class RunRecorder:
             parts.append(f"[yellow]{lost} update(s) lost on the air[/yellow]")
         if bad:
             parts.append(f"[red]{bad} client(s) failed or rejected[/red]")
-        parts.append(f"air {air:.2f} s")
+        parts.append(f"on air {air:.2f} s")
         parts.append(f"wall {wall:.1f} s")
         _console.print(" | ".join(parts))
 
