@@ -1,0 +1,139 @@
+"""The report of a sweep: a markdown table over seeds, and plots.
+
+Reads every finished run (a folder with ``summary.json``) under a results folder, groups
+runs that differ only by seed, and writes ``report/report.md`` and PNG plots beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from statistics import fmean, stdev
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .plots import load_run, round_curve  # noqa: E402
+
+COLUMNS = (
+    ("personalized_accuracy_mean", "personalized acc", 1.0, "{:.3f}"),
+    ("global_accuracy_mean", "global acc", 1.0, "{:.3f}"),
+    ("uplink_bytes_total", "uplink (MB)", 1e-6, "{:.1f}"),
+    ("simulated_time_s_total", "time on air (s)", 1.0, "{:.1f}"),
+    ("energy_j_total", "energy (J)", 1.0, "{:.0f}"),
+    ("updates_lost", "updates lost", 1.0, "{:.1f}"),
+    ("wall_time_s", "wall (s)", 1.0, "{:.0f}"),
+)
+
+
+def group_key(run_dir: Path) -> tuple[str, str, str]:
+    """``(method, split, channel)`` of a run: from the runner's run name
+    ``<method>__<split>__<channel>__seed<n>``, else from its config."""
+    parts = run_dir.name.split("__")
+    if len(parts) == 4 and parts[3].startswith("seed"):
+        return parts[0], parts[1], parts[2]
+    cfg = json.loads((run_dir / "config.json").read_text())["run_config"]
+    split = cfg["data.partitioner"] + (f"{cfg['data.alpha']:g}" if cfg["data.partitioner"] == "dirichlet" else "")
+    return cfg["method"], split, cfg["wireless.profile"]
+
+
+def collect(results_dir: str | Path) -> dict[tuple[str, str, str], list[Path]]:
+    """Finished runs under ``results_dir``, grouped by :func:`group_key`."""
+    groups: dict[tuple[str, str, str], list[Path]] = defaultdict(list)
+    for summary in sorted(Path(results_dir).glob("*/summary.json")):
+        if ".partial-" in summary.parent.name:
+            continue
+        groups[group_key(summary.parent)].append(summary.parent)
+    return dict(groups)
+
+
+def _cell(values: list[float], scale: float, fmt: str) -> str:
+    values = [v * scale for v in values if isinstance(v, (int, float))]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(fmean(values))} ± {fmt.format(stdev(values))}"
+
+
+def markdown_table(groups: dict[tuple[str, str, str], list[Path]]) -> str:
+    """Mean ± standard deviation over seeds of each group's headline numbers."""
+    header = "| method | split | channel | seeds | " + " | ".join(c[1] for c in COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (4 + len(COLUMNS))]
+    for (method, split, channel), runs in sorted(groups.items()):
+        summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
+        cells = [_cell([s.get(key) for s in summaries], scale, fmt) for key, _, scale, fmt in COLUMNS]
+        lines.append(f"| {method} | {split} | {channel} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _mean_curve(runs: list[Path]) -> list[dict[str, float]]:
+    curves = [round_curve(load_run(r)[1]) for r in runs]
+    rounds = min(len(c) for c in curves)
+    return [{k: fmean(c[i][k] for c in curves) for k in curves[0][i]} for i in range(rounds)]
+
+
+def plot_report(groups: dict[tuple[str, str, str], list[Path]], out_dir: Path) -> list[Path]:
+    """Accuracy against round, cumulative uplink and simulated time (mean over seeds), and the
+    spread of per-client personalized accuracy in the last round."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for x_key, x_label, scale, name in (
+        ("round", "round", 1.0, "accuracy_vs_round.png"),
+        ("uplink_bytes", "cumulative uplink (MB)", 1e-6, "accuracy_vs_uplink.png"),
+        ("simulated_time_s", "cumulative simulated time on the air (s)", 1.0, "accuracy_vs_time.png"),
+    ):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for (method, split, channel), runs in sorted(groups.items()):
+            curve = _mean_curve(runs)
+            ax.plot([p[x_key] * scale for p in curve], [p["personalized_accuracy"] for p in curve],
+                    marker="o", label=f"{method} / {split} / {channel}")
+        ax.set_xlabel(x_label)
+        ax.set_ylabel("mean personalized accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+        written.append(out_dir / name)
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(groups)), 4.5))
+    labels, data = [], []
+    for key, runs in sorted(groups.items()):
+        per_client = []
+        for run in runs:
+            rows = load_run(run)[1]
+            last = max(r["round"] for r in rows)
+            per_client += [r["personalized_accuracy"] for r in rows
+                           if r["round"] == last and isinstance(r.get("personalized_accuracy"), float)]
+        labels.append("\n".join(key))
+        data.append(per_client or [float("nan")])
+    ax.boxplot(data, tick_labels=labels)
+    ax.set_ylabel("per-client personalized accuracy (last round)")
+    ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / "client_accuracy_spread.png", dpi=110)
+    plt.close(fig)
+    written.append(out_dir / "client_accuracy_spread.png")
+    return written
+
+
+def write_report(results_dir: str | Path) -> Path:
+    """Write ``<results_dir>/report/report.md`` and its plots; return the markdown's path."""
+    results_dir = Path(results_dir)
+    groups = collect(results_dir)
+    out = results_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [f"# Report: {results_dir.name}", ""]
+    if not groups:
+        lines.append("No finished runs yet.")
+    else:
+        lines += [markdown_table(groups), "",
+                  "Mean ± standard deviation over seeds. Accuracies are the clients' mean in the last round.", ""]
+        for path in plot_report(groups, out):
+            lines.append(f"![{path.stem}]({path.name})")
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return out / "report.md"

@@ -1,0 +1,136 @@
+"""The experiment runner's grid expansion and resume, and the report, on fixture results."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pfl_app.config import ConfigError
+from pfl_app.experiments import load_grid, run_grid, run_state
+from pfl_app.launch import LaunchError
+from pfl_app.report import collect, markdown_table, write_report
+
+GRID = """
+[grid]
+name = "g"
+methods = ["pftt", "fedit"]
+seeds = [0, 1]
+wireless = ["ideal", "wifi"]
+splits = [{label = "iid", partitioner = "iid"}, {label = "dir0.3", partitioner = "dirichlet", alpha = 0.3}]
+results-dir = "out"
+
+[federation]
+num-supernodes = 3
+
+[run-config]
+num-server-rounds = 2
+model.name = "tiny-llama"
+"""
+
+
+def _grid(tmp_path, text=GRID):
+    path = tmp_path / "grid.toml"
+    path.write_text(text)
+    return load_grid(path, tmp_path)
+
+
+def test_grid_expands_to_every_combination(tmp_path):
+    grid = _grid(tmp_path)
+    assert len(grid.runs) == 2 * 2 * 2 * 2
+    assert grid.federation == {"num-supernodes": 3}
+    assert grid.results_dir == tmp_path / "out" / "g"
+    names = {r.name for r in grid.runs}
+    assert len(names) == 16 and "fedit__dir0.3__wifi__seed1" in names
+    run = next(r for r in grid.runs if r.name == "fedit__dir0.3__wifi__seed1")
+    assert run.overrides["data.partitioner"] == "dirichlet" and run.overrides["data.alpha"] == 0.3
+    assert run.overrides["wireless.profile"] == "wifi" and run.overrides["seed"] == 1
+    assert run.overrides["num-server-rounds"] == 2 and run.overrides["run-name"] == run.name
+
+
+def test_a_bad_cell_fails_the_grid_before_any_run(tmp_path):
+    with pytest.raises(ConfigError, match="run fedsgd__.*'method'"):
+        _grid(tmp_path, GRID.replace('"fedit"', '"fedsgd"'))
+    with pytest.raises(ConfigError, match="unknown \\[grid\\] key"):
+        _grid(tmp_path, GRID.replace("seeds =", "seed ="))
+
+
+class FakeLaunch:
+    """Writes a finished run folder instead of simulating; can be told to fail."""
+
+    def __init__(self, fail=()):
+        self.calls, self.fail = [], set(fail)
+
+    def __call__(self, project_dir, scenario, overrides, echo=print):
+        name = overrides["run-name"]
+        self.calls.append(name)
+        if name in self.fail:
+            raise LaunchError(f"{name} broke")
+        folder = Path(overrides["results-dir"]) / name
+        folder.mkdir(parents=True)
+        _write_run(folder, overrides["seed"])
+        return {"status": "finished:completed"}, folder
+
+
+def _write_run(folder, seed, acc=None):
+    acc = 0.5 + 0.1 * seed if acc is None else acc
+    rows = [{"round": r, "node": c, "client": c, "bytes_up": 1000, "bytes_down": 2000, "status": "ok",
+             "personalized_accuracy": acc * r / 2, "global_accuracy": acc / 2, "simulated_time_s": 1.0 * r}
+            for r in (1, 2) for c in (0, 1)]
+    (folder / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in rows))
+    (folder / "summary.json").write_text(json.dumps({
+        "personalized_accuracy_mean": acc, "global_accuracy_mean": acc / 2, "uplink_bytes_total": 4000,
+        "simulated_time_s_total": 2.0, "energy_j_total": 3.0, "updates_lost": 0, "wall_time_s": 10.0}))
+
+
+def test_runner_skips_finished_runs_and_reruns_interrupted_ones(tmp_path):
+    grid = _grid(tmp_path)
+    done, half = grid.runs[0], grid.runs[1]
+    (grid.results_dir / done.name).mkdir(parents=True)
+    _write_run(grid.results_dir / done.name, 0)
+    (grid.results_dir / half.name).mkdir(parents=True)
+    (grid.results_dir / half.name / "metrics.jsonl").write_text("{}")
+    assert run_state(grid, done) == "done" and run_state(grid, half) == "partial"
+    fake = FakeLaunch()
+    outcomes = dict((r.name, o) for r, o in run_grid(grid, tmp_path, runner=fake))
+    assert outcomes[done.name] == "skipped" and outcomes[half.name] == "ran"
+    assert done.name not in fake.calls and len(fake.calls) == 15
+    assert (grid.results_dir / f"{half.name}.partial-1" / "metrics.jsonl").exists()  # nothing lost
+    fake2 = FakeLaunch()
+    run_grid(grid, tmp_path, runner=fake2)
+    assert fake2.calls == []  # a second pass finds everything done
+
+
+def test_a_failed_run_stops_the_sweep_unless_keep_going(tmp_path):
+    grid = _grid(tmp_path)
+    bad = grid.runs[2].name
+    with pytest.raises(LaunchError, match="broke"):
+        run_grid(grid, tmp_path, runner=FakeLaunch(fail={bad}))
+    outcomes = run_grid(grid, tmp_path, runner=FakeLaunch(fail={bad}), keep_going=True)
+    assert [o for r, o in outcomes if r.name == bad][0].startswith("failed")
+    assert sum(o == "ran" for _, o in outcomes) == 16 - 2 - 1  # two finished before the first failure
+
+
+def test_report_table_averages_over_seeds(tmp_path):
+    for seed, acc in ((0, 0.6), (1, 0.8)):
+        folder = tmp_path / f"pftt__iid__ideal__seed{seed}"
+        folder.mkdir()
+        _write_run(folder, seed, acc)
+    other = tmp_path / "fedit__iid__ideal__seed0"
+    other.mkdir()
+    _write_run(other, 0, 0.4)
+    (tmp_path / "pftt__iid__ideal__seed2.partial-1").mkdir()
+    groups = collect(tmp_path)
+    assert set(groups) == {("pftt", "iid", "ideal"), ("fedit", "iid", "ideal")}
+    table = markdown_table(groups)
+    assert "| pftt | iid | ideal | 2 | 0.700 ± 0.141 |" in table
+    assert "| fedit | iid | ideal | 1 | 0.400 |" in table
+    report = write_report(tmp_path)
+    text = report.read_text()
+    assert "0.700 ± 0.141" in text and "accuracy_vs_uplink.png" in text
+    for name in ("accuracy_vs_round", "accuracy_vs_uplink", "accuracy_vs_time", "client_accuracy_spread"):
+        assert (report.parent / f"{name}.png").stat().st_size > 5000
+
+
+def test_shipped_grids_expand(project_dir):
+    for path in sorted((project_dir / "grids").glob("*.toml")):
+        assert load_grid(path, project_dir).runs, path
