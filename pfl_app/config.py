@@ -18,7 +18,8 @@ from typing import Any
 from .data.partition import PARTITIONERS
 from .wireless.profiles import FADING_KINDS, PROFILES
 
-METHODS = ("pftt", "send-all", "fedit", "fedadapter", "ffa-lora", "fedsa-lora", "local-only")
+METHODS = ("pftt", "send-all", "fedit", "fedadapter", "ffa-lora", "fedsa-lora", "feddpa", "local-only",
+           "centralized")
 NON_LINEARITIES = ("relu", "gelu", "silu", "tanh")
 LOSS_MODES = ("whole", "partial")
 SERVER_OPTIMIZERS = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm")

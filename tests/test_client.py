@@ -15,12 +15,12 @@ from pfl_app.records import from_arrayrecord, to_arrayrecord
 from .conftest import TINY
 
 
-def _context(node_id, client_id, num=2, state=None):
+def _context(node_id, client_id, num=2, state=None, **run_config):
     return Context(
         run_id=1, node_id=node_id,
         node_config={"partition-id": client_id, "num-partitions": num},
         state=state if state is not None else RecordDict(),
-        run_config=dict(TINY),
+        run_config={**TINY, **run_config},
     )
 
 

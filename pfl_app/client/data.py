@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 from transformers import PreTrainedTokenizerBase
 
 from ..config import RunConfig
@@ -82,3 +82,9 @@ def _client_data(cfg: RunConfig, client_id: int, num_clients: int, tokenizer: Pr
 def client_data(cfg: RunConfig, client_id: int, num_clients: int, tokenizer: PreTrainedTokenizerBase) -> ClientData:
     """The client's data, built once per process (a Ray worker serves many clients)."""
     return _client_data(cfg, client_id, num_clients, tokenizer)
+
+
+@lru_cache(maxsize=4)
+def pooled_train(cfg: RunConfig, num_clients: int, tokenizer: PreTrainedTokenizerBase) -> Dataset:
+    """Every client's training examples in one dataset (for centralized training)."""
+    return concatenate_datasets([client_data(cfg, i, num_clients, tokenizer).train for i in range(num_clients)])

@@ -9,6 +9,7 @@ serve PFTT (adapters shared, LoRA kept) and every other split of the same model.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ from ..records import from_arrayrecord, to_arrayrecord
 from ..tasks import evaluate as evaluate_task
 from ..training import train_locally
 from .context import client_identity, run_config
-from .data import client_data
+from .data import client_data, pooled_train
 from .state import ClientState, client_dir
 
 ARRAYS_KEY = "arrays"
@@ -104,13 +105,20 @@ def handle_train(msg: Message, context: Context) -> Message:
     s = _Session(msg, context)
     s.load(s.local_tensors())
     set_trainable(s.bundle.model, s.trained)
-    torch.manual_seed(s.cfg.seed * 100_003 + s.round * 1_009 + s.client_id)
+    examples, settings, seed_client = s.data.train, s.cfg.train, s.client_id
+    if bool(msg.content[CONFIG_KEY].get("pooled-data", False)):
+        # Centralized training: everyone's data, the whole federation's number of steps,
+        # and a seed that does not depend on which client was picked to run it.
+        examples = pooled_train(s.cfg, s.num_clients, s.bundle.tokenizer)
+        settings = replace(settings, local_steps=settings.local_steps * s.num_clients)
+        seed_client = 0
+    torch.manual_seed(s.cfg.seed * 100_003 + s.round * 1_009 + seed_client)
     result = train_locally(
         s.bundle.model,
         s.bundle.tokenizer,
-        s.data.train,
-        s.cfg.train,
-        seed=s.cfg.seed + 7919 * s.round + s.client_id,
+        examples,
+        settings,
+        seed=s.cfg.seed + 7919 * s.round + seed_client,
         max_length=s.cfg.model.max_length,
         # FedProx (Flower's strategy) sends proximal-mu; the anchor is the global value of
         # every shared tensor this client trains.
@@ -122,7 +130,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         msg,
         arrays=get_tensors(s.bundle.model, s.shared),
         metrics={
-            "num-examples": len(s.data.train),
+            "num-examples": len(examples),
             "train-loss": result.loss,
             "train-steps": result.steps,
             "train-seconds": result.seconds,

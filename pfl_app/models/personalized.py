@@ -3,7 +3,9 @@
 Trainable tensors fall into groups, named after what a method may share or keep:
 
 - ``adapter``: the bottleneck adapters;
-- ``lora_A`` and ``lora_B``: the two factors of every LoRA update.
+- ``lora_A`` and ``lora_B``: the two factors of every LoRA update;
+- ``local_lora_A`` and ``local_lora_B``: a second LoRA (peft adapter ``local``) that
+  only dual-adapter methods such as FedDPA build.
 
 A method (see :mod:`pfl_app.strategies`) says which groups travel to the server; the
 rest stay on the client. Every group is float32, so it can go into a Flower
@@ -24,7 +26,8 @@ from ..adapters import BottleneckConfig, inject_bottleneck_adapters, is_adapter_
 from ..config import RunConfig
 from .loading import load_causal_lm, load_tokenizer
 
-TENSOR_GROUPS = ("adapter", "lora_A", "lora_B")
+TENSOR_GROUPS = ("adapter", "lora_A", "lora_B", "local_lora_A", "local_lora_B")
+LOCAL_LORA = "local"  # peft adapter name of the second LoRA
 # How "no group" is written in a ConfigRecord: Flower's ConfigRecord.count_bytes() raises
 # on an empty string (flwr 1.41), so an empty list is spelled out.
 NO_GROUPS = "none"
@@ -34,6 +37,8 @@ def tensor_group(name: str) -> str | None:
     """The group a parameter name belongs to, or ``None`` for frozen base weights."""
     if is_adapter_key(name):
         return "adapter"
+    if f".{LOCAL_LORA}." in name and (".lora_A." in name or ".lora_B." in name):
+        return "local_lora_A" if ".lora_A." in name else "local_lora_B"
     if ".lora_A." in name:
         return "lora_A"
     if ".lora_B." in name:
@@ -56,11 +61,16 @@ def parse_groups(spec: str | Iterable[str]) -> tuple[str, ...]:
     return groups
 
 
+DUAL_LORA_METHODS = ("feddpa",)
+
+
 def build_personalized_model(cfg: RunConfig) -> tuple[PeftModel, PreTrainedTokenizerBase]:
     """Load the base model, insert adapters and LoRA, and freeze everything else.
 
     Seeded from ``cfg.seed``, so every process builds the same initial adapters and LoRA.
+    Methods in :data:`DUAL_LORA_METHODS` get a second LoRA named ``local``.
     """
+    dual_lora = cfg.method in DUAL_LORA_METHODS
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir)
     base = load_causal_lm(cfg.model.name, cfg.model.cache_dir, seed=cfg.seed)
     base.config.pad_token_id = tokenizer.pad_token_id
@@ -84,6 +94,10 @@ def build_personalized_model(cfg: RunConfig) -> tuple[PeftModel, PreTrainedToken
         model = get_peft_model(base, lora)
     except ValueError as err:  # peft names the missing modules; add the config key
         raise ValueError(f"run-config key 'lora.target-modules': {err}") from err
+    if dual_lora:
+        # A second LoRA of the same shape, active together with the first: their updates add.
+        model.add_adapter(LOCAL_LORA, lora)
+        model.base_model.set_adapter(["default", LOCAL_LORA])
     # get_peft_model freezes every non-LoRA parameter, our adapters included.
     set_trainable(model, TENSOR_GROUPS)
     return model, tokenizer
@@ -150,7 +164,7 @@ _BUNDLES: dict[tuple, ModelBundle] = {}
 
 def model_key(cfg: RunConfig) -> tuple:
     """What determines the structure and initial values of the model."""
-    return (cfg.model, cfg.adapter, cfg.lora, cfg.seed)
+    return (cfg.model, cfg.adapter, cfg.lora, cfg.seed, cfg.method in DUAL_LORA_METHODS)
 
 
 def shared_model_bundle(cfg: RunConfig) -> ModelBundle:

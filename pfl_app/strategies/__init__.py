@@ -4,6 +4,8 @@
 """
 
 from .base import PersonalizedFedAvg
+from .centralized import Centralized
+from .feddpa import FedDPA
 from .fedadapter import FedAdapter
 from .fedit import FedIT
 from .fedsa_lora import FedSALoRA
@@ -20,7 +22,9 @@ STRATEGIES: dict[str, type[PersonalizedFedAvg]] = {
     "ffa-lora": FFALoRA,
     "fedsa-lora": FedSALoRA,
     "local-only": LocalOnly,
+    "centralized": Centralized,
+    "feddpa": FedDPA,
 }
 
-__all__ = ["PFTT", "STRATEGIES", "FFALoRA", "FedAdapter", "FedIT", "FedSALoRA", "LocalOnly",
+__all__ = ["PFTT", "STRATEGIES", "Centralized", "FFALoRA", "FedDPA", "FedAdapter", "FedIT", "FedSALoRA", "LocalOnly",
            "PersonalizedFedAvg", "SendAll"]
