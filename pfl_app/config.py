@@ -102,8 +102,10 @@ FIELDS: tuple[Field, ...] = (
           check=_fraction),
     Field("fraction-evaluate", float, 1.0, "fraction of clients sampled to evaluate each round",
           check=_fraction),
-    Field("min-clients", int, 2, "fewest clients that must be connected and answer a round",
-          check=_positive),
+    Field("min-clients", int, 2, "fewest clients that must be connected, and answer each round, "
+          "for the run to go on", check=_positive),
+    Field("round-timeout-s", float, 3600.0, "seconds the server waits for replies in a round; "
+          "a client that has not answered by then is left out", check=_positive),
     Field("server-optimizer", str, "fedavg", "Flower strategy applied to the averaged shared "
           "tensors", SERVER_OPTIMIZERS),
     Field("server-learning-rate", float, 0.1, "eta of fedadam/fedyogi/fedadagrad; server "
@@ -309,6 +311,7 @@ class RunConfig:
     fraction_train: float
     fraction_evaluate: float
     min_clients: int
+    round_timeout_s: float
     server_optimizer: str
     server_learning_rate: float
     proximal_mu: float
@@ -342,6 +345,7 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
         fraction_train=c["fraction-train"],
         fraction_evaluate=c["fraction-evaluate"],
         min_clients=c["min-clients"],
+        round_timeout_s=c["round-timeout-s"],
         server_optimizer=c["server-optimizer"],
         server_learning_rate=c["server-learning-rate"],
         proximal_mu=c["proximal-mu"],

@@ -186,10 +186,15 @@ class RunRecorder:
         save_file(plain, str(tmp))
         tmp.replace(self.run_dir / "global_shared.safetensors")
 
-    def finish(self, global_tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        """Write the final ``global_shared.safetensors`` and ``summary.json``; return the summary."""
+    def finish(self, global_tensors: Mapping[str, np.ndarray], stopped: str = "") -> dict[str, Any]:
+        """Write the final ``global_shared.safetensors`` and ``summary.json``; return the summary.
+
+        ``stopped`` is why the run ended before its last round, if it did.
+        """
         if global_tensors:
             self.save_shared(global_tensors)
         summary = self.summary()
+        if stopped:
+            summary["stopped_early"] = stopped
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
         return summary

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from logging import INFO
+from logging import ERROR, INFO
 
 from flwr.app import ConfigRecord, Context
 from flwr.common.logger import log
@@ -14,6 +14,7 @@ from ..models.personalized import shared_model_bundle
 from ..records import from_arrayrecord, to_arrayrecord
 from ..results import RunRecorder, resolve_run_dir
 from ..strategies import STRATEGIES
+from ..strategies.base import TooFewClients
 from ..strategies.server_optimizers import build_strategy
 from ..tasks import task_of
 
@@ -65,13 +66,20 @@ def run_server(grid: Grid, context: Context) -> dict:
     initial = to_arrayrecord(bundle.initial_tensors(strategy.shared_groups))
     log(INFO, "pfl-app: %d shared tensors, %d bytes per copy", len(initial), initial.count_bytes())
     message_config = ConfigRecord({"run-dir": str(run_dir)})
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=initial,
-        num_rounds=cfg.num_server_rounds,
-        train_config=message_config,
-        evaluate_config=ConfigRecord(dict(message_config)),
-    )
+    try:
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=initial,
+            num_rounds=cfg.num_server_rounds,
+            timeout=cfg.round_timeout_s,
+            train_config=message_config,
+            evaluate_config=ConfigRecord(dict(message_config)),
+        )
+    except TooFewClients as err:
+        # Keep what the finished rounds produced, say why the run stopped, then fail it.
+        log(ERROR, "pfl-app: %s", err)
+        recorder.finish({}, stopped=str(err))
+        raise
     summary = recorder.finish(from_arrayrecord(result.arrays) if result.arrays is not None else {})
     log(INFO, "pfl-app: summary written to %s", run_dir / "summary.json")
     return summary

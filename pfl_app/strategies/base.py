@@ -23,6 +23,10 @@ from .validation import update_problem
 RoundCallback = Callable[[int, list[dict[str, Any]], dict[str, Any]], None]
 
 
+class TooFewClients(RuntimeError):
+    """Fewer clients answered a round than the run requires (``min-clients``)."""
+
+
 class PersonalizedFedAvg(FedAvg):
     """FedAvg that shares only some tensor groups and keeps the rest on the clients.
 
@@ -65,6 +69,7 @@ class PersonalizedFedAvg(FedAvg):
         self._expected: dict[str, tuple[int, ...]] = {}
         self._current: dict = {}
         self._evaluated: ArrayRecord | None = None
+        self._sent = 0
         self.rejected: list[tuple[int, int, str]] = []
 
     # -- hooks for subclasses -------------------------------------------------------
@@ -83,6 +88,7 @@ class PersonalizedFedAvg(FedAvg):
         messages = list(messages)
         for m in messages:
             ledger.downlink(m.metadata.dst_node_id, message_bytes(m))
+        self._sent = len(messages)
         return messages
 
     def _with_groups(self, config: ConfigRecord) -> ConfigRecord:
@@ -106,9 +112,15 @@ class PersonalizedFedAvg(FedAvg):
         return self._outgoing(server_round, msgs)
 
     def _received(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
-        """Account for every reply; return those that carry content."""
+        """Account for every reply; return those that carry content.
+
+        Raises :class:`TooFewClients` when fewer than ``min_available_nodes`` clients (or
+        than were asked, if fewer were) answered: a reply with an error, or none before
+        the timeout, is no answer.
+        """
         ledger = self._ledger_for(server_round)
         ok = []
+        replies = list(replies)
         for msg in replies:
             node = msg.metadata.src_node_id
             if msg.has_error():
@@ -128,6 +140,11 @@ class PersonalizedFedAvg(FedAvg):
             if link is not None:
                 ledger.note(node, **{k.replace("-", "_"): float(v) for k, v in link.items()})
             ok.append(msg)
+        if len(ok) < min(self.min_available_nodes, self._sent):
+            raise TooFewClients(
+                f"round {server_round}: {len(ok)} client(s) answered ({len(replies) - len(ok)} failed or "
+                f"timed out), fewer than min-clients={self.min_available_nodes}; stopping the run"
+            )
         return ok
 
     def aggregate_train(
