@@ -39,7 +39,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .config import ConfigError, validate_flat
-from .launch import FEDERATION_KEYS, LaunchError, Scenario, launch
+from .launch import FEDERATION_KEYS, LaunchError, Scenario, _flatten, launch
 
 GRID_KEYS = ("name", "methods", "seeds", "wireless", "splits", "results-dir")
 
@@ -118,16 +118,6 @@ def load_grid(path: str | Path, project_dir: Path | None = None) -> Grid:
             raise ConfigError(f"{path}: run {run_name}: {err}") from err
         runs.append(RunSpec(run_name, method, seed, label, profile, overrides))
     return Grid(name, results / name, fed, runs)
-
-
-def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def run_state(grid: Grid, run: RunSpec) -> str:

@@ -86,6 +86,7 @@ def load_scenario(path: str | Path | None) -> Scenario:
 
 
 def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested TOML tables to Flower's dotted keys: {"a": {"b": 1}} -> {"a.b": 1}."""
     out: dict[str, Any] = {}
     for key, value in table.items():
         name = f"{prefix}{key}"

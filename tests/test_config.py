@@ -4,19 +4,10 @@ from pathlib import Path
 import pytest
 
 from pfl_app.config import FIELDS, METHODS, ConfigError, defaults, markdown_table, parse_run_config, validate_flat
+from pfl_app.launch import _flatten
 from pfl_app.strategies import STRATEGIES
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _flatten(table, prefix=""):
-    out = {}
-    for k, v in table.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def test_pyproject_lists_every_field_with_its_default():
