@@ -70,9 +70,10 @@ class _Session:
         _check_received(self.bundle, self.shared, self.received)
         self.state = ClientState(context, client_dir(str(config["run-dir"]), self.client_id))
 
-    def local_tensors(self) -> dict[str, np.ndarray]:
-        """The client's own tensors; their initial values before its first round."""
-        kept = self.state.load()
+    def local_tensors(self, up_to_round: int) -> dict[str, np.ndarray]:
+        """The client's own tensors as of ``up_to_round``; their initial values before its
+        first round."""
+        kept = self.state.load(up_to_round)
         initial = self.bundle.initial_tensors(self.local)
         if kept is None:
             return initial
@@ -103,7 +104,7 @@ class _Session:
 def handle_train(msg: Message, context: Context) -> Message:
     """Train the client's model for one round and reply with its shared tensors."""
     s = _Session(msg, context)
-    s.load(s.local_tensors())
+    s.load(s.local_tensors(s.round - 1))  # the state this round starts from
     set_trainable(s.bundle.model, s.trained)
     examples, settings, seed_client = s.data.train, s.cfg.train, s.client_id
     if bool(msg.content[CONFIG_KEY].get("pooled-data", False)):
@@ -125,7 +126,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         proximal_mu=float(msg.content[CONFIG_KEY].get("proximal-mu", 0.0)),
         anchor={k: v for k, v in s.received.items() if tensor_group(k) in s.trained},
     )
-    s.state.save(get_tensors(s.bundle.model, s.local), s.bundle.model)
+    s.state.save(get_tensors(s.bundle.model, s.local), s.round, s.bundle.model)
     return s.reply(
         msg,
         arrays=get_tensors(s.bundle.model, s.shared),
@@ -144,7 +145,7 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
     client's test split."""
     s = _Session(msg, context)
     batch = s.cfg.train.eval_batch_size
-    s.load(s.local_tensors())
+    s.load(s.local_tensors(s.round))
     personal = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch)
     s.load(s.bundle.initial_tensors(s.local))
     global_ = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch)

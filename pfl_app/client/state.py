@@ -8,16 +8,20 @@ user loads afterwards with ``PeftModel.from_pretrained``.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
-from flwr.app import Context
+from flwr.app import ConfigRecord, Context
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 from ..records import from_arrayrecord, to_arrayrecord
 
 STATE_KEY = "pfl.local-tensors"
+ROUND_KEY = "pfl.local-round"
 STATE_FILE = "local_tensors.safetensors"
+PREVIOUS_FILE = "local_tensors.previous.safetensors"
 LORA_DIR = "lora"
 
 
@@ -27,7 +31,12 @@ def client_dir(run_dir: str | Path, client_id: int) -> Path:
 
 
 class ClientState:
-    """Load and save the tensors a client keeps to itself.
+    """Load and save the tensors a client keeps to itself, by round.
+
+    Each save records the round it ends. The disk keeps the newest version and the one
+    before it, so a client asked for "its state as of round r" (see :meth:`load`) finds it
+    even when a crash came after it had already trained round r + 1: that is what lets a
+    resumed run redo round r + 1 from the same starting point.
 
     Parameters
     ----------
@@ -41,37 +50,55 @@ class ClientState:
         self.context = context
         self.directory = Path(directory)
 
-    def load(self) -> dict[str, np.ndarray] | None:
-        """The kept tensors, from memory, else from disk; ``None`` before the first round."""
-        if STATE_KEY in self.context.state.array_records:
-            return from_arrayrecord(self.context.state.array_records[STATE_KEY])
-        path = self.directory / STATE_FILE
-        if path.exists():
-            tensors = load_file(str(path))
-            # Put it back in memory so later rounds need not read the disk.
-            self.context.state[STATE_KEY] = to_arrayrecord(tensors)
-            return tensors
+    def _from_disk(self, up_to_round: int) -> tuple[int, dict[str, np.ndarray]] | None:
+        for name in (STATE_FILE, PREVIOUS_FILE):
+            path = self.directory / name
+            if path.exists():
+                with safe_open(str(path), framework="numpy") as fh:
+                    saved_round = int((fh.metadata() or {}).get("round", 0))
+                if saved_round <= up_to_round:
+                    return saved_round, load_file(str(path))
         return None
 
-    def save(self, tensors: dict[str, np.ndarray], peft_model=None) -> None:
-        """Keep ``tensors`` in memory and on disk; with ``peft_model``, also save its LoRA
-        in peft's format (written to a temporary name, then renamed, so a crash leaves the
-        previous copy intact)."""
+    def load(self, up_to_round: int = 1 << 30) -> dict[str, np.ndarray] | None:
+        """The newest kept tensors saved at or before ``up_to_round``, from memory, else
+        from disk; ``None`` if there are none (before the client's first round)."""
+        state = self.context.state
+        if STATE_KEY in state.array_records and int(state[ROUND_KEY]["round"]) <= up_to_round:
+            return from_arrayrecord(state.array_records[STATE_KEY])
+        found = self._from_disk(up_to_round)
+        if found is None:
+            return None
+        saved_round, tensors = found
+        # Put it back in memory so later rounds need not read the disk.
+        state[STATE_KEY] = to_arrayrecord(tensors)
+        state[ROUND_KEY] = ConfigRecord({"round": saved_round})
+        return tensors
+
+    def save(self, tensors: dict[str, np.ndarray], server_round: int, peft_model=None) -> None:
+        """Keep ``tensors`` as the state at the end of ``server_round``, in memory and on disk;
+        with ``peft_model``, also save its LoRA in peft's format. Every file is written under
+        a temporary name and renamed, so a crash leaves the previous copy intact."""
         self.context.state[STATE_KEY] = to_arrayrecord(tensors)
+        self.context.state[ROUND_KEY] = ConfigRecord({"round": server_round})
         self.directory.mkdir(parents=True, exist_ok=True)
+        current = self.directory / STATE_FILE
         tmp = self.directory / (STATE_FILE + ".tmp")
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp))
-        tmp.replace(self.directory / STATE_FILE)
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
+                  metadata={"round": str(server_round)})
+        if current.exists():
+            with safe_open(str(current), framework="numpy") as fh:
+                current_round = int((fh.metadata() or {}).get("round", 0))
+            if current_round < server_round:  # redoing a round must not lose the one before
+                current.replace(self.directory / PREVIOUS_FILE)
+        tmp.replace(current)
         if peft_model is not None:
             staging = self.directory / (LORA_DIR + ".tmp")
+            if staging.exists():
+                shutil.rmtree(staging)
             peft_model.save_pretrained(str(staging))
-            final = self.directory / LORA_DIR
+            final, old = self.directory / LORA_DIR, self.directory / (LORA_DIR + ".old")
             if final.exists():
-                old = self.directory / (LORA_DIR + ".old")
                 final.rename(old)
-                staging.rename(final)
-                for f in old.iterdir():
-                    f.unlink()
-                old.rmdir()
-            else:
-                staging.rename(final)
+            staging.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
