@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import ConfigError
-from .launch import LaunchError, launch, load_scenario, parse_overrides, resolve_run_config
+from .launch import LaunchError, launch, load_scenario, parse_overrides, resolve_run_config, resume_scenario
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--app-dir", default=".", help="the Flower app folder (default: .)")
         if name == "run":
             s.add_argument("--verbose", action="store_true", help="also show library warnings from the workers")
+            s.add_argument("--resume-from", metavar="RUN_DIR",
+                           help="continue a crashed run from its last finished round, with its own config")
     plot = sub.add_parser("plot", help="plot accuracy against uplink bytes and simulated time")
     plot.add_argument("runs", nargs="+", help="results folders")
     plot.add_argument("-o", "--out", default="results/plots", help="folder for the PNG files")
@@ -63,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             scenario.federation["num-supernodes"] = args.num_clients
         overrides = parse_overrides(args.run_config)
         app_dir = Path(args.app_dir).resolve()
+        if getattr(args, "resume_from", None):
+            scenario, saved = resume_scenario(args.resume_from)
+            overrides = {**saved, **overrides}
         if args.command == "validate":
             flat = resolve_run_config(scenario, overrides, app_dir)
             console.print_json(json.dumps({"federation": scenario.federation, "run-config": flat}))

@@ -98,6 +98,8 @@ FIELDS: tuple[Field, ...] = (
     Field("run-name", str, "", "results sub-folder; empty: <method>-<UTC timestamp>"),
     Field("results-dir", str, "results", "where runs are written; relative paths resolve "
           "against $PFL_APP_HOME, else the SuperLink's working directory"),
+    Field("resume-from", str, "", "a run folder to continue from its last finished round; "
+          "every other key must equal that run's (pfl-app run --resume-from sets them)"),
     Field("fraction-train", float, 1.0, "fraction of clients sampled to train each round",
           check=_fraction),
     Field("fraction-evaluate", float, 1.0, "fraction of clients sampled to evaluate each round",
@@ -308,6 +310,7 @@ class RunConfig:
     seed: int
     run_name: str
     results_dir: str
+    resume_from: str
     fraction_train: float
     fraction_evaluate: float
     min_clients: int
@@ -342,6 +345,7 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
         seed=c["seed"],
         run_name=c["run-name"],
         results_dir=c["results-dir"],
+        resume_from=c["resume-from"],
         fraction_train=c["fraction-train"],
         fraction_evaluate=c["fraction-evaluate"],
         min_clients=c["min-clients"],

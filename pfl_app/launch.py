@@ -42,6 +42,7 @@ FLOWER_ENV = {
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
 }
+FEDERATION_FILE = "federation.json"
 FEDERATION_KEYS = ("num-supernodes", "client-resources-num-cpus", "client-resources-num-gpus")
 CONNECTION = "pfl-sim"
 # Library chatter that a Ray worker prints once per actor; hidden unless --verbose.
@@ -140,6 +141,19 @@ def _split_pairs(text: str) -> list[str]:
     if current:
         pairs.append(current)
     return pairs
+
+
+def resume_scenario(run_dir: str | Path) -> tuple[Scenario, dict[str, Any]]:
+    """The scenario and overrides that continue the run in ``run_dir`` after a crash: its
+    own federation and run config, plus ``resume-from``."""
+    run_dir = Path(run_dir).expanduser().resolve()
+    config = run_dir / "config.json"
+    if not config.exists():
+        raise ConfigError(f"--resume-from {run_dir}: no config.json there; is it a run folder?")
+    flat = json.loads(config.read_text())["run_config"]
+    fed_file = run_dir / FEDERATION_FILE
+    federation = json.loads(fed_file.read_text()) if fed_file.exists() else {"num-supernodes": 2}
+    return Scenario(federation, {}), {**flat, "resume-from": str(run_dir)}
 
 
 def resolve_run_config(scenario: Scenario, overrides: dict[str, Any], project_dir: Path) -> dict[str, Any]:
@@ -303,8 +317,13 @@ def launch(
     project_dir = project_dir.resolve()
     flat = resolve_run_config(scenario, overrides, project_dir)
     run_dir = Path(flat["results-dir"]) / flat["run-name"]
-    if (run_dir / "metrics.jsonl").exists():
-        raise ConfigError(f"{run_dir} already holds a run; pick another run-name")
+    if flat["resume-from"]:
+        run_dir = Path(flat["resume-from"])
+    elif (run_dir / "metrics.jsonl").exists():
+        raise ConfigError(f"{run_dir} already holds a run; pick another run-name, or resume it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # What a resumption needs besides the run config: the federation it ran on.
+    (run_dir / FEDERATION_FILE).write_text(json.dumps(scenario.federation))
     echo(f"preparing model {flat['model.name']} ...")
     prepare_model(flat)
     with private_superlink(project_dir) as (env, home):

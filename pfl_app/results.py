@@ -22,6 +22,7 @@ import numpy as np
 from rich.console import Console
 from safetensors.numpy import save_file
 
+from . import checkpoint
 from .config import RunConfig
 
 PEFT_PREFIX = "base_model.model."
@@ -82,30 +83,38 @@ class RunRecorder:
         The validated configuration, written to ``config.json``.
     """
 
-    def __init__(self, run_dir: Path, cfg: RunConfig) -> None:
+    def __init__(self, run_dir: Path, cfg: RunConfig, resume: checkpoint.Checkpoint | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.cfg = cfg
+        self._start = time.time()
+        self._round_start = self._start
+        if resume is not None:
+            # Continue a run: keep its config.json, drop rows of the round it did not finish.
+            self.rows = checkpoint.truncate_metrics(self.run_dir, resume.round)
+            self.rounds_completed = resume.round
+            self.simulated_time_s = float(resume.counters.get("simulated_time_s", 0.0))
+            self._prior_wall = float(resume.counters.get("wall_time_s", 0.0))
+            return
         if (self.run_dir / "metrics.jsonl").exists():
             raise FileExistsError(
                 f"{self.run_dir} already holds a run; pick another run-config 'run-name' "
-                "(or leave it empty for a timestamped one)"
+                "(or leave it empty for a timestamped one), or resume it with resume-from"
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict[str, Any]] = []
         self.rounds_completed = 0
         self.simulated_time_s = 0.0
-        self._start = time.time()
-        self._round_start = self._start
+        self._prior_wall = 0.0
         config = {"method": cfg.method, "run_dir": str(self.run_dir), "run_config": cfg.flat}
         (self.run_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
 
     def round_done(
-        self, server_round: int, rows: list[dict[str, Any]], shared: Mapping[str, np.ndarray] | None = None
+        self, server_round: int, rows: list[dict[str, Any]], shared: Mapping[str, np.ndarray] | None = None,
+        strategy_state: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        """Append a round's rows to ``metrics.jsonl``, save the round's global shared tensors
-        (so a crash leaves the last finished round's usable) and print the progress line."""
-        if shared:
-            self.save_shared(shared)
+        """Checkpoint the round, append its rows to ``metrics.jsonl``, commit the checkpoint,
+        save the round's global shared tensors and print the progress line (see
+        :mod:`pfl_app.checkpoint` for why in this order)."""
         now = time.time()
         wall = now - self._round_start
         self._round_start = now
@@ -113,9 +122,14 @@ class RunRecorder:
         self.simulated_time_s += air
         rows = [{**row, "round_wall_s": round(wall, 3), "round_air_time_s": air,
                  "simulated_time_s": self.simulated_time_s} for row in rows]
+        counters = {"simulated_time_s": self.simulated_time_s, "wall_time_s": self._wall()}
+        checkpoint.write(self.run_dir, server_round, dict(shared or {}), dict(strategy_state or {}), counters)
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
             for row in rows:
                 fh.write(json.dumps(row, default=_json_default) + "\n")
+        checkpoint.commit(self.run_dir, server_round)
+        if shared:
+            self.save_shared(shared)
         self.rows.extend(rows)
         self.rounds_completed = server_round
         up = sum(r["bytes_up"] for r in rows)
@@ -142,6 +156,9 @@ class RunRecorder:
         parts.append(f"wall {wall:.1f} s")
         _console.print(" | ".join(parts))
 
+    def _wall(self) -> float:
+        return self._prior_wall + time.time() - self._start
+
     def summary(self) -> dict[str, Any]:
         """The run's headline numbers (see ``docs/results-format.md``)."""
         last = [r for r in self.rows if r["round"] == self.rounds_completed]
@@ -162,7 +179,7 @@ class RunRecorder:
             "air_time_s_total": sum(r.get("air_time_s_up", 0.0) + r.get("air_time_s_down", 0.0) for r in self.rows),
             "energy_j_total": sum(r.get("energy_j_up", 0.0) + r.get("compute_energy_j", 0.0) for r in self.rows),
             "simulated_time_s_total": self.simulated_time_s,
-            "wall_time_s": round(time.time() - self._start, 3),
+            "wall_time_s": round(self._wall(), 3),
         }
         for key in ("personalized_accuracy", "global_accuracy", "personalized_loss", "global_loss",
                     "personalized_perplexity", "global_perplexity"):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from logging import ERROR, INFO
+from pathlib import Path
 
 from flwr.app import ConfigRecord, Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
+from ..checkpoint import Checkpoint, restore_random, restore_strategy_state, strategy_state
+from ..checkpoint import read as read_checkpoint
 from ..config import RunConfig, parse_run_config
 from ..data import load_source
 from ..models.personalized import shared_model_bundle
@@ -35,6 +39,32 @@ def check_data_sources(cfg: RunConfig) -> None:
             raise ValueError(f"run-config key 'data.tasks': dataset {name!r} cannot be used: {err}") from err
 
 
+# Keys that may differ between a run and its resumption.
+RESUME_FREE_KEYS = ("resume-from", "run-name", "results-dir", "round-timeout-s")
+
+
+def resume_point(cfg: RunConfig) -> tuple[Path, Checkpoint]:
+    """The run folder named by ``resume-from`` and its last committed checkpoint.
+
+    Raises ``ValueError`` when the folder is not a run, or when the run config differs from
+    the one the run was started with (naming the keys).
+    """
+    run_dir = Path(cfg.resume_from).expanduser().resolve()
+    saved_path = run_dir / "config.json"
+    if not saved_path.exists():
+        raise ValueError(f"run-config key 'resume-from': {run_dir} holds no run (no config.json)")
+    saved = json.loads(saved_path.read_text())["run_config"]
+    differ = sorted(k for k in set(saved) | set(cfg.flat)
+                    if k not in RESUME_FREE_KEYS and saved.get(k) != cfg.flat.get(k))
+    if differ:
+        raise ValueError(
+            f"run-config key 'resume-from': this config differs from the run's in {differ}; "
+            "resume with the run's own config (pfl-app run --resume-from does)"
+        )
+    # No committed round yet: start over in the same folder.
+    return run_dir, read_checkpoint(run_dir) or Checkpoint(round=0, shared={}, strategy_state={}, counters={})
+
+
 def run_server(grid: Grid, context: Context) -> dict:
     """Run a federated job from ``context.run_config`` and return its summary.
 
@@ -43,8 +73,12 @@ def run_server(grid: Grid, context: Context) -> dict:
     """
     cfg = parse_run_config(context.run_config)
     check_data_sources(cfg)
-    run_dir = resolve_run_dir(cfg)
-    recorder = RunRecorder(run_dir, cfg)
+    resume = None
+    if cfg.resume_from:
+        run_dir, resume = resume_point(cfg)
+    else:
+        run_dir = resolve_run_dir(cfg)
+    recorder = RunRecorder(run_dir, cfg, resume=resume)
     log(INFO, "pfl-app: method=%s model=%s results in %s", cfg.method, cfg.model.name, run_dir)
 
     strategy = build_strategy(
@@ -53,7 +87,7 @@ def run_server(grid: Grid, context: Context) -> dict:
         optimizer=cfg.server_optimizer,
         learning_rate=cfg.server_learning_rate,
         proximal_mu=cfg.proximal_mu,
-        on_round_end=recorder.round_done,
+        on_round_end=lambda r, rows, shared: recorder.round_done(r, rows, shared, strategy_state(strategy)),
         fraction_train=cfg.fraction_train,
         fraction_evaluate=cfg.fraction_evaluate,
         min_train_nodes=cfg.min_clients,
@@ -63,7 +97,16 @@ def run_server(grid: Grid, context: Context) -> dict:
     # The server holds only the shared tensors; it needs the model to know their initial
     # values, which every client builds identically from the same seed.
     bundle = shared_model_bundle(cfg)
-    initial = to_arrayrecord(bundle.initial_tensors(strategy.shared_groups))
+    initial_tensors = bundle.initial_tensors(strategy.shared_groups)
+    if resume is not None and resume.round > 0:
+        if set(resume.shared) != set(initial_tensors):
+            raise ValueError(f"the checkpoint in {run_dir} does not hold this method's shared tensors")
+        initial_tensors = resume.shared
+        restore_strategy_state(strategy, resume.strategy_state)
+        restore_random(resume)
+        strategy.resume_after = resume.round
+        log(INFO, "pfl-app: resuming %s after round %d of %d", run_dir, resume.round, cfg.num_server_rounds)
+    initial = to_arrayrecord(initial_tensors)
     log(INFO, "pfl-app: %d shared tensors, %d bytes per copy", len(initial), initial.count_bytes())
     message_config = ConfigRecord({"run-dir": str(run_dir)})
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from logging import WARNING
+from logging import INFO, WARNING
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -59,6 +59,8 @@ class PersonalizedFedAvg(FedAvg):
     """
 
     shared_groups: tuple[str, ...] = ("adapter", "lora_A", "lora_B")
+    #: Rounds up to this one were finished before a resume: they are skipped.
+    resume_after: int = 0
     trained_groups: tuple[str, ...] = ("adapter", "lora_A", "lora_B")
 
     def __init__(self, *, method: str = "", on_round_end: RoundCallback | None = None, **fedavg_kwargs: Any) -> None:
@@ -96,9 +98,21 @@ class PersonalizedFedAvg(FedAvg):
         config["trained-groups"] = format_groups(self.trained_groups)
         return config
 
+    def _skipped(self, server_round: int) -> bool:
+        # Flower's start() counts rounds from 1; on resume the finished ones send nothing,
+        # so the rest keep their own round numbers (client seeds, channel draws, and the
+        # bias correction of Flower's adaptive optimizers all depend on them).
+        if server_round <= self.resume_after:
+            self._sent = 0
+            return True
+        return False
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        if self._skipped(server_round):
+            log(INFO, "round %d: finished before the resume, skipped", server_round)
+            return []
         self._current = from_arrayrecord(arrays)
         self._expected = {k: tuple(v.shape) for k, v in self._current.items()}
         msgs = super().configure_train(server_round, arrays, self._with_groups(config), grid)
@@ -107,6 +121,8 @@ class PersonalizedFedAvg(FedAvg):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        if self._skipped(server_round):
+            return []
         self._evaluated = arrays
         msgs = super().configure_evaluate(server_round, arrays, self._with_groups(config), grid)
         return self._outgoing(server_round, msgs)
@@ -150,6 +166,8 @@ class PersonalizedFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        if self._skipped(server_round):
+            return None, None
         ledger = self._ledger_for(server_round)
         accepted: list[tuple[RecordDict, dict | None]] = []
         for msg in self._received(server_round, replies):
@@ -201,6 +219,8 @@ class PersonalizedFedAvg(FedAvg):
         return to_arrayrecord(averaged), metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        if self._skipped(server_round):
+            return None
         ledger = self._ledger_for(server_round)
         ok = self._received(server_round, replies)
         for msg in ok:

@@ -1,0 +1,130 @@
+"""Server checkpoints: what a run needs to continue after a crash.
+
+After every round the server writes ``checkpoints/round-<r>/`` (the global shared tensors,
+the server optimizer's state, the round's counters and Python's RNG state), appends the
+round's rows to ``metrics.jsonl``, and only then points ``checkpoint.json`` at the new
+folder. ``checkpoint.json`` is the commit: a crash before it leaves the previous round as
+the one to resume from, and rows of the unfinished round are dropped on resume, so no
+round is counted twice or lost. The two newest checkpoint folders are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+POINTER = "checkpoint.json"
+FOLDER = "checkpoints"
+KEEP = 2
+# Array-valued state of Flower's server optimizers (FedOpt family: m_t, v_t; FedAvgM: momentum).
+STRATEGY_STATE_ATTRS = ("m_t", "v_t", "momentum_vector")
+
+
+@dataclass
+class Checkpoint:
+    """A finished round, as saved."""
+
+    round: int
+    shared: dict[str, np.ndarray]
+    strategy_state: dict[str, np.ndarray]
+    counters: dict[str, Any]
+
+
+def strategy_state(strategy: Any) -> dict[str, np.ndarray]:
+    """The server optimizer's arrays, as ``"<attr>/<tensor name>"``."""
+    out = {}
+    for attr in STRATEGY_STATE_ATTRS:
+        value = getattr(strategy, attr, None)
+        if isinstance(value, dict):
+            out.update({f"{attr}/{k}": np.asarray(v) for k, v in value.items()})
+    return out
+
+
+def restore_strategy_state(strategy: Any, tensors: dict[str, np.ndarray]) -> None:
+    """Put arrays saved by :func:`strategy_state` back on ``strategy``."""
+    for attr in STRATEGY_STATE_ATTRS:
+        found = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.split("/", 1)[0] == attr}
+        if found:
+            setattr(strategy, attr, found)
+
+
+def _random_state_to_json(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _random_state_from_json(data: list) -> tuple:
+    return (data[0], tuple(data[1]), data[2])
+
+
+def write(run_dir: Path, server_round: int, shared: dict[str, np.ndarray], state: dict[str, np.ndarray],
+          counters: dict[str, Any]) -> Path:
+    """Write round ``server_round``'s checkpoint folder (not yet committed: see :func:`commit`)."""
+    root = Path(run_dir) / FOLDER
+    target = root / f"round-{server_round:04d}"
+    staging = root / f".round-{server_round:04d}.tmp"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in shared.items()}, str(staging / "shared.safetensors"))
+    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(staging / "strategy.safetensors"))
+    (staging / "state.json").write_text(json.dumps({
+        "round": server_round, "counters": counters,
+        "python_random": _random_state_to_json(random.getstate()),
+    }))
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    return target
+
+
+def commit(run_dir: Path, server_round: int) -> None:
+    """Make round ``server_round`` the one to resume from, and prune older folders."""
+    run_dir = Path(run_dir)
+    tmp = run_dir / (POINTER + ".tmp")
+    tmp.write_text(json.dumps({"round": server_round, "folder": f"{FOLDER}/round-{server_round:04d}"}))
+    tmp.replace(run_dir / POINTER)
+    folders = sorted(p for p in (run_dir / FOLDER).glob("round-*") if p.is_dir())
+    for old in folders[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read(run_dir: Path) -> Checkpoint | None:
+    """The committed checkpoint of a run, or ``None`` if no round was committed."""
+    run_dir = Path(run_dir)
+    pointer = run_dir / POINTER
+    if not pointer.exists():
+        return None
+    folder = run_dir / json.loads(pointer.read_text())["folder"]
+    state = json.loads((folder / "state.json").read_text())
+    return Checkpoint(
+        round=int(state["round"]),
+        shared=load_file(str(folder / "shared.safetensors")),
+        strategy_state=load_file(str(folder / "strategy.safetensors")),
+        counters={**state["counters"], "python_random": state["python_random"]},
+    )
+
+
+def restore_random(checkpoint: Checkpoint) -> None:
+    """Restore Python's RNG (Flower samples clients with it) as it was after the round."""
+    random.setstate(_random_state_from_json(checkpoint.counters["python_random"]))
+
+
+def truncate_metrics(run_dir: Path, last_round: int) -> list[dict[str, Any]]:
+    """Drop rows of rounds after ``last_round`` from ``metrics.jsonl``; return the rest."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    kept = [r for r in rows if r["round"] <= last_round]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    tmp.replace(path)
+    return kept
