@@ -4,12 +4,14 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from pfl_app.client.personalized_client import handle_evaluate, handle_train
+from pfl_app.faults import fault_injection_mod
 from pfl_app.quiet import quiet_libraries
 from pfl_app.wireless.mod import wireless_mod
 
 quiet_libraries()
-# Every train message and its reply cross the client's simulated radio link.
-app = ClientApp(mods=[wireless_mod])
+# Every train message and its reply cross the client's simulated radio link; injected
+# faults (off unless configured) happen on the client, inside it.
+app = ClientApp(mods=[wireless_mod, fault_injection_mod])
 
 
 @app.train()

@@ -108,6 +108,8 @@ FIELDS: tuple[Field, ...] = (
           "for the run to go on", check=_positive),
     Field("round-timeout-s", float, 3600.0, "seconds the server waits for replies in a round; "
           "a client that has not answered by then is left out", check=_positive),
+    Field("update-norm-factor", float, 10.0, "reject an update that moved more than this many "
+          "times the round's median (3+ updates); 0: off", check=_non_negative),
     Field("server-optimizer", str, "fedavg", "Flower strategy applied to the averaged shared "
           "tensors", SERVER_OPTIMIZERS),
     Field("server-learning-rate", float, 0.1, "eta of fedadam/fedyogi/fedadagrad; server "
@@ -158,6 +160,11 @@ FIELDS: tuple[Field, ...] = (
     Field("train.learning-rate", float, 5e-4, "AdamW learning rate", check=_positive),
     Field("train.weight-decay", float, 0.0, "AdamW weight decay", check=_non_negative),
     Field("eval.batch-size", int, 8, "sequences per evaluation forward pass", check=_positive),
+    # --- fault injection, for testing (see pfl_app/faults.py) ----------------------------
+    Field("faults.fail-fraction", float, 0.0, "share of clients whose training raises, each round",
+          check=_unit_interval),
+    Field("faults.corrupt-fraction", float, 0.0, "share of clients that send a NaN update, each round",
+          check=_unit_interval),
     # --- the wireless channel (train messages cross it; see docs/wireless.md) -------------
     Field("wireless.profile", str, "ideal", "link profile of every client", tuple(PROFILES)),
     Field("wireless.poor-fraction", float, 0.0, "share of clients moved to wireless.poor-profile",
@@ -288,6 +295,12 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class FaultSettings:
+    fail_fraction: float
+    corrupt_fraction: float
+
+
+@dataclass(frozen=True)
 class WirelessSettings:
     profile: str
     poor_fraction: float
@@ -315,6 +328,7 @@ class RunConfig:
     fraction_evaluate: float
     min_clients: int
     round_timeout_s: float
+    update_norm_factor: float
     server_optimizer: str
     server_learning_rate: float
     proximal_mu: float
@@ -324,6 +338,7 @@ class RunConfig:
     data: DataSettings
     train: TrainSettings
     wireless: WirelessSettings
+    faults: FaultSettings
     flat: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
 
 
@@ -337,6 +352,8 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
         names the key and what it allows.
     """
     c = validate_flat(run_config)
+    if c["faults.fail-fraction"] + c["faults.corrupt-fraction"] > 1:
+        raise ConfigError("run-config keys 'faults.fail-fraction' + 'faults.corrupt-fraction' must be <= 1")
     if c["wireless.distance-max"] < c["wireless.distance-min"]:
         raise ConfigError("run-config key 'wireless.distance-max' must be >= 'wireless.distance-min'")
     return RunConfig(
@@ -350,6 +367,7 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
         fraction_evaluate=c["fraction-evaluate"],
         min_clients=c["min-clients"],
         round_timeout_s=c["round-timeout-s"],
+        update_norm_factor=c["update-norm-factor"],
         server_optimizer=c["server-optimizer"],
         server_learning_rate=c["server-learning-rate"],
         proximal_mu=c["proximal-mu"],
@@ -393,6 +411,7 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
             compute_s=c["wireless.compute-s"],
             deadline_s=c["wireless.deadline-s"],
         ),
+        faults=FaultSettings(c["faults.fail-fraction"], c["faults.corrupt-fraction"]),
         flat=c,
     )
 

@@ -152,3 +152,21 @@ def test_a_run_killed_hard_resumes_from_its_last_round_and_matches_an_uninterrup
         ref = reference[(r["round"], r["client"])]
         for key in ("train_loss", "personalized_loss", "global_loss"):
             assert r[key] == pytest.approx(ref[key], rel=1e-4, abs=1e-5), (r["round"], r["client"], key)
+
+
+def test_failing_and_corrupt_clients_are_left_out_and_the_run_goes_on(tmp_path, project_dir):
+    scenario = Scenario(
+        federation={"num-supernodes": 4, "client-resources-num-cpus": 1},
+        run_config={**TINY, "num-server-rounds": 2, "data.partitioner": "iid", "results-dir": str(tmp_path),
+                    "run-name": "faults", "faults.fail-fraction": 0.25, "faults.corrupt-fraction": 0.25},
+    )
+    status, run_dir = launch(project_dir, scenario, {}, echo=lambda _line: None)
+    assert status["status"] == "finished:completed"
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for rnd in (1, 2):
+        statuses = sorted(r["status"] for r in rows if r["round"] == rnd)
+        assert statuses == ["error", "ok", "ok", "rejected"], statuses
+    assert any("injected fault" in r.get("error", "") for r in rows if r["status"] == "error")
+    assert all("NaN" in r["error"] for r in rows if r["status"] == "rejected")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["client_failures"] == 2 and summary["updates_rejected"] == 2

@@ -124,3 +124,17 @@ def test_too_few_answers_stop_the_run_with_a_clear_message(flower_identity):
     # two answers of three are enough, the failed one is left out
     arrays, _ = strategy.aggregate_train(1, [ok, _reply(msgs[22], {ADAPTER: np.full(3, 3.0, np.float32)}), failed[1]])
     np.testing.assert_allclose(from_arrayrecord(arrays)[ADAPTER], np.full(3, 2.0))
+
+
+def test_an_update_that_moved_far_more_than_the_others_is_rejected(flower_identity):
+    strategy = PFTT(method="pftt", min_available_nodes=1, min_train_nodes=4)
+    msgs, _ = _round(strategy, [1, 2, 3, 4], {ADAPTER: np.zeros(4, np.float32)})
+    replies = [_reply(msgs[n], {ADAPTER: np.full(4, v, np.float32)}) for n, v in ((1, 1.0), (2, 1.2), (3, 0.9), (4, 500.0))]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    np.testing.assert_allclose(from_arrayrecord(arrays)[ADAPTER], np.full(4, (1.0 + 1.2 + 0.9) / 3), rtol=1e-6)
+    assert [n for _, n, _ in strategy.rejected] == [4] and "median" in strategy.rejected[0][2]
+    strategy.norm_factor = 0.0  # off: everything is averaged
+    msgs, _ = _round(strategy, [1, 2, 3, 4], {ADAPTER: np.zeros(4, np.float32)})
+    replies = [_reply(msgs[n], {ADAPTER: np.full(4, v, np.float32)}) for n, v in ((1, 1.0), (2, 1.2), (3, 0.9), (4, 500.0))]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert from_arrayrecord(arrays)[ADAPTER][0] > 100

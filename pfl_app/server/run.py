@@ -94,6 +94,7 @@ def run_server(grid: Grid, context: Context) -> dict:
         min_evaluate_nodes=cfg.min_clients,
         min_available_nodes=cfg.min_clients,
     )
+    strategy.norm_factor = cfg.update_norm_factor
     # The server holds only the shared tensors; it needs the model to know their initial
     # values, which every client builds identically from the same seed.
     bundle = shared_model_bundle(cfg)

@@ -17,7 +17,7 @@ from ..models.personalized import format_groups
 from ..records import from_arrayrecord, message_bytes, to_arrayrecord
 from ..wireless.mod import MASK_KEY, STATUS_KEY, WIRELESS_KEY
 from ..wireless.partial import masked_weighted_average
-from .validation import update_problem
+from .validation import norm_outliers, update_problem
 
 # on_round_end(server_round, rows, global_shared_tensors)
 RoundCallback = Callable[[int, list[dict[str, Any]], dict[str, Any]], None]
@@ -61,6 +61,9 @@ class PersonalizedFedAvg(FedAvg):
     shared_groups: tuple[str, ...] = ("adapter", "lora_A", "lora_B")
     #: Rounds up to this one were finished before a resume: they are skipped.
     resume_after: int = 0
+    #: An update whose distance from the global tensors exceeds this many times the
+    #: round's median distance is rejected (with 3 or more updates); 0 turns it off.
+    norm_factor: float = 10.0
     trained_groups: tuple[str, ...] = ("adapter", "lora_A", "lora_B")
 
     def __init__(self, *, method: str = "", on_round_end: RoundCallback | None = None, **fedavg_kwargs: Any) -> None:
@@ -141,7 +144,8 @@ class PersonalizedFedAvg(FedAvg):
             node = msg.metadata.src_node_id
             if msg.has_error():
                 log(WARNING, "round %d: node %d failed: %s", server_round, node, msg.error.reason)
-                ledger.note(node, status="error", error=str(msg.error.reason)[:500])
+                # Tracebacks relayed by Ray end with the exception itself: keep the end.
+                ledger.note(node, status="error", error=str(msg.error.reason).strip()[-500:])
                 continue
             content = msg.content
             link = content.metric_records.get(WIRELESS_KEY)
@@ -169,7 +173,7 @@ class PersonalizedFedAvg(FedAvg):
         if self._skipped(server_round):
             return None, None
         ledger = self._ledger_for(server_round)
-        accepted: list[tuple[RecordDict, dict | None]] = []
+        accepted: list[tuple[int, RecordDict, dict | None]] = []
         for msg in self._received(server_round, replies):
             node = msg.metadata.src_node_id
             status = msg.content.config_records.get(STATUS_KEY)
@@ -202,17 +206,25 @@ class PersonalizedFedAvg(FedAvg):
                 ledger.note(node, error=str(status["reason"]))
             # Only the update and its metrics go to Flower's helpers.
             core = RecordDict({"arrays": arrays, "metrics": metrics})
-            accepted.append((core, from_arrayrecord(mask) if mask is not None else None))
+            accepted.append((node, core, from_arrayrecord(mask) if mask is not None else None))
+        outliers = norm_outliers(
+            [(n, from_arrayrecord(c["arrays"]), m) for n, c, m in accepted], self._current, self.norm_factor
+        )
+        for node, problem in outliers.items():
+            log(WARNING, "round %d: rejected the update of node %d: %s", server_round, node, problem)
+            self.rejected.append((server_round, node, problem))
+            ledger.note(node, status="rejected", error=problem)
+        accepted = [(n, c, m) for n, c, m in accepted if n not in outliers]
         if not accepted:
             log(WARNING, "round %d: no update to aggregate; the shared tensors stay as they were", server_round)
             return None, None
-        contents = [c for c, _ in accepted]
+        contents = [c for _, c, _ in accepted]
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
-        if all(mask is None for _, mask in accepted):
+        if all(mask is None for _, _, mask in accepted):
             return aggregate_arrayrecords(contents, self.weighted_by_key), metrics
         averaged = masked_weighted_average(
             [from_arrayrecord(c["arrays"]) for c in contents],
-            [mask for _, mask in accepted],
+            [mask for _, _, mask in accepted],
             [float(c["metrics"][self.weighted_by_key]) for c in contents],
             self._current,
         )
