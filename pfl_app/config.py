@@ -104,8 +104,10 @@ FIELDS: tuple[Field, ...] = (
           check=_fraction),
     Field("fraction-evaluate", float, 1.0, "fraction of clients sampled to evaluate each round",
           check=_fraction),
-    Field("min-clients", int, 2, "fewest clients that must be connected, and answer each round, "
-          "for the run to go on", check=_positive),
+    Field("min-clients", int, 2, "clients that must be connected before a round starts, and the "
+          "fewest sampled", check=_positive),
+    Field("min-answers", int, 1, "fewest clients that must answer a round (a failed or timed-out "
+          "client does not) for the run to go on; fewer stops it with a message", check=_positive),
     Field("round-timeout-s", float, 3600.0, "seconds the server waits for replies in a round; "
           "a client that has not answered by then is left out", check=_positive),
     Field("update-norm-factor", float, 10.0, "reject an update that moved more than this many "
@@ -327,6 +329,7 @@ class RunConfig:
     fraction_train: float
     fraction_evaluate: float
     min_clients: int
+    min_answers: int
     round_timeout_s: float
     update_norm_factor: float
     server_optimizer: str
@@ -366,6 +369,7 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
         fraction_train=c["fraction-train"],
         fraction_evaluate=c["fraction-evaluate"],
         min_clients=c["min-clients"],
+        min_answers=c["min-answers"],
         round_timeout_s=c["round-timeout-s"],
         update_norm_factor=c["update-norm-factor"],
         server_optimizer=c["server-optimizer"],

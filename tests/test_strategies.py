@@ -79,7 +79,7 @@ def test_malformed_updates_are_rejected(flower_identity, bad, why):
 
 
 def test_a_round_with_no_usable_update_keeps_the_old_tensors(flower_identity):
-    strategy = PFTT(method="pftt", min_available_nodes=1, min_train_nodes=2)
+    strategy = PFTT(method="pftt", min_available_nodes=2, min_train_nodes=2)
     msgs, _ = _round(strategy, [11, 22], {ADAPTER: np.zeros(3, np.float32)})
     failed = Message(Error(code=0, reason="boom"), reply_to=msgs[11])
     assert strategy.aggregate_train(1, [failed, _reply(msgs[22], {})]) == (None, None)
@@ -116,10 +116,11 @@ def test_too_few_answers_stop_the_run_with_a_clear_message(flower_identity):
     from pfl_app.strategies.base import TooFewClients
 
     strategy = PFTT(method="pftt", min_available_nodes=2, min_train_nodes=3)
+    strategy.min_answers = 2
     msgs, _ = _round(strategy, [11, 22, 33], {ADAPTER: np.zeros(3, np.float32)})
     ok = _reply(msgs[11], {ADAPTER: np.ones(3, np.float32)})
     failed = [Message(Error(code=0, reason="boom"), reply_to=msgs[n]) for n in (22, 33)]
-    with pytest.raises(TooFewClients, match="round 1: 1 client\\(s\\) answered \\(2 failed.*min-clients=2"):
+    with pytest.raises(TooFewClients, match="round 1: 1 of 3 client\\(s\\) answered \\(2 failed, 0 timed out.*min-answers=2"):
         strategy.aggregate_train(1, [ok, *failed])
     # two answers of three are enough, the failed one is left out
     arrays, _ = strategy.aggregate_train(1, [ok, _reply(msgs[22], {ADAPTER: np.full(3, 3.0, np.float32)}), failed[1]])

@@ -68,7 +68,10 @@ class _Session:
         self.trained = parse_groups(str(config.get("trained-groups", format_groups(TENSOR_GROUPS))))
         self.received = from_arrayrecord(msg.content[ARRAYS_KEY])
         _check_received(self.bundle, self.shared, self.received)
-        self.state = ClientState(context, client_dir(str(config["run-dir"]), self.client_id))
+        state_dir = context.node_config.get("state-dir")
+        self.state = ClientState(
+            context, client_dir(str(config["run-dir"]), self.client_id, str(state_dir) if state_dir else None)
+        )
 
     def local_tensors(self, up_to_round: int) -> dict[str, np.ndarray]:
         """The client's own tensors as of ``up_to_round``; their initial values before its

@@ -25,9 +25,12 @@ PREVIOUS_FILE = "local_tensors.previous.safetensors"
 LORA_DIR = "lora"
 
 
-def client_dir(run_dir: str | Path, client_id: int) -> Path:
-    """The per-client folder of a run."""
-    return Path(run_dir) / "clients" / f"client-{client_id:03d}"
+def client_dir(run_dir: str | Path, client_id: int, state_dir: str | None = None) -> Path:
+    """The per-client folder of a run: under the run folder the server names, or, when the
+    node sets ``state-dir`` in its node config (a device whose disk is not the server's),
+    under ``<state-dir>/<run name>/``."""
+    base = Path(state_dir) / Path(run_dir).name if state_dir else Path(run_dir)
+    return base / "clients" / f"client-{client_id:03d}"
 
 
 class ClientState:

@@ -95,6 +95,7 @@ def run_server(grid: Grid, context: Context) -> dict:
         min_available_nodes=cfg.min_clients,
     )
     strategy.norm_factor = cfg.update_norm_factor
+    strategy.min_answers = cfg.min_answers
     # The server holds only the shared tensors; it needs the model to know their initial
     # values, which every client builds identically from the same seed.
     bundle = shared_model_bundle(cfg)

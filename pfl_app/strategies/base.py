@@ -64,6 +64,8 @@ class PersonalizedFedAvg(FedAvg):
     #: An update whose distance from the global tensors exceeds this many times the
     #: round's median distance is rejected (with 3 or more updates); 0 turns it off.
     norm_factor: float = 10.0
+    #: Fewest answers a round needs for the run to go on (or all that were asked, if fewer).
+    min_answers: int = 1
     trained_groups: tuple[str, ...] = ("adapter", "lora_A", "lora_B")
 
     def __init__(self, *, method: str = "", on_round_end: RoundCallback | None = None, **fedavg_kwargs: Any) -> None:
@@ -133,9 +135,9 @@ class PersonalizedFedAvg(FedAvg):
     def _received(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
         """Account for every reply; return those that carry content.
 
-        Raises :class:`TooFewClients` when fewer than ``min_available_nodes`` clients (or
-        than were asked, if fewer were) answered: a reply with an error, or none before
-        the timeout, is no answer.
+        Raises :class:`TooFewClients` when fewer than :attr:`min_answers` clients (or than
+        were asked, if fewer were) answered: a reply with an error, or none before the
+        timeout, is no answer.
         """
         ledger = self._ledger_for(server_round)
         ok = []
@@ -160,10 +162,11 @@ class PersonalizedFedAvg(FedAvg):
             if link is not None:
                 ledger.note(node, **{k.replace("-", "_"): float(v) for k, v in link.items()})
             ok.append(msg)
-        if len(ok) < min(self.min_available_nodes, self._sent):
+        if len(ok) < min(self.min_answers, self._sent):
             raise TooFewClients(
-                f"round {server_round}: {len(ok)} client(s) answered ({len(replies) - len(ok)} failed or "
-                f"timed out), fewer than min-clients={self.min_available_nodes}; stopping the run"
+                f"round {server_round}: {len(ok)} of {self._sent} client(s) answered ({len(replies) - len(ok)} "
+                f"failed, {self._sent - len(replies)} timed out), fewer than min-answers={self.min_answers}; "
+                "stopping the run"
             )
         return ok
 

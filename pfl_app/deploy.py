@@ -1,0 +1,151 @@
+"""Start Flower's deployment processes (SuperLink, SuperNodes) for this app.
+
+Used by ``scripts/deploy/`` and the deployment tests. On one machine everything listens on
+loopback; across devices, run :func:`superlink_command` on the server and
+:func:`supernode_command` on each device (see docs/deployment.md). Every process gets the
+environment of :data:`pfl_app.launch.FLOWER_ENV`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .launch import FLOWER_ENV, _bin
+
+
+@dataclass(frozen=True)
+class Tls:
+    """Certificate files made by ``scripts/deploy/make-certs.sh``."""
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+
+
+def superlink_command(port: int, *, tls: Tls | None = None, database: Path | None = None,
+                      node_auth: bool = False) -> list[str]:
+    """``flower-superlink`` for deployment (no ``--simulation``): insecure only without TLS."""
+    cmd = [_bin("flower-superlink"), "--port", str(port)]
+    if tls is None:
+        cmd.append("--insecure")
+    else:
+        cmd += ["--ssl-ca-certfile", str(tls.ca_cert), "--ssl-certfile", str(tls.server_cert),
+                "--ssl-keyfile", str(tls.server_key)]
+    if database is not None:
+        cmd += ["--database", str(database)]
+    if node_auth:
+        cmd.append("--enable-supernode-auth")
+    return cmd
+
+
+def supernode_command(superlink: str, port: int, partition_id: int, num_partitions: int, *,
+                      state_dir: Path | None = None, root_cert: Path | None = None,
+                      auth_key: Path | None = None) -> list[str]:
+    """``flower-supernode`` for client ``partition_id`` of ``num_partitions``."""
+    node_config = f"partition-id={partition_id} num-partitions={num_partitions}"
+    if state_dir is not None:
+        node_config += f' state-dir="{state_dir}"'
+    cmd = [_bin("flower-supernode"), "--superlink", superlink, "--port", str(port), "--node-config", node_config]
+    cmd += ["--insecure"] if root_cert is None else ["--root-certificates", str(root_cert)]
+    if auth_key is not None:
+        cmd += ["--auth-supernode-private-key", str(auth_key)]
+    return cmd
+
+
+def write_connection(flwr_home: Path, name: str, address: str, root_cert: Path | None = None) -> None:
+    """Add a ``[superlink.<name>]`` connection to ``$FLWR_HOME/config.toml``."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    lines = [f'[superlink]\ndefault = "{name}"\n', f"[superlink.{name}]", f'address = "{address}"']
+    lines.append("insecure = true" if root_cert is None else f'root-certificates = "{root_cert}"')
+    (flwr_home / "config.toml").write_text("\n".join(lines) + "\n")
+
+
+@dataclass
+class Processes:
+    """Deployment processes started here, stopped together."""
+
+    env: dict[str, str]
+    logs: Path
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self, name: str, cmd: list[str]) -> subprocess.Popen:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / f"{name}.log", "ab")
+        proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=self.logs, start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
+        proc = self.procs.pop(name)
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+
+def deployment_env(flwr_home: Path, project_dir: Path) -> dict[str, str]:
+    return {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(flwr_home), "PFL_APP_HOME": str(project_dir)}
+
+
+def wait_for_port(port: int, timeout: float = 60.0) -> None:
+    import socket
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout:g} s")
+
+
+def flwr_run(project_dir: Path, connection: str, run_config: dict, env: dict[str, str]) -> str:
+    """Submit the app to a deployment; return the run id."""
+    import tomli_w
+
+    from .launch import _unflatten
+
+    overrides = Path(env["FLWR_HOME"]) / "run-config.toml"
+    overrides.write_text(tomli_w.dumps(_unflatten(run_config)))
+    out = subprocess.run([_bin("flwr"), "run", str(project_dir), connection, "--run-config", str(overrides),
+                          "--format", "json"], env=env, capture_output=True, text=True, check=False)
+    reply = json.loads(out.stdout or "{}")
+    if not reply.get("success"):
+        raise RuntimeError(f"flwr run failed: {reply.get('error-message', out.stdout + out.stderr)}")
+    return str(reply["run-id"])
+
+
+def run_status(run_id: str, connection: str, env: dict[str, str]) -> str:
+    out = subprocess.run([_bin("flwr"), "ls", connection, "--run-id", run_id, "--format", "json"],
+                         env=env, capture_output=True, text=True, check=False)
+    try:
+        return json.loads(out.stdout)["runs"][0]["status"]
+    except (json.JSONDecodeError, KeyError, IndexError):
+        return f"unknown ({out.stdout.strip()[:200]} {out.stderr.strip()[:200]})"
+
+
+def wait_for_run(run_id: str, connection: str, env: dict[str, str], timeout: float = 600.0) -> str:
+    """Poll until the run is finished; return its status (``finished:completed`` on success)."""
+    deadline = time.time() + timeout
+    status = "unknown"
+    while time.time() < deadline:
+        status = run_status(run_id, connection, env)
+        if status.startswith("finished"):
+            return status
+        time.sleep(1.0)
+    return status
