@@ -92,3 +92,50 @@ def test_a_supernode_killed_and_restarted_keeps_its_lora(deployment, project_dir
     # personalized model would then equal the global one exactly.
     assert first["personalized_loss"] != pytest.approx(first["global_loss"], rel=1e-7, abs=0)
     assert any(abs(v).sum() > 0 for k, v in before.items() if ".lora_B." in k)
+
+
+def test_tls_with_node_auth_refuses_an_unregistered_node_and_trains_with_registered_ones(tmp_path, project_dir):
+    import subprocess
+
+    from pfl_app.deploy import Tls
+    from pfl_app.launch import _bin
+
+    scripts = project_dir / "scripts" / "deploy"
+    certs, keys = tmp_path / "certs", tmp_path / "keys"
+    subprocess.run(["bash", str(scripts / "make-certs.sh"), "127.0.0.1", str(certs)], check=True, capture_output=True)
+    for name in ("node-0", "node-1", "stranger"):
+        subprocess.run(["bash", str(scripts / "make-node-key.sh"), str(keys / name)], check=True, capture_output=True)
+    home = tmp_path / "flwr-home"
+    env = deployment_env(home, project_dir)
+    procs = Processes(env, tmp_path / "logs")
+    port = _free_port()
+    try:
+        procs.start("superlink", superlink_command(
+            port, tls=Tls(certs / "ca.crt", certs / "server.pem", certs / "server.key"),
+            database=tmp_path / "state.db", node_auth=True))
+        wait_for_port(port)
+        write_connection(home, "secure", f"127.0.0.1:{port}", root_cert=certs / "ca.crt")
+        for name in ("node-0", "node-1"):
+            out = subprocess.run([_bin("flwr"), "supernode", "register", str(keys / f"{name}.pub"), "secure"],
+                                 env=env, capture_output=True, text=True)
+            assert out.returncode == 0, out.stdout + out.stderr
+        for i, name in enumerate(("node-0", "node-1")):
+            procs.start(name, supernode_command(f"127.0.0.1:{port}", _free_port(), i, 2,
+                                                state_dir=tmp_path / name, root_cert=certs / "ca.crt",
+                                                auth_key=keys / name))
+        stranger = procs.start("stranger", supernode_command(f"127.0.0.1:{port}", _free_port(), 1, 2,
+                                                             state_dir=tmp_path / "stranger",
+                                                             root_cert=certs / "ca.crt", auth_key=keys / "stranger"))
+        config = {**TINY, "num-server-rounds": 1, "data.partitioner": "iid",
+                  "results-dir": str(tmp_path / "results"), "run-name": "secure"}
+        run_id = flwr_run(project_dir, "secure", config, env)
+        assert wait_for_run(run_id, "secure", env) == "finished:completed"
+        rows = _rows(tmp_path / "results" / "secure")
+        assert sorted(rows) == [(1, 0), (1, 1)]
+        assert not (tmp_path / "stranger").exists()  # the unregistered node never trained
+        log = (tmp_path / "logs" / "stranger.log").read_text().lower()
+        assert "failed to activate supernode" in log, log[-2000:]  # the SuperLink refused it
+        stranger.wait(timeout=60)
+        assert stranger.returncode != 0
+    finally:
+        procs.stop_all()
