@@ -65,9 +65,14 @@ def _stats(prefix: str, t: Transmission) -> dict[str, float]:
     }
 
 
+def _metrics(stats: dict) -> MetricRecord:
+    # Floats only, and finite: a MetricRecord must survive JSON and averaging.
+    return MetricRecord({k: float(v) if math.isfinite(float(v)) else 0.0 for k, v in stats.items()})
+
+
 def _lost_reply(msg: Message, client_id: int, stats: dict, reason: str) -> Message:
     content = RecordDict({
-        WIRELESS_KEY: MetricRecord(stats),
+        WIRELESS_KEY: _metrics({**stats, "delivered": 0.0}),
         STATUS_KEY: ConfigRecord({"outcome": "lost", "reason": reason}),
         "client": ConfigRecord({"client-id": client_id}),
     })
@@ -129,6 +134,6 @@ def wireless_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
     if outcome == "lost":  # the server gets to know what happened, but not the arrays
         kept = {k: v for k, v in reply.content.items() if not isinstance(v, ArrayRecord)}
         reply = Message(content=RecordDict(kept), reply_to=msg)
-    reply.content[WIRELESS_KEY] = MetricRecord({k: float(v) if math.isfinite(float(v)) else 0.0 for k, v in stats.items()})
+    reply.content[WIRELESS_KEY] = _metrics(stats)
     reply.content[STATUS_KEY] = ConfigRecord({"outcome": outcome, "reason": reason})
     return reply
