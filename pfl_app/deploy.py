@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .launch import FLOWER_ENV, _bin
+from .launch import FLOWER_ENV, LaunchError, _bin, run_status, stop_process_group
 
 
 @dataclass(frozen=True)
@@ -83,15 +83,7 @@ class Processes:
         return proc
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
-        proc = self.procs.pop(name)
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_process_group(self.procs.pop(name), sig)
 
     def stop_all(self) -> None:
         for name in list(self.procs):
@@ -130,21 +122,15 @@ def flwr_run(project_dir: Path, connection: str, run_config: dict, env: dict[str
     return str(reply["run-id"])
 
 
-def run_status(run_id: str, connection: str, env: dict[str, str]) -> str:
-    out = subprocess.run([_bin("flwr"), "ls", connection, "--run-id", run_id, "--format", "json"],
-                         env=env, capture_output=True, text=True, check=False)
-    try:
-        return json.loads(out.stdout)["runs"][0]["status"]
-    except (json.JSONDecodeError, KeyError, IndexError):
-        return f"unknown ({out.stdout.strip()[:200]} {out.stderr.strip()[:200]})"
-
-
 def wait_for_run(run_id: str, connection: str, env: dict[str, str], timeout: float = 600.0) -> str:
     """Poll until the run is finished; return its status (``finished:completed`` on success)."""
     deadline = time.time() + timeout
     status = "unknown"
     while time.time() < deadline:
-        status = run_status(run_id, connection, env)
+        try:
+            status = str(run_status(run_id, env, connection).get("status", "unknown"))
+        except LaunchError:
+            status = "unknown"
         if status.startswith("finished"):
             return status
         time.sleep(1.0)

@@ -189,6 +189,19 @@ def flower_env(flwr_home: Path, project_dir: Path) -> dict[str, str]:
     return env
 
 
+def stop_process_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    """Signal the process group ``proc`` leads (started with ``start_new_session``), then
+    kill it if it has not exited within ``timeout`` seconds."""
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=timeout)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 @contextmanager
 def private_superlink(project_dir: Path, keep_home: Path | None = None) -> Iterator[tuple[dict[str, str], Path]]:
     """Start a simulation SuperLink on a free port; yield ``(env, flwr_home)``."""
@@ -222,23 +235,16 @@ def private_superlink(project_dir: Path, keep_home: Path | None = None) -> Itera
             time.sleep(0.3)
         yield env, home
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_process_group(proc)
         log.close()
         if keep_home is None:
             shutil.rmtree(home, ignore_errors=True)
 
 
-def run_status(run_id: str, env: dict[str, str]) -> dict[str, Any]:
+def run_status(run_id: str, env: dict[str, str], connection: str = CONNECTION) -> dict[str, Any]:
     """The run's record from ``flwr ls --run-id`` (``status`` is e.g. ``finished:completed``)."""
     out = subprocess.run(
-        [_bin("flwr"), "ls", CONNECTION, "--run-id", run_id, "--format", "json"],
+        [_bin("flwr"), "ls", connection, "--run-id", run_id, "--format", "json"],
         env=env, capture_output=True, text=True, check=False,
     )
     try:
