@@ -6,7 +6,7 @@ ServerApp, Ray and its actors) every 0.5 s; the peak of that sum is reported. Cl
 one after another in one Ray actor (client-resources-num-cpus = 2 on 2 cores) that keeps
 one copy of the base model, so memory should not grow with the number of clients.
 
-    python bench/scale.py                      # 10, 25, 50 clients, 2 rounds
+    python bench/scale.py                      # 10, 25, 50 clients, 1 round
     python bench/scale.py --clients 10 25 50 100 --rounds 1
 """
 
@@ -33,11 +33,11 @@ class PeakMemory(threading.Thread):
 
     def __init__(self, interval: float = 0.5) -> None:
         super().__init__(daemon=True)
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self.interval, self.peak, self._halt = interval, 0, threading.Event()
 
     def run(self) -> None:
         me = psutil.Process()
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             total = 0
             for p in [me, *me.children(recursive=True)]:
                 try:
@@ -48,7 +48,7 @@ class PeakMemory(threading.Thread):
             time.sleep(self.interval)
 
     def stop(self) -> int:
-        self._stop.set()
+        self._halt.set()
         self.join()
         return self.peak
 
@@ -56,7 +56,7 @@ class PeakMemory(threading.Thread):
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clients", type=int, nargs="+", default=[10, 25, 50])
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--results-dir", default=str(ROOT / "results" / "scale"))
     p.add_argument("--json", help="also write the figures to this file")
