@@ -20,10 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pfl_app.launch import launch, load_scenario  # noqa: E402
+from pfl_app.plots import load_run  # noqa: E402
 
 
 def per_round(run_dir: Path) -> dict[int, dict[str, float]]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    _, rows = load_run(run_dir)
     out: dict[int, dict[str, float]] = {}
     for rnd in sorted({r["round"] for r in rows}):
         these = [r for r in rows if r["round"] == rnd]
@@ -65,7 +66,7 @@ def main() -> int:
         _, run_dir = launch(ROOT, scenario, {**common, "method": method, "run-name": f"{method}-{tag}"},
                             echo=lambda line: print(line, flush=True) if line.startswith("round") else None)
         figures[method] = {"run_dir": str(run_dir), "rounds": per_round(run_dir),
-                           "summary": json.loads((run_dir / "summary.json").read_text())}
+                           "summary": load_run(run_dir)[0]}
 
     a, b = figures["pftt"], figures["send-all"]
     print()

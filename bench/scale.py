@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pfl_app.launch import Scenario, launch  # noqa: E402
+from pfl_app.plots import load_run  # noqa: E402
 
 
 class PeakMemory(threading.Thread):
@@ -77,7 +78,7 @@ def main() -> int:
                             echo=lambda line: print(line, flush=True) if line.startswith("round") else None)
         wall = time.time() - start
         peak = sampler.stop()
-        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        _, rows = load_run(run_dir)
         per_round = sorted({r["round"]: r["round_wall_s"] for r in rows}.items())
         table.append({"clients": n, "peak_rss_gib": peak / 2**30, "wall_s": wall,
                       "round_wall_s": [w for _, w in per_round], "clients_seen": len({r.get("client") for r in rows})})

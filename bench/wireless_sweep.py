@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pfl_app.launch import launch, load_scenario  # noqa: E402
-from pfl_app.plots import plot_runs  # noqa: E402
+from pfl_app.plots import load_run, plot_runs  # noqa: E402
 
 
 def main() -> int:
@@ -55,8 +55,7 @@ def main() -> int:
             print(f"== {method} at {distance:g} m ==", flush=True)
             _, run_dir = launch(ROOT, scenario, overrides,
                                 echo=lambda line: print(line, flush=True) if line.startswith("round") else None)
-            s = json.loads((run_dir / "summary.json").read_text())
-            rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+            s, rows = load_run(run_dir)
             table.append({
                 "method": method, "distance_m": distance,
                 "personalized_accuracy": s["personalized_accuracy_mean"],

@@ -8,7 +8,6 @@ environment of :data:`pfl_app.launch.FLOWER_ENV`.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .launch import FLOWER_ENV, LaunchError, _bin, run_status, stop_process_group
+from .launch import FLOWER_ENV, LaunchError, _bin, run_status, stop_process_group, submit_run
 
 
 @dataclass(frozen=True)
@@ -108,18 +107,7 @@ def wait_for_port(port: int, timeout: float = 60.0) -> None:
 
 def flwr_run(project_dir: Path, connection: str, run_config: dict, env: dict[str, str]) -> str:
     """Submit the app to a deployment; return the run id."""
-    import tomli_w
-
-    from .launch import _unflatten
-
-    overrides = Path(env["FLWR_HOME"]) / "run-config.toml"
-    overrides.write_text(tomli_w.dumps(_unflatten(run_config)))
-    out = subprocess.run([_bin("flwr"), "run", str(project_dir), connection, "--run-config", str(overrides),
-                          "--format", "json"], env=env, capture_output=True, text=True, check=False)
-    reply = json.loads(out.stdout or "{}")
-    if not reply.get("success"):
-        raise RuntimeError(f"flwr run failed: {reply.get('error-message', out.stdout + out.stderr)}")
-    return str(reply["run-id"])
+    return submit_run(project_dir, connection, run_config, env)
 
 
 def wait_for_run(run_id: str, connection: str, env: dict[str, str], timeout: float = 600.0) -> str:

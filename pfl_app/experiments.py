@@ -64,7 +64,7 @@ class Grid:
     runs: list[RunSpec]
 
 
-def _split_overrides(split: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
+def _split_overrides(split: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     split = dict(split)
     label = str(split.pop("label", "")) or "-".join(f"{k}{v}" for k, v in sorted(split.items()))
     return label, {f"data.{k}": v for k, v in split.items()}
@@ -97,7 +97,7 @@ def load_grid(path: str | Path, project_dir: Path | None = None) -> Grid:
     methods = list(grid.get("methods", [base.get("method", "pftt")]))
     seeds = list(grid.get("seeds", [base.get("seed", 0)]))
     profiles = list(grid.get("wireless", [base.get("wireless.profile", "ideal")]))
-    splits = [_split_overrides(s, str(path)) for s in grid.get("splits", [{"label": "default"}])]
+    splits = [_split_overrides(s) for s in grid.get("splits", [{"label": "default"}])]
     if not (methods and seeds and profiles and splits):
         raise ConfigError(f"{path}: methods, seeds, wireless and splits must each list at least one value")
     labels = [label for label, _ in splits]

@@ -203,10 +203,9 @@ def stop_process_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeou
 
 
 @contextmanager
-def private_superlink(project_dir: Path, keep_home: Path | None = None) -> Iterator[tuple[dict[str, str], Path]]:
+def private_superlink(project_dir: Path) -> Iterator[tuple[dict[str, str], Path]]:
     """Start a simulation SuperLink on a free port; yield ``(env, flwr_home)``."""
-    home = Path(tempfile.mkdtemp(prefix="pfl-flwr-home-")) if keep_home is None else keep_home
-    home.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="pfl-flwr-home-"))
     port = _free_port()
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
@@ -237,8 +236,7 @@ def private_superlink(project_dir: Path, keep_home: Path | None = None) -> Itera
     finally:
         stop_process_group(proc)
         log.close()
-        if keep_home is None:
-            shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def run_status(run_id: str, env: dict[str, str], connection: str = CONNECTION) -> dict[str, Any]:
@@ -253,26 +251,34 @@ def run_status(run_id: str, env: dict[str, str], connection: str = CONNECTION) -
         raise LaunchError(f"cannot read the status of run {run_id}: {out.stdout}{out.stderr}") from err
 
 
-def submit_and_follow(
-    project_dir: Path, flat: dict[str, Any], federation: dict[str, int], env: dict[str, str],
-    home: Path, echo=print, verbose: bool = False,
-) -> dict[str, Any]:
-    """``flwr run`` the app on the private SuperLink, stream its log, return its status record."""
-    overrides = home / "run-config.toml"
+def submit_run(project_dir: Path, connection: str, flat: dict[str, Any], env: dict[str, str],
+               federation: dict[str, int] | None = None) -> str:
+    """``flwr run`` the app on ``connection`` with ``flat`` as its run config; return the run id.
+
+    The overrides go through a TOML file in ``$FLWR_HOME``, so values of any type survive.
+    """
+    overrides = Path(env["FLWR_HOME"]) / "run-config.toml"
     overrides.write_text(tomli_w.dumps(_unflatten(flat)))
-    fed = " ".join(f"{k}={v}" for k, v in federation.items())
-    submitted = subprocess.run(
-        [_bin("flwr"), "run", str(project_dir), CONNECTION, "--run-config", str(overrides),
-         "--federation-config", fed, "--format", "json"],
-        env=env, capture_output=True, text=True, check=False,
-    )
+    cmd = [_bin("flwr"), "run", str(project_dir), connection, "--run-config", str(overrides), "--format", "json"]
+    if federation:
+        cmd += ["--federation-config", " ".join(f"{k}={v}" for k, v in federation.items())]
+    submitted = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     try:
         reply = json.loads(submitted.stdout)
     except json.JSONDecodeError as err:
         raise LaunchError(f"flwr run failed: {submitted.stdout}{submitted.stderr}") from err
     if not reply.get("success"):
         raise LaunchError(f"flwr run failed: {reply.get('error-message', reply)}")
-    run_id = str(reply["run-id"])
+    return str(reply["run-id"])
+
+
+def submit_and_follow(
+    project_dir: Path, flat: dict[str, Any], federation: dict[str, int], env: dict[str, str],
+    echo=print, verbose: bool = False,
+) -> dict[str, Any]:
+    """``flwr run`` the app on the private SuperLink, stream its log, return its status record."""
+    run_id = submit_run(project_dir, CONNECTION, flat, env, federation)
+    fed = " ".join(f"{k}={v}" for k, v in federation.items())
     echo(f"run {run_id} submitted ({fed})")
     with subprocess.Popen(
         [_bin("flwr"), "log", run_id, CONNECTION, "--stream"],
@@ -332,8 +338,8 @@ def launch(
     (run_dir / FEDERATION_FILE).write_text(json.dumps(scenario.federation))
     echo(f"preparing model {flat['model.name']} ...")
     prepare_model(flat)
-    with private_superlink(project_dir) as (env, home):
-        status = submit_and_follow(project_dir, flat, scenario.federation, env, home, echo, verbose)
+    with private_superlink(project_dir) as (env, _home):
+        status = submit_and_follow(project_dir, flat, scenario.federation, env, echo, verbose)
     if status.get("status") != "finished:completed":
         raise LaunchError(
             f"run {status.get('run-id')} ended as {status.get('status')!r} "

@@ -10,7 +10,6 @@ import json
 from collections import defaultdict
 from pathlib import Path
 from statistics import fmean, stdev
-from typing import Any
 
 import matplotlib
 

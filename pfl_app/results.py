@@ -24,6 +24,7 @@ from safetensors.numpy import save_file
 
 from . import checkpoint
 from .config import RunConfig
+from .wireless.channel import round_air_time as channel_round_air_time
 
 PEFT_PREFIX = "base_model.model."
 _console = Console(highlight=False, soft_wrap=True)
@@ -61,10 +62,9 @@ def _fmt_bytes(n: float) -> str:
 def round_air_time(rows: list[dict[str, Any]], deadline_s: float) -> float:
     """How long a round takes in simulated time: the slowest client's downlink + simulated
     compute + uplink (lost ones included: the server waits for their attempts), cut at the
-    deadline if set."""
-    times = [r["client_time_s"] for r in rows if isinstance(r.get("client_time_s"), (int, float))]
-    slowest = max(times, default=0.0)
-    return min(slowest, deadline_s) if deadline_s > 0 else slowest
+    deadline if set (``deadline_s > 0``)."""
+    times = [float(r["client_time_s"]) for r in rows if isinstance(r.get("client_time_s"), (int, float))]
+    return channel_round_air_time(times, deadline_s if deadline_s > 0 else None)
 
 
 def _mean(rows: list[dict], key: str) -> float | None:

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
 
 from pfl_app.records import from_arrayrecord, message_bytes, to_arrayrecord
 from pfl_app.strategies import PFTT, SendAll

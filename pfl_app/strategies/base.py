@@ -24,7 +24,7 @@ RoundCallback = Callable[[int, list[dict[str, Any]], dict[str, Any]], None]
 
 
 class TooFewClients(RuntimeError):
-    """Fewer clients answered a round than the run requires (``min-clients``)."""
+    """Fewer clients answered a round than the run requires (``min-answers``)."""
 
 
 class PersonalizedFedAvg(FedAvg):
@@ -83,6 +83,11 @@ class PersonalizedFedAvg(FedAvg):
     def check_update(self, node_id: int, update: dict) -> str | None:
         """Why an update must be rejected, or ``None``. Override to add checks."""
         return update_problem(update, self._expected)
+
+    def _reject(self, server_round: int, node: int, problem: str) -> None:
+        log(WARNING, "round %d: rejected the update of node %d: %s", server_round, node, problem)
+        self.rejected.append((server_round, node, problem))
+        self._ledger_for(server_round).note(node, status="rejected", error=problem)
 
     # -- Strategy ------------------------------------------------------------------
     def _ledger_for(self, server_round: int) -> RoundLedger:
@@ -176,7 +181,8 @@ class PersonalizedFedAvg(FedAvg):
         if self._skipped(server_round):
             return None, None
         ledger = self._ledger_for(server_round)
-        accepted: list[tuple[int, RecordDict, dict | None]] = []
+        # (node, records for Flower's helpers, decoded tensors, arrival mask or None)
+        accepted: list[tuple[int, RecordDict, dict, dict | None]] = []
         for msg in self._received(server_round, replies):
             node = msg.metadata.src_node_id
             status = msg.content.config_records.get(STATUS_KEY)
@@ -189,13 +195,13 @@ class PersonalizedFedAvg(FedAvg):
             arrays = msg.content.array_records.get("arrays")
             metrics = msg.content.metric_records.get("metrics")
             if arrays is None or metrics is None or self.weighted_by_key not in metrics:
-                problem = f"expected an ArrayRecord 'arrays' and a MetricRecord 'metrics' with '{self.weighted_by_key}'"
-            else:
-                problem = self.check_update(node, from_arrayrecord(arrays))
+                self._reject(server_round, node, f"expected an ArrayRecord 'arrays' and a MetricRecord "
+                             f"'metrics' with '{self.weighted_by_key}'")
+                continue
+            tensors = from_arrayrecord(arrays)
+            problem = self.check_update(node, tensors)
             if problem is not None:
-                log(WARNING, "round %d: rejected the update of node %d: %s", server_round, node, problem)
-                self.rejected.append((server_round, node, problem))
-                ledger.note(node, status="rejected", error=problem)
+                self._reject(server_round, node, problem)
                 continue
             mask = msg.content.array_records.get(MASK_KEY)
             ledger.note(
@@ -209,25 +215,21 @@ class PersonalizedFedAvg(FedAvg):
                 ledger.note(node, error=str(status["reason"]))
             # Only the update and its metrics go to Flower's helpers.
             core = RecordDict({"arrays": arrays, "metrics": metrics})
-            accepted.append((node, core, from_arrayrecord(mask) if mask is not None else None))
-        outliers = norm_outliers(
-            [(n, from_arrayrecord(c["arrays"]), m) for n, c, m in accepted], self._current, self.norm_factor
-        )
+            accepted.append((node, core, tensors, from_arrayrecord(mask) if mask is not None else None))
+        outliers = norm_outliers([(n, t, m) for n, _, t, m in accepted], self._current, self.norm_factor)
         for node, problem in outliers.items():
-            log(WARNING, "round %d: rejected the update of node %d: %s", server_round, node, problem)
-            self.rejected.append((server_round, node, problem))
-            ledger.note(node, status="rejected", error=problem)
-        accepted = [(n, c, m) for n, c, m in accepted if n not in outliers]
+            self._reject(server_round, node, problem)
+        accepted = [a for a in accepted if a[0] not in outliers]
         if not accepted:
             log(WARNING, "round %d: no update to aggregate; the shared tensors stay as they were", server_round)
             return None, None
-        contents = [c for _, c, _ in accepted]
+        contents = [c for _, c, _, _ in accepted]
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
-        if all(mask is None for _, _, mask in accepted):
+        if all(mask is None for *_, mask in accepted):
             return aggregate_arrayrecords(contents, self.weighted_by_key), metrics
         averaged = masked_weighted_average(
-            [from_arrayrecord(c["arrays"]) for c in contents],
-            [mask for _, _, mask in accepted],
+            [tensors for _, _, tensors, _ in accepted],
+            [mask for *_, mask in accepted],
             [float(c["metrics"][self.weighted_by_key]) for c in contents],
             self._current,
         )
