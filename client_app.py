@@ -1,9 +1,10 @@
-"""The Flower ClientApp of pfl-app. Wiring only: the logic lives in pfl_app.client."""
+"""The Flower ClientApp of pfl-app. Wiring only: the logic lives in pfl_app.client
+(task tuning in personalized_client, RLHF in rlhf_client)."""
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from pfl_app.client.personalized_client import handle_evaluate, handle_train
+from pfl_app.client import handlers
 from pfl_app.faults import fault_injection_mod
 from pfl_app.quiet import quiet_libraries
 from pfl_app.wireless.mod import wireless_mod
@@ -16,9 +17,9 @@ app = ClientApp(mods=[wireless_mod, fault_injection_mod])
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    return handle_train(msg, context)
+    return handlers(context)[0](msg, context)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    return handle_evaluate(msg, context)
+    return handlers(context)[1](msg, context)

@@ -18,8 +18,14 @@ from typing import Any
 from .data.partition import PARTITIONERS
 from .wireless.profiles import FADING_KINDS, PROFILES
 
-METHODS = ("pftt", "send-all", "fedit", "fedadapter", "ffa-lora", "fedsa-lora", "feddpa", "local-only",
-           "centralized")
+TASK_METHODS = ("pftt", "send-all", "fedit", "fedadapter", "ffa-lora", "fedsa-lora", "feddpa", "local-only",
+                "centralized")
+# Instruction tuning with RLHF (PFIT and its baselines): GRPO on each client, rewarded by
+# the helpfulness and safety reward models (pfl_app/rlhf/).
+RLHF_METHODS = ("pfit", "rlhf-fedavg", "rlhf-local")
+METHODS = TASK_METHODS + RLHF_METHODS
+SPARSE_UPDATES = ("dense", "last-k", "every-k")
+ATTENTION_PATTERNS = ("dense", "local-window")
 NON_LINEARITIES = ("relu", "gelu", "silu", "tanh")
 LOSS_MODES = ("whole", "partial")
 SERVER_OPTIMIZERS = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm")
@@ -56,6 +62,7 @@ class Field:
     help: str
     choices: tuple = ()
     check: Callable[[Any], str | None] | None = None
+    allow_inf: bool = False
 
 
 def _positive(v: float) -> str | None:
@@ -80,6 +87,10 @@ def _probability(v: float) -> str | None:
 
 def _unit_interval(v: float) -> str | None:
     return None if 0.0 <= v <= 1.0 else "a number in [0, 1]"
+
+
+def _positive_or_inf(v: float) -> str | None:
+    return None if v > 0 else "a number > 0, or inf"
 
 
 def _retransmissions(v: int) -> str | None:
@@ -162,6 +173,44 @@ FIELDS: tuple[Field, ...] = (
     Field("train.learning-rate", float, 5e-4, "AdamW learning rate", check=_positive),
     Field("train.weight-decay", float, 0.0, "AdamW weight decay", check=_non_negative),
     Field("eval.batch-size", int, 8, "sequences per evaluation forward pass", check=_positive),
+    # --- RLHF for PFIT and its baselines (see docs/pfit.md) ----------------------------
+    Field("rlhf.helpfulness-model", str, "", "helpfulness reward model: a local folder or hub id "
+          "of a 1-logit sequence classifier; empty: the embedded one, trained once and cached"),
+    Field("rlhf.safety-model", str, "", "safety reward model: as rlhf.helpfulness-model"),
+    Field("rlhf.reward-steps", int, 150, "training steps of each embedded reward model (the cache "
+          "is keyed on it)", check=_positive),
+    Field("rlhf.safety-weight-min", float, 0.1, "safety weight of the first client; client i's is "
+          "spread evenly up to safety-weight-max, and its helpfulness weight is 1 - that",
+          check=_unit_interval),
+    Field("rlhf.safety-weight-max", float, 0.9, "safety weight of the last client", check=_unit_interval),
+    Field("rlhf.harmful-fraction-min", float, 0.25, "share of harmful requests among the first "
+          "client's training prompts; spread up to harmful-fraction-max", check=_unit_interval),
+    Field("rlhf.harmful-fraction-max", float, 0.75, "share of harmful requests among the last "
+          "client's training prompts", check=_unit_interval),
+    Field("rlhf.train-prompts", int, 32, "training prompts per client", check=_positive),
+    Field("rlhf.eval-prompts", int, 8, "held-out evaluation prompts per client, half harmful",
+          check=_positive),
+    Field("rlhf.prompts-per-step", int, 2, "prompts per GRPO step (each sampled num-generations "
+          "times)", check=_positive),
+    Field("rlhf.num-generations", int, 4, "completions sampled per prompt (GRPO's group)",
+          check=lambda v: None if v >= 2 else "a whole number >= 2"),
+    Field("rlhf.max-completion-length", int, 32, "tokens per sampled completion", check=_positive),
+    Field("rlhf.sampling-temperature", float, 1.0, "temperature of training samples", check=_positive),
+    Field("rlhf.beta", float, 0.04, "weight of the KL term toward the reference (base) model",
+          check=_non_negative),
+    Field("rlhf.proximal-mu", float, 0.01, "weight of the proximal term toward the round's global "
+          "weights; 0: off", check=_non_negative),
+    Field("rlhf.aggregation-temperature", float, 1.0, "pfit: softmax temperature over clients' mean "
+          "rewards in the aggregation weights; inf: plain FedAvg", check=_positive_or_inf, allow_inf=True),
+    Field("rlhf.sparse-update", str, "last-k", "which layers carry the policy LoRA, are trained "
+          "and sent: all (dense), the last k, or every k-th", SPARSE_UPDATES),
+    Field("rlhf.sparse-k", int, 10, "k of rlhf.sparse-update", check=_positive),
+    Field("rlhf.attention", str, "dense", "self-attention pattern of the policy: dense, or a "
+          "local window plus sink tokens", ATTENTION_PATTERNS),
+    Field("rlhf.attention-window", int, 64, "local-window: tokens each query attends to back "
+          "from itself", check=_positive),
+    Field("rlhf.sink-tokens", int, 4, "local-window: first tokens every query also attends to",
+          check=_non_negative),
     # --- fault injection, for testing (see pfl_app/faults.py) ----------------------------
     Field("faults.fail-fraction", float, 0.0, "share of clients whose training raises, each round",
           check=_unit_interval),
@@ -208,7 +257,7 @@ def _coerce(f: Field, value: Any) -> Any:
     elif f.kind is float:
         # TOML writes 1 for 1.0; accept ints where a float is asked for.
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if math.isfinite(float(value)):
+            if math.isfinite(float(value)) or (f.allow_inf and float(value) == math.inf):
                 return float(value)
     elif f.kind is str:
         if isinstance(value, str):
@@ -297,6 +346,31 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class RlhfSettings:
+    helpfulness_model: str
+    safety_model: str
+    reward_steps: int
+    safety_weight_min: float
+    safety_weight_max: float
+    harmful_fraction_min: float
+    harmful_fraction_max: float
+    train_prompts: int
+    eval_prompts: int
+    prompts_per_step: int
+    num_generations: int
+    max_completion_length: int
+    sampling_temperature: float
+    beta: float
+    proximal_mu: float
+    aggregation_temperature: float
+    sparse_update: str
+    sparse_k: int
+    attention: str
+    attention_window: int
+    sink_tokens: int
+
+
+@dataclass(frozen=True)
 class FaultSettings:
     fail_fraction: float
     corrupt_fraction: float
@@ -342,6 +416,7 @@ class RunConfig:
     train: TrainSettings
     wireless: WirelessSettings
     faults: FaultSettings
+    rlhf: RlhfSettings
     flat: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
 
 
@@ -416,6 +491,8 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
             deadline_s=c["wireless.deadline-s"],
         ),
         faults=FaultSettings(c["faults.fail-fraction"], c["faults.corrupt-fraction"]),
+        rlhf=RlhfSettings(**{k.removeprefix("rlhf.").replace("-", "_"): v for k, v in c.items()
+                             if k.startswith("rlhf.")}),
         flat=c,
     )
 

@@ -1,1 +1,23 @@
-"""Client-side logic of the personalized methods: data, state and the train/evaluate handlers."""
+"""Client-side logic: data, state, and the train/evaluate handlers of every method."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flwr.app import Context, Message
+
+from ..config import RLHF_METHODS
+from .context import run_config
+
+Handler = Callable[[Message, Context], Message]
+
+
+def handlers(context: Context) -> tuple[Handler, Handler]:
+    """``(train, evaluate)`` for the run's method: task tuning (PFTT and its baselines) or
+    RLHF (PFIT and its baselines). Imported lazily: a task-tuning client never loads trl's
+    RL trainer."""
+    if run_config(context).method in RLHF_METHODS:
+        from .rlhf_client import handle_evaluate, handle_train
+    else:
+        from .personalized_client import handle_evaluate, handle_train
+    return handle_train, handle_evaluate

@@ -8,6 +8,7 @@ serve PFTT (adapters shared, LoRA kept) and every other split of the same model.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -32,7 +33,7 @@ from ..records import from_arrayrecord, to_arrayrecord
 from ..tasks import evaluate as evaluate_task
 from ..training import train_locally
 from .context import client_identity, run_config
-from .data import client_data, pooled_train
+from .data import ClientData, client_data, pooled_train
 from .state import ClientState, client_dir
 
 ARRAYS_KEY = "arrays"
@@ -52,15 +53,15 @@ def _check_received(bundle: ModelBundle, shared: tuple[str, ...], tensors: Mappi
         )
 
 
-class _Session:
+class ClientSession:
     """What one message needs: config, model, data, groups and the client's state."""
 
     def __init__(self, msg: Message, context: Context) -> None:
         self.cfg = run_config(context)
         self.client_id, self.num_clients = client_identity(context)
         self.bundle = shared_model_bundle(self.cfg)
-        self.data = client_data(self.cfg, self.client_id, self.num_clients, self.bundle.tokenizer)
         config: ConfigRecord = msg.content[CONFIG_KEY]
+        self.config = config
         self.round = int(config["server-round"])
         self.shared = parse_groups(str(config["shared-groups"]))
         self.local = tuple(g for g in TENSOR_GROUPS if g not in self.shared)
@@ -72,6 +73,14 @@ class _Session:
         self.state = ClientState(
             context, client_dir(str(config["run-dir"]), self.client_id, str(state_dir) if state_dir else None)
         )
+
+    @functools.cached_property
+    def data(self) -> ClientData:
+        return client_data(self.cfg, self.client_id, self.num_clients, self.bundle.tokenizer)
+
+    @property
+    def task_name(self) -> str:
+        return self.data.task.name
 
     def local_tensors(self, up_to_round: int) -> dict[str, np.ndarray]:
         """The client's own tensors as of ``up_to_round``; their initial values before its
@@ -96,7 +105,7 @@ class _Session:
         content = RecordDict(
             {
                 METRICS_KEY: MetricRecord(metrics),
-                CLIENT_KEY: ConfigRecord({"client-id": self.client_id, "task": self.data.task.name}),
+                CLIENT_KEY: ConfigRecord({"client-id": self.client_id, "task": self.task_name}),
             }
         )
         if arrays is not None:
@@ -106,7 +115,7 @@ class _Session:
 
 def handle_train(msg: Message, context: Context) -> Message:
     """Train the client's model for one round and reply with its shared tensors."""
-    s = _Session(msg, context)
+    s = ClientSession(msg, context)
     s.load(s.local_tensors(s.round - 1))  # the state this round starts from
     set_trainable(s.bundle.model, s.trained)
     examples, settings, seed_client = s.data.train, s.cfg.train, s.client_id
@@ -146,7 +155,7 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
     """Score the personalized model (received shared tensors + the client's own) and the
     global model (received shared tensors + the initial values of the local ones) on the
     client's test split."""
-    s = _Session(msg, context)
+    s = ClientSession(msg, context)
     batch = s.cfg.train.eval_batch_size
     s.load(s.local_tensors(s.round))
     personal = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch)

@@ -23,7 +23,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedTokenizerBase
 
 from ..adapters import BottleneckConfig, inject_bottleneck_adapters, is_adapter_key
-from ..config import RunConfig
+from ..config import RLHF_METHODS, RunConfig
 from .loading import load_causal_lm, load_tokenizer
 
 TENSOR_GROUPS = ("adapter", "lora_A", "lora_B", "local_lora_A", "local_lora_B")
@@ -64,6 +64,32 @@ def parse_groups(spec: str | Iterable[str]) -> tuple[str, ...]:
 DUAL_LORA_METHODS = ("feddpa",)
 
 
+def sparse_layers(kind: str, k: int, num_layers: int) -> tuple[int, ...] | None:
+    """The decoder layers that carry LoRA under a sparse attention update.
+
+    ``"dense"``: every layer (``None``); ``"last-k"``: the last ``k``; ``"every-k"``: layers
+    ``k-1, 2k-1, ...`` (every k-th, counting from 1).
+    """
+    if kind == "dense":
+        return None
+    if kind == "last-k":
+        return tuple(range(max(0, num_layers - k), num_layers))
+    if kind == "every-k":
+        layers = tuple(i for i in range(num_layers) if (i + 1) % k == 0)
+        if not layers:
+            raise ValueError(f"run-config key 'rlhf.sparse-k' = {k} selects no layer of {num_layers}; "
+                             f"allowed: 1 to {num_layers}")
+        return layers
+    raise ValueError(f"sparse update {kind!r} is not one of dense, last-k, every-k")
+
+
+def lora_layers(cfg: RunConfig, num_layers: int) -> tuple[int, ...] | None:
+    """The layers LoRA goes into: all of them, except for RLHF methods under a sparse update."""
+    if cfg.method not in RLHF_METHODS:
+        return None
+    return sparse_layers(cfg.rlhf.sparse_update, cfg.rlhf.sparse_k, num_layers)
+
+
 def build_personalized_model(cfg: RunConfig) -> tuple[PeftModel, PreTrainedTokenizerBase]:
     """Load the base model, insert adapters and LoRA, and freeze everything else.
 
@@ -83,7 +109,9 @@ def build_personalized_model(cfg: RunConfig) -> tuple[PeftModel, PreTrainedToken
             dropout=cfg.adapter.dropout,
         ),
     )
+    layers = lora_layers(cfg, base.config.num_hidden_layers)
     lora = LoraConfig(
+        layers_to_transform=list(layers) if layers is not None else None,
         r=cfg.lora.r,
         lora_alpha=cfg.lora.alpha,
         lora_dropout=cfg.lora.dropout,
@@ -164,7 +192,8 @@ _BUNDLES: dict[tuple, ModelBundle] = {}
 
 def model_key(cfg: RunConfig) -> tuple:
     """What determines the structure and initial values of the model."""
-    return (cfg.model, cfg.adapter, cfg.lora, cfg.seed, cfg.method in DUAL_LORA_METHODS)
+    return (cfg.model, cfg.adapter, cfg.lora, cfg.seed, cfg.method in DUAL_LORA_METHODS,
+            cfg.method in RLHF_METHODS and (cfg.rlhf.sparse_update, cfg.rlhf.sparse_k))
 
 
 def shared_model_bundle(cfg: RunConfig) -> ModelBundle:

@@ -12,12 +12,12 @@ from flwr.serverapp import Grid
 
 from ..checkpoint import Checkpoint, restore_random, restore_strategy_state, strategy_state
 from ..checkpoint import read as read_checkpoint
-from ..config import RunConfig, parse_run_config
+from ..config import RLHF_METHODS, RunConfig, parse_run_config
 from ..data import load_source
 from ..models.personalized import shared_model_bundle
 from ..records import from_arrayrecord, to_arrayrecord
 from ..results import RunRecorder, resolve_run_dir
-from ..strategies import STRATEGIES
+from ..strategies import PFIT, STRATEGIES, RlhfFedAvg
 from ..strategies.base import TooFewClients
 from ..strategies.server_optimizers import build_strategy
 from ..tasks import task_of
@@ -37,6 +37,16 @@ def check_data_sources(cfg: RunConfig) -> None:
             ))
         except (FileNotFoundError, ValueError, RuntimeError) as err:
             raise ValueError(f"run-config key 'data.tasks': dataset {name!r} cannot be used: {err}") from err
+
+
+def prepare_reward_models(cfg: RunConfig) -> None:
+    """Load (and, the first time, train and cache) both reward models here, before any
+    client starts: a bad path fails the run at once, and clients never race to train."""
+    from ..rlhf.reward_models import load_reward_scorers  # trl's trainers load slowly; RLHF runs only
+
+    log(INFO, "pfl-app: loading the reward models (the embedded ones are trained once, a few minutes)")
+    for scorer in load_reward_scorers(cfg.rlhf, cfg.model.cache_dir):
+        log(INFO, "pfl-app: %s reward model: %s", scorer.__name__, scorer.path)
 
 
 # Keys that may differ between a run and its resumption.
@@ -72,7 +82,10 @@ def run_server(grid: Grid, context: Context) -> dict:
     with a message naming the key and its allowed values.
     """
     cfg = parse_run_config(context.run_config)
-    check_data_sources(cfg)
+    if cfg.method in RLHF_METHODS:
+        prepare_reward_models(cfg)
+    else:
+        check_data_sources(cfg)
     resume = None
     if cfg.resume_from:
         run_dir, resume = resume_point(cfg)
@@ -95,6 +108,10 @@ def run_server(grid: Grid, context: Context) -> dict:
         min_available_nodes=cfg.min_clients,
     )
     strategy.norm_factor = cfg.update_norm_factor
+    if isinstance(strategy, RlhfFedAvg):
+        strategy.num_rounds = cfg.num_server_rounds
+    if isinstance(strategy, PFIT):
+        strategy.temperature = cfg.rlhf.aggregation_temperature
     strategy.min_answers = cfg.min_answers
     # The server holds only the shared tensors; it needs the model to know their initial
     # values, which every client builds identically from the same seed.

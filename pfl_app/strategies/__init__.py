@@ -11,7 +11,11 @@ from .fedit import FedIT
 from .fedsa_lora import FedSALoRA
 from .ffa_lora import FFALoRA
 from .local_only import LocalOnly
+from .pfit import PFIT
 from .pftt import PFTT
+from .rlhf_base import RlhfFedAvg
+from .rlhf_fedavg import RlhfFedAvgUniform
+from .rlhf_local import RlhfLocal
 from .send_all import SendAll
 
 STRATEGIES: dict[str, type[PersonalizedFedAvg]] = {
@@ -24,7 +28,10 @@ STRATEGIES: dict[str, type[PersonalizedFedAvg]] = {
     "local-only": LocalOnly,
     "centralized": Centralized,
     "feddpa": FedDPA,
+    "pfit": PFIT,
+    "rlhf-fedavg": RlhfFedAvgUniform,
+    "rlhf-local": RlhfLocal,
 }
 
-__all__ = ["PFTT", "STRATEGIES", "Centralized", "FFALoRA", "FedDPA", "FedAdapter", "FedIT", "FedSALoRA", "LocalOnly",
+__all__ = ["PFIT", "PFTT", "RlhfFedAvg", "RlhfFedAvgUniform", "RlhfLocal", "STRATEGIES", "Centralized", "FFALoRA", "FedDPA", "FedAdapter", "FedIT", "FedSALoRA", "LocalOnly",
            "PersonalizedFedAvg", "SendAll"]

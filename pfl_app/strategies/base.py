@@ -19,6 +19,8 @@ from ..wireless.mod import MASK_KEY, STATUS_KEY, WIRELESS_KEY
 from ..wireless.partial import masked_weighted_average
 from .validation import norm_outliers, update_problem
 
+AGGREGATION_WEIGHT_KEY = "aggregation-weight"
+
 # on_round_end(server_round, rows, global_shared_tensors)
 RoundCallback = Callable[[int, list[dict[str, Any]], dict[str, Any]], None]
 
@@ -83,6 +85,19 @@ class PersonalizedFedAvg(FedAvg):
     def check_update(self, node_id: int, update: dict) -> str | None:
         """Why an update must be rejected, or ``None``. Override to add checks."""
         return update_problem(update, self._expected)
+
+    def check_metrics(self, node_id: int, metrics: MetricRecord) -> str | None:
+        """Why an update's train metrics make it unusable, or ``None``. Override to require
+        what :meth:`aggregation_weights` reads."""
+        return None
+
+    def aggregation_weights(self, server_round: int, updates: list[tuple[int, MetricRecord]]) -> list[float]:
+        """The weight of each accepted update ``(node, its train metrics)`` in the average.
+
+        FedAvg's: the client's number of examples (``weighted_by_key``). Override to weight
+        updates otherwise; the weights need not sum to one.
+        """
+        return [float(metrics[self.weighted_by_key]) for _, metrics in updates]
 
     def _reject(self, server_round: int, node: int, problem: str) -> None:
         log(WARNING, "round %d: rejected the update of node %d: %s", server_round, node, problem)
@@ -199,7 +214,7 @@ class PersonalizedFedAvg(FedAvg):
                              f"'metrics' with '{self.weighted_by_key}'")
                 continue
             tensors = from_arrayrecord(arrays)
-            problem = self.check_update(node, tensors)
+            problem = self.check_update(node, tensors) or self.check_metrics(node, metrics)
             if problem is not None:
                 self._reject(server_round, node, problem)
                 continue
@@ -207,9 +222,11 @@ class PersonalizedFedAvg(FedAvg):
             ledger.note(
                 node,
                 status="partial" if mask is not None else "ok",
-                train_loss=float(metrics["train-loss"]),
                 num_train_examples=int(metrics[self.weighted_by_key]),
                 train_seconds=float(metrics.get("train-seconds", 0.0)),
+                # train-loss, and what else the client measured (RLHF: its rewards).
+                **{k.replace("-", "_"): float(v) for k, v in metrics.items()
+                   if k != self.weighted_by_key and isinstance(v, (int, float))},
             )
             if mask is not None:
                 ledger.note(node, error=str(status["reason"]))
@@ -225,12 +242,19 @@ class PersonalizedFedAvg(FedAvg):
             return None, None
         contents = [c for _, c, _, _ in accepted]
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+        weights = self.aggregation_weights(server_round, [(n, c["metrics"]) for n, c, _, _ in accepted])
+        total = sum(weights)
+        for (node, *_), w in zip(accepted, weights):
+            ledger.note(node, aggregation_weight=w / total if total > 0 else 0.0)
         if all(mask is None for *_, mask in accepted):
-            return aggregate_arrayrecords(contents, self.weighted_by_key), metrics
+            # Flower's helper averages by a metric: hand it the weights as one.
+            weighted = [RecordDict({"arrays": c["arrays"], "metrics": MetricRecord({AGGREGATION_WEIGHT_KEY: w})})
+                        for c, w in zip(contents, weights)]
+            return aggregate_arrayrecords(weighted, AGGREGATION_WEIGHT_KEY), metrics
         averaged = masked_weighted_average(
             [tensors for _, _, tensors, _ in accepted],
             [mask for *_, mask in accepted],
-            [float(c["metrics"][self.weighted_by_key]) for c in contents],
+            weights,
             self._current,
         )
         return to_arrayrecord(averaged), metrics

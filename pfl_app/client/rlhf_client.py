@@ -1,0 +1,122 @@
+"""The train and evaluate handlers of an RLHF client (PFIT and its baselines).
+
+A client runs GRPO on its own prompts, rewarded by its own mix of the helpfulness and
+safety reward models (or the uniform mix when the server says ``preference=uniform``).
+It starts each round from the global policy LoRA it receives (or, when nothing is shared,
+from its own), and keeps the LoRA it ends the round with: its personalized model.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import torch
+from flwr.app import Context, Message
+
+from ..models.personalized import TENSOR_GROUPS, get_tensors, set_tensors, set_trainable, tensor_group
+from ..rlhf.clients import UNIFORM, Preference, client_preference, client_prompts, prompt_dataset
+from ..rlhf.evaluation import evaluate_policy
+from ..rlhf.grpo import train_policy
+from ..rlhf.reward_models import load_reward_scorers
+from ..strategies.rlhf_base import EVALUATE_BASE_KEY, PREFERENCE_KEY
+from .personalized_client import ClientSession
+
+SAMPLES_FILE = "samples.jsonl"
+# Answers written per model and round: enough to read, not a second results file.
+SAMPLES_PER_EVALUATION = 4
+
+
+class RlhfSession(ClientSession):
+    """A :class:`ClientSession` with the client's prompts, preference and reward models."""
+
+    task_name = "rlhf"
+
+    def __init__(self, msg: Message, context: Context) -> None:
+        super().__init__(msg, context)
+        own = client_preference(self.cfg.rlhf, self.client_id, self.num_clients, context.node_config)
+        self.own_preference = own
+        self.preference = UNIFORM if str(self.config.get(PREFERENCE_KEY, "own")) == "uniform" else own
+        self.prompts = client_prompts(self.cfg.rlhf, self.client_id, self.num_clients, self.cfg.seed)
+
+    @functools.cached_property
+    def scorers(self):
+        return load_reward_scorers(self.cfg.rlhf, self.cfg.model.cache_dir)
+
+    def kept(self, up_to_round: int) -> dict:
+        """The client's personalized tensors as of ``up_to_round`` (every trained group),
+        their initial values before its first round."""
+        kept = self.state.load(up_to_round)
+        return kept if kept is not None else self.bundle.initial_tensors(self.trained)
+
+    def start_of_round(self) -> dict:
+        """Initial values everywhere, the client's own tensors where nothing is shared, and
+        the received global tensors where something is."""
+        own = {k: v for k, v in self.kept(self.round - 1).items() if tensor_group(k) not in self.shared}
+        return {**self.bundle.initial_tensors(TENSOR_GROUPS), **own, **self.received}
+
+
+def handle_train(msg: Message, context: Context) -> Message:
+    """One round of local GRPO; reply with the shared tensors and the round's rewards."""
+    s = RlhfSession(msg, context)
+    set_tensors(s.bundle.model, s.start_of_round())
+    set_trainable(s.bundle.model, s.trained)
+    seed = s.cfg.seed + 7919 * s.round + s.client_id
+    torch.manual_seed(seed)
+    result = train_policy(
+        s.bundle.model,
+        s.bundle.tokenizer,
+        prompt_dataset(s.prompts.train),
+        s.scorers,
+        s.preference,
+        s.cfg.train,
+        s.cfg.rlhf,
+        seed=seed,
+        anchor={k: v for k, v in s.received.items() if tensor_group(k) in s.trained},
+    )
+    s.state.save(get_tensors(s.bundle.model, s.trained), s.round, s.bundle.model)
+    return s.reply(
+        msg,
+        arrays=get_tensors(s.bundle.model, s.shared),
+        metrics={
+            "num-examples": len(s.prompts.train),
+            "train-loss": result.loss,
+            "train-steps": result.steps,
+            "train-seconds": result.seconds,
+            "train-step-seconds": result.step_seconds,
+            "train-reward": result.reward,
+            "train-reward-helpfulness": result.reward_helpfulness,
+            "train-reward-safety": result.reward_safety,
+            "train-kl": result.kl,
+            "safety-weight": s.preference.safety,
+        },
+    )
+
+
+def _write_samples(s: RlhfSession, model_name: str, samples: list[dict[str, Any]]) -> None:
+    s.state.directory.mkdir(parents=True, exist_ok=True)
+    with open(s.state.directory / SAMPLES_FILE, "a", encoding="utf-8") as fh:
+        for sample in samples[:SAMPLES_PER_EVALUATION // 2] + samples[-(SAMPLES_PER_EVALUATION // 2):]:
+            fh.write(json.dumps({"round": s.round, "model": model_name, **sample}) + "\n")
+
+
+def handle_evaluate(msg: Message, context: Context) -> Message:
+    """Score, on the client's held-out prompts and by its own preference, its personalized
+    policy, the global one (when something is shared), and in the last round the base
+    model; write a few answers of each to ``samples.jsonl`` in the client's folder."""
+    s = RlhfSession(msg, context)
+    initial = s.bundle.initial_tensors(TENSOR_GROUPS)
+    models = {"personalized": {**initial, **s.kept(s.round)}}
+    if s.shared:
+        models["global"] = {**initial, **s.received}
+    if bool(s.config.get(EVALUATE_BASE_KEY, False)):
+        models["base"] = initial
+    metrics: dict[str, Any] = {"num-examples": len(s.prompts.evaluate), "safety-weight": s.own_preference.safety}
+    for name, tensors in models.items():
+        set_tensors(s.bundle.model, tensors)
+        scores = evaluate_policy(s.bundle.model, s.bundle.tokenizer, s.prompts.evaluate, s.scorers,
+                                 s.own_preference, s.cfg.rlhf.max_completion_length, s.cfg.train.eval_batch_size)
+        metrics.update({f"{name}-{k}": float(v) for k, v in scores.metrics.items()})
+        _write_samples(s, name, scores.samples)
+    return s.reply(msg, metrics)

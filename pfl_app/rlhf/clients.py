@@ -1,0 +1,128 @@
+"""What each PFIT client has of its own: its preference weights and its prompts.
+
+Clients are heterogeneous by default: client 0 weights helpfulness most and sees the
+fewest harmful requests, the last client weights safety most and sees the most; the
+settings in between are spread evenly (``rlhf.safety-weight-*``,
+``rlhf.harmful-fraction-*``). A SuperNode can set its own weight with
+``--node-config "safety-weight=0.8"``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+from flwr_datasets.partitioner import IidPartitioner
+
+from ..config import RlhfSettings
+from .preferences import PromptItem, prompts_in
+
+SAFETY_WEIGHT_NODE_KEY = "safety-weight"
+
+
+def spread(low: float, high: float, client_id: int, num_clients: int) -> float:
+    """Client ``client_id``'s value on an even spread from ``low`` (client 0) to ``high``."""
+    if num_clients <= 1:
+        return low
+    return low + (high - low) * client_id / (num_clients - 1)
+
+
+@dataclass(frozen=True)
+class Preference:
+    """A client's reward weights: ``helpfulness + safety == 1``."""
+
+    helpfulness: float
+    safety: float
+
+    @property
+    def weights(self) -> list[float]:
+        """In the order of the reward functions: helpfulness, safety."""
+        return [self.helpfulness, self.safety]
+
+    def mix(self, helpfulness: float, safety: float) -> float:
+        """The client's objective: the weighted sum of the two rewards."""
+        return self.helpfulness * helpfulness + self.safety * safety
+
+
+UNIFORM = Preference(0.5, 0.5)
+
+
+def client_preference(
+    settings: RlhfSettings, client_id: int, num_clients: int, node_config: Mapping[str, Any] | None = None
+) -> Preference:
+    """The client's own weights: the node config's ``safety-weight`` if set, else its place
+    on the spread."""
+    if node_config and SAFETY_WEIGHT_NODE_KEY in node_config:
+        safety = float(node_config[SAFETY_WEIGHT_NODE_KEY])
+        if not 0.0 <= safety <= 1.0:
+            raise ValueError(f"node config '{SAFETY_WEIGHT_NODE_KEY}' = {safety} must be in [0, 1]")
+    else:
+        safety = spread(settings.safety_weight_min, settings.safety_weight_max, client_id, num_clients)
+    return Preference(round(1.0 - safety, 6), round(safety, 6))
+
+
+@dataclass(frozen=True)
+class ClientPrompts:
+    """A client's training prompts and its held-out evaluation prompts."""
+
+    train: list[PromptItem]
+    evaluate: list[PromptItem]
+    harmful_fraction: float
+
+
+def _partition(items: list[PromptItem], client_id: int, num_clients: int, seed: int) -> list[PromptItem]:
+    ds = datasets.Dataset.from_dict({"i": list(range(len(items)))}).shuffle(seed=seed)
+    partitioner = IidPartitioner(num_partitions=num_clients)
+    partitioner.dataset = ds
+    return [items[i] for i in partitioner.load_partition(client_id)["i"]]
+
+
+def _take(items: list[PromptItem], n: int) -> list[PromptItem]:
+    # A small partition is cycled: GRPO samples fresh completions for a repeated prompt.
+    return list(itertools.islice(itertools.cycle(items), n)) if items else []
+
+
+@functools.lru_cache(maxsize=64)
+def client_prompts(settings: RlhfSettings, client_id: int, num_clients: int, seed: int) -> ClientPrompts:
+    """Split the held-out prompt pool across clients (flwr-datasets' IID partitioner on each
+    of the benign and harmful lists), and hand client ``client_id`` its share.
+
+    Its first ``eval-prompts`` (half harmful, half benign) are kept for evaluation; its
+    training prompts hold its own share of harmful requests.
+    """
+    benign, harmful = prompts_in("heldout")
+    mine_benign = _partition(benign, client_id, num_clients, seed)
+    mine_harmful = _partition(harmful, client_id, num_clients, seed + 1)
+    n_eval_harmful = settings.eval_prompts // 2
+    n_eval_benign = settings.eval_prompts - n_eval_harmful
+    if len(mine_benign) <= n_eval_benign or len(mine_harmful) <= n_eval_harmful:
+        raise ValueError(
+            f"client {client_id} of {num_clients} has {len(mine_benign)} benign and {len(mine_harmful)} harmful "
+            f"held-out prompts, too few for run-config key 'rlhf.eval-prompts' = {settings.eval_prompts} plus "
+            "training prompts; lower it or use fewer clients"
+        )
+    evaluate = mine_harmful[:n_eval_harmful] + mine_benign[:n_eval_benign]
+    fraction = spread(settings.harmful_fraction_min, settings.harmful_fraction_max, client_id, num_clients)
+    n_harmful = round(fraction * settings.train_prompts)
+    train = (_take(mine_harmful[n_eval_harmful:], n_harmful)
+             + _take(mine_benign[n_eval_benign:], settings.train_prompts - n_harmful))
+    return ClientPrompts(train=train, evaluate=evaluate, harmful_fraction=fraction)
+
+
+def as_conversation(item: PromptItem) -> list[dict[str, str]]:
+    """The prompt as a one-turn chat, which trl renders with the policy's chat template."""
+    return [{"role": "user", "content": item.text}]
+
+
+def prompt_dataset(items: list[PromptItem]) -> datasets.Dataset:
+    """A GRPO training set: ``prompt`` (a chat) plus ``question`` and ``harmful``, which trl
+    passes on to the reward functions."""
+    return datasets.Dataset.from_dict({
+        "prompt": [as_conversation(p) for p in items],
+        "question": [p.text for p in items],
+        "harmful": [p.harmful for p in items],
+    })

@@ -1,0 +1,43 @@
+"""The base of the RLHF strategies: PFIT and its federated and local baselines."""
+
+from __future__ import annotations
+
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp import Grid
+
+from .base import PersonalizedFedAvg
+
+PREFERENCE_KEY = "preference"
+EVALUATE_BASE_KEY = "evaluate-base"
+
+
+class RlhfFedAvg(PersonalizedFedAvg):
+    """Clients run GRPO on their prompts, rewarded by a mix of the helpfulness and safety
+    reward models (see :mod:`pfl_app.rlhf`); the policy's LoRA is what trains and travels.
+
+    Two message-config entries steer the clients:
+
+    - ``preference``: ``"own"`` (each client mixes the rewards with its own weights) or
+      ``"uniform"`` (every client weights both 0.5), from :attr:`preference`;
+    - ``evaluate-base``: in the last round's evaluation, clients also score the base model
+      (no LoRA), so one run compares the base model with what training made of it.
+
+    Each client keeps the LoRA it ends its last round with: that is its personalized model.
+    """
+
+    shared_groups = ("lora_A", "lora_B")
+    trained_groups = ("lora_A", "lora_B")
+    preference: str = "own"
+    #: The run's number of rounds (set by the ServerApp), to know which round is the last.
+    num_rounds: int = 0
+
+    def _with_groups(self, config: ConfigRecord) -> ConfigRecord:
+        config = super()._with_groups(config)
+        config[PREFERENCE_KEY] = self.preference
+        return config
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> list[Message]:
+        config = ConfigRecord({**config, EVALUATE_BASE_KEY: server_round == self.num_rounds})
+        return list(super().configure_evaluate(server_round, arrays, config, grid))

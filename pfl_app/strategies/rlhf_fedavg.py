@@ -1,0 +1,13 @@
+"""Federated RLHF with uniform preferences and plain FedAvg: the baseline PFIT improves on."""
+
+from __future__ import annotations
+
+from .rlhf_base import RlhfFedAvg
+
+
+class RlhfFedAvgUniform(RlhfFedAvg):
+    """Every client mixes the two rewards 0.5/0.5, whatever its own preference, and the
+    policy LoRA is averaged by examples alone: one model for everyone, tuned for the
+    average user."""
+
+    preference = "uniform"

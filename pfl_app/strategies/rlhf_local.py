@@ -1,0 +1,12 @@
+"""Local-only RLHF: each client tunes its policy alone, with its own preference."""
+
+from __future__ import annotations
+
+from .rlhf_base import RlhfFedAvg
+
+
+class RlhfLocal(RlhfFedAvg):
+    """Clients train their policy LoRA with their own reward mix and share nothing; Flower
+    still drives the rounds, so the runs compare round by round."""
+
+    shared_groups = ()

@@ -1,0 +1,114 @@
+"""Local RLHF with trl's GRPOTrainer on the tiny model: the mixed reward, the proximal
+term, what the trainer leaves behind, and what a sparse attention update sends."""
+
+import numpy as np
+import pytest
+import torch
+
+from pfl_app.config import parse_run_config
+from pfl_app.models.personalized import (
+    build_personalized_model,
+    get_tensors,
+    set_trainable,
+    sparse_layers,
+    trainable_names,
+)
+from pfl_app.records import to_arrayrecord
+from pfl_app.rlhf.clients import Preference, client_prompts, prompt_dataset
+from pfl_app.rlhf.grpo import train_policy
+
+from .conftest import TINY
+
+RLHF = {**TINY, "method": "pfit", "rlhf.sparse-update": "dense", "rlhf.max-completion-length": 4,
+        "rlhf.prompts-per-step": 2, "rlhf.num-generations": 2, "rlhf.train-prompts": 4, "train.local-steps": 2}
+
+
+class ConstantReward:
+    """A reward function that pays ``value`` for every completion and records its calls."""
+
+    def __init__(self, name, value):
+        self.__name__, self.value, self.calls = name, value, []
+
+    def __call__(self, prompts, completions, question=None, **kwargs):
+        self.calls.append(list(question))
+        return [self.value] * len(completions)
+
+
+class LengthReward:
+    """Pays the completion's length in characters: a reward GRPO can actually climb."""
+
+    __name__ = "length"
+
+    def __call__(self, prompts, completions, **kwargs):
+        return [float(len(c[-1]["content"])) for c in completions]
+
+
+def _setup(**overrides):
+    cfg = parse_run_config({**RLHF, **overrides})
+    torch.manual_seed(0)
+    model, tok = build_personalized_model(cfg)
+    set_trainable(model, ("lora_A", "lora_B"))
+    prompts = client_prompts(cfg.rlhf, 0, 2, cfg.seed)
+    return cfg, model, tok, prompt_dataset(prompts.train)
+
+
+def test_the_reward_is_the_clients_weighted_sum_of_the_two_reward_models():
+    cfg, model, tok, ds = _setup()
+    helpful, safe = ConstantReward("helpfulness", 2.0), ConstantReward("safety", -1.0)
+    result = train_policy(model, tok, ds, [helpful, safe], Preference(0.3, 0.7), cfg.train, cfg.rlhf, seed=0)
+    assert result.steps == 2
+    assert result.reward_helpfulness == pytest.approx(2.0) and result.reward_safety == pytest.approx(-1.0)
+    assert result.reward == pytest.approx(0.3 * 2.0 + 0.7 * -1.0)
+    # the reward models see the user's question, not the chat-templated prompt
+    assert set(helpful.calls[0]) <= set(ds["question"])
+
+
+def test_grpo_trains_only_the_lora_and_leaves_the_shared_model_as_it_was():
+    cfg, model, tok, ds = _setup()
+    before = get_tensors(model, ("adapter", "lora_A", "lora_B"))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    train_policy(model, tok, ds, [LengthReward(), ConstantReward("safety", 0.0)], Preference(1.0, 0.0),
+                 cfg.train, cfg.rlhf, seed=0)
+    after = get_tensors(model, ("adapter", "lora_A", "lora_B"))
+    changed = {k for k in before if not np.array_equal(before[k], after[k])}
+    assert changed and all(".lora_" in k for k in changed)
+    assert list(model.peft_config) == ["default"]  # no reference adapter left behind
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == trainable
+    assert "forward" not in model.get_base_model().__dict__  # trl's patched forward is undone
+
+
+def test_the_proximal_term_keeps_the_policy_near_the_global_weights():
+    drifts = []
+    for mu in (0.0, 1e4):
+        cfg, model, tok, ds = _setup(**{"rlhf.proximal-mu": mu, "train.learning-rate": 0.05, "rlhf.beta": 0.0})
+        anchor = get_tensors(model, ("lora_A", "lora_B"))
+        train_policy(model, tok, ds, [LengthReward(), ConstantReward("safety", 0.0)], Preference(1.0, 0.0),
+                     cfg.train, cfg.rlhf, seed=0, anchor=anchor)
+        after = get_tensors(model, ("lora_A", "lora_B"))
+        drifts.append(sum(float(((after[k] - anchor[k]) ** 2).sum()) for k in anchor))
+    assert drifts[0] > 0 and drifts[1] < drifts[0]
+
+
+def test_sparse_layer_choices():
+    assert sparse_layers("dense", 3, 30) is None
+    assert sparse_layers("last-k", 3, 30) == (27, 28, 29)
+    assert sparse_layers("last-k", 50, 4) == (0, 1, 2, 3)
+    assert sparse_layers("every-k", 10, 30) == (9, 19, 29)
+    with pytest.raises(ValueError, match="rlhf.sparse-k"):
+        sparse_layers("every-k", 31, 30)
+
+
+def test_a_sparse_update_carries_and_sends_only_the_chosen_layers_attention_lora():
+    sizes = {}
+    for update in ("dense", "last-k"):
+        cfg = parse_run_config({**RLHF, "rlhf.sparse-update": update, "rlhf.sparse-k": 1})
+        model, _ = build_personalized_model(cfg)
+        names = trainable_names(model, ("lora_A", "lora_B"))
+        layers = {int(n.split(".layers.")[1].split(".")[0]) for n in names}
+        assert layers == ({0, 1} if update == "dense" else {1})
+        assert all(".self_attn." in n for n in names)
+        sizes[update] = to_arrayrecord(get_tensors(model, ("lora_A", "lora_B"))).count_bytes()
+    assert sizes["last-k"] < 0.6 * sizes["dense"]
+    # a task-tuning method ignores the RLHF keys and keeps LoRA everywhere
+    model, _ = build_personalized_model(parse_run_config({**RLHF, "method": "pftt", "rlhf.sparse-k": 1}))
+    assert {int(n.split(".layers.")[1].split(".")[0]) for n in trainable_names(model, ("lora_A",))} == {0, 1}

