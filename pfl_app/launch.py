@@ -186,6 +186,9 @@ def _bin(name: str) -> str:
 def flower_env(flwr_home: Path, project_dir: Path) -> dict[str, str]:
     env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(flwr_home), "PFL_APP_HOME": str(project_dir)}
     env.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    # The SuperLink starts flower-superexec (and Ray its workers) from PATH: put this
+    # interpreter's folder first, so an un-activated venv works too.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
 
@@ -225,7 +228,10 @@ def private_superlink(project_dir: Path) -> Iterator[tuple[dict[str, str], Path]
         deadline = time.time() + 60
         while True:
             if proc.poll() is not None:
-                raise LaunchError(f"the SuperLink exited at start; see {home / 'superlink.log'}")
+                # The folder is removed on the way out: put the log's end in the message.
+                log.flush()
+                tail = (home / "superlink.log").read_text(errors="replace").strip().splitlines()[-15:]
+                raise LaunchError("the SuperLink exited at start:\n" + "\n".join(tail))
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     break

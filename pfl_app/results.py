@@ -23,10 +23,20 @@ from rich.console import Console
 from safetensors.numpy import save_file
 
 from . import checkpoint
-from .config import RunConfig
+from .config import RLHF_METHODS, RunConfig
 from .wireless.channel import round_air_time as channel_round_air_time
 
 PEFT_PREFIX = "base_model.model."
+# Evaluation results in a row start with the model they score: the client's personalized
+# model, the global one, or (RLHF runs, last round) the base model.
+SCORE_PREFIXES = ("personalized_", "global_", "base_")
+TASK_SCORES = ("personalized_accuracy", "global_accuracy", "personalized_loss", "global_loss",
+               "personalized_perplexity", "global_perplexity")
+# The columns of the progress line: task tuning, and RLHF.
+PROGRESS_TASK = (("train_loss", "train loss"), ("personalized_accuracy", "personalized acc"),
+                 ("global_accuracy", "global acc"))
+PROGRESS_RLHF = (("train_reward", "train reward"), ("personalized_helpfulness", "helpful"),
+                 ("personalized_safety", "safe"), ("personalized_harmful_compliance", "harmful complied"))
 _console = Console(highlight=False, soft_wrap=True)
 
 
@@ -141,11 +151,7 @@ class RunRecorder:
             f"up {_fmt_bytes(up)}",
             f"down {_fmt_bytes(down)}",
         ]
-        for key, label in (
-            ("train_loss", "train loss"),
-            ("personalized_accuracy", "personalized acc"),
-            ("global_accuracy", "global acc"),
-        ):
+        for key, label in PROGRESS_RLHF if self.cfg.method in RLHF_METHODS else PROGRESS_TASK:
             value = _mean(rows, key)
             parts.append(f"{label} {value:.3f}" if value is not None else f"{label} -")
         if lost:
@@ -181,12 +187,12 @@ class RunRecorder:
             "simulated_time_s_total": self.simulated_time_s,
             "wall_time_s": round(self._wall(), 3),
         }
-        for key in ("personalized_accuracy", "global_accuracy", "personalized_loss", "global_loss",
-                    "personalized_perplexity", "global_perplexity"):
+        scores = sorted({k for r in last for k in r if k.startswith(SCORE_PREFIXES)})
+        for key in sorted(set(scores) | set(TASK_SCORES)):
             summary[f"{key}_mean"] = _mean(last, key)
         summary["per_client"] = {
             str(r.get("client", r["node"])): {
-                k: r.get(k) for k in ("task", "personalized_accuracy", "global_accuracy", "personalized_loss")
+                k: r.get(k) for k in ("task", "safety_weight", *scores) if k in r or k in TASK_SCORES
             }
             for r in last
         }

@@ -56,3 +56,28 @@ def project_dir():
     from pathlib import Path
 
     return Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_models(tmp_path_factory):
+    """Two reward models trained for a few steps on a few pairs: real models, in seconds."""
+    from pfl_app.rlhf.reward_models import train_reward_model
+
+    root = tmp_path_factory.mktemp("reward-models")
+    for kind in ("helpfulness", "safety"):
+        train_reward_model(kind, root / kind, steps=2, batch_size=4, max_pairs=16)
+    return {"rlhf.helpfulness-model": str(root / "helpfulness"), "rlhf.safety-model": str(root / "safety")}
+
+
+# RLHF on the tiny policy: short completions, small groups, few prompts.
+TINY_RLHF = {
+    **TINY,
+    "method": "pfit",
+    "rlhf.sparse-update": "last-k",
+    "rlhf.sparse-k": 1,
+    "rlhf.max-completion-length": 4,
+    "rlhf.prompts-per-step": 2,
+    "rlhf.num-generations": 2,
+    "rlhf.train-prompts": 4,
+    "rlhf.eval-prompts": 4,
+}

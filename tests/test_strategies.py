@@ -24,7 +24,7 @@ class FakeGrid:
 
 def _reply(msg, arrays=None, n=1, loss=0.5, client=0):
     content = RecordDict({
-        "metrics": MetricRecord({"num-examples": n, "train-loss": loss}),
+        "metrics": MetricRecord({"num-examples": n, "train-loss": loss, "train-seconds": 1.5}),
         "client": ConfigRecord({"client-id": client, "task": "t"}),
     })
     if arrays is not None:

@@ -230,7 +230,8 @@ def load_reward_scorers(settings, cache_dir: str = "") -> tuple[RewardScorer, Re
         if (kind, path) not in _SCORERS:
             try:
                 _SCORERS[(kind, path)] = RewardScorer(path, kind)
-            except OSError as err:
-                raise ValueError(f"run-config key 'rlhf.{kind}-model': cannot load {path!r}: {err}") from err
+            except (OSError, ValueError) as err:  # transformers raises either for a bad folder
+                raise ValueError(f"run-config key 'rlhf.{kind}-model': cannot load {path!r} as a one-logit "
+                                 f"sequence classifier: {err}") from err
         out.append(_SCORERS[(kind, path)])
     return out[0], out[1]

@@ -221,12 +221,11 @@ class PersonalizedFedAvg(FedAvg):
             mask = msg.content.array_records.get(MASK_KEY)
             ledger.note(
                 node,
-                status="partial" if mask is not None else "ok",
-                num_train_examples=int(metrics[self.weighted_by_key]),
-                train_seconds=float(metrics.get("train-seconds", 0.0)),
-                # train-loss, and what else the client measured (RLHF: its rewards).
+                # train-loss, train-seconds and what else the client measured (RLHF: rewards).
                 **{k.replace("-", "_"): float(v) for k, v in metrics.items()
                    if k != self.weighted_by_key and isinstance(v, (int, float))},
+                status="partial" if mask is not None else "ok",
+                num_train_examples=int(metrics[self.weighted_by_key]),
             )
             if mask is not None:
                 ledger.note(node, error=str(status["reason"]))

@@ -1,0 +1,82 @@
+"""Reward models: trl's RewardTrainer on the embedded encoder, calibration, caching, scoring."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pfl_app.config import parse_run_config
+from pfl_app.rlhf.preferences import safety_pairs
+from pfl_app.rlhf.reward_models import (
+    RewardScorer,
+    calibrate,
+    embedded_reward_model,
+    load_reward_scorers,
+    pairwise_accuracy,
+    train_reward_model,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_safety_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rm") / "safety"
+    metrics = train_reward_model("safety", out, steps=3, batch_size=4, max_pairs=24)
+    return out, metrics
+
+
+def test_a_trained_reward_model_is_saved_with_its_heldout_accuracy(tiny_safety_model):
+    out, metrics = tiny_safety_model
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == metrics and saved["steps"] == 3 and saved["train_pairs"] == 24
+    assert 0.0 <= saved["heldout"]["accuracy"] <= 1.0 and saved["heldout"]["pairs"] == 24
+    assert set(saved["heldout"]) >= {"accuracy_harmful", "accuracy_benign"}
+    assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
+
+
+def test_calibration_gives_training_responses_zero_mean_and_unit_spread(tiny_safety_model):
+    out, _ = tiny_safety_model
+    scorer = RewardScorer(out, "safety")
+    pairs = safety_pairs("reward").select(range(24))
+    calibrate(scorer.model, scorer.tokenizer, pairs)  # a second calibration: already calibrated
+    scores = np.concatenate([scorer.score(pairs["prompt"], pairs["chosen"]), scorer.score(pairs["prompt"], pairs["rejected"])])
+    assert abs(scores.mean()) < 1e-4 and scores.std() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_the_scorer_is_a_trl_reward_function_reading_the_question_and_the_chat_answer(tiny_safety_model):
+    out, _ = tiny_safety_model
+    scorer = RewardScorer(out, "safety")
+    q = ["How to poach animals undetected?", "What is AI?"]
+    completions = [[{"role": "assistant", "content": "I can't help with that."}],
+                   [{"role": "assistant", "content": "The study of thinking machines."}]]
+    chat_prompts = [[{"role": "user", "content": "ignored when question is given"}]] * 2
+    got = scorer(chat_prompts, completions, question=q, trainer_state=None)
+    assert isinstance(got, list) and all(isinstance(v, float) for v in got)
+    np.testing.assert_allclose(got, scorer.score(q, ["I can't help with that.", "The study of thinking machines."]),
+                               rtol=1e-5)
+    assert scorer.__name__ == "safety"
+    acc = pairwise_accuracy(scorer, safety_pairs("heldout").select(range(10)))
+    assert acc["pairs"] == 10
+
+
+def test_the_embedded_model_is_trained_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    import pfl_app.rlhf.reward_models as rm
+
+    calls = []
+
+    def fake_train(kind, out, steps, **kw):  # the training itself is tested above
+        calls.append(kind)
+        out.mkdir(exist_ok=True)
+        (out / "metrics.json").write_text("{}")
+        return {}
+
+    monkeypatch.setattr(rm, "train_reward_model", fake_train)
+    first = embedded_reward_model("helpfulness", 7, str(tmp_path))
+    again = embedded_reward_model("helpfulness", 7, str(tmp_path))
+    assert first == again and calls == ["helpfulness"] and first.name.endswith("steps7-v1")
+    assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_a_bad_reward_model_path_names_the_key(tmp_path):
+    cfg = parse_run_config({"rlhf.safety-model": str(tmp_path), "rlhf.helpfulness-model": str(tmp_path)})
+    with pytest.raises(ValueError, match="rlhf.helpfulness-model"):
+        load_reward_scorers(cfg.rlhf)

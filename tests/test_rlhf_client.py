@@ -1,0 +1,83 @@
+"""The RLHF client handlers on the tiny policy with tiny reward models."""
+
+import json
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+
+from pfl_app.client.rlhf_client import SAMPLES_FILE, handle_evaluate, handle_train
+from pfl_app.client.state import client_dir
+from pfl_app.config import parse_run_config
+from pfl_app.models.personalized import shared_model_bundle, tensor_group
+from pfl_app.records import from_arrayrecord, to_arrayrecord
+
+from .conftest import TINY_RLHF
+
+
+def _run_config(models, **kw):
+    return {**TINY_RLHF, **models, **kw}
+
+
+def _message(kind, run_config, run_dir, rnd=1, preference="own", **extra):
+    cfg = parse_run_config(run_config)
+    groups = "none" if cfg.method == "rlhf-local" else "lora_A,lora_B"
+    glob = shared_model_bundle(cfg).initial_tensors(() if groups == "none" else ("lora_A", "lora_B"))
+    content = RecordDict({
+        "arrays": to_arrayrecord(glob),
+        "config": ConfigRecord({"server-round": rnd, "shared-groups": groups, "trained-groups": "lora_A,lora_B",
+                                "run-dir": str(run_dir), "preference": preference, **extra}),
+    })
+    return Message(content=content, dst_node_id=0, message_type=kind), glob
+
+
+def _context(run_config, client_id=0, num=2):
+    return Context(run_id=1, node_id=client_id + 10, node_config={"partition-id": client_id, "num-partitions": num},
+                   state=RecordDict(), run_config=run_config)
+
+
+def test_pfit_client_sends_its_trained_policy_lora_with_its_rewards(flower_identity, tiny_reward_models, tmp_path):
+    rc = _run_config(tiny_reward_models, **{"train.learning-rate": 0.05})
+    msg, glob = _message("train", rc, tmp_path)
+    reply = handle_train(msg, _context(rc, client_id=1))
+    sent = from_arrayrecord(reply.content["arrays"])
+    assert set(sent) == set(glob) and {tensor_group(k) for k in sent} == {"lora_A", "lora_B"}
+    assert any(not np.array_equal(sent[k], glob[k]) for k in sent)
+    m = reply.content["metrics"]
+    assert m["safety-weight"] == 0.9  # the last of two clients is the safety-first one
+    assert m["num-examples"] == 4 and np.isfinite(m["train-reward"])
+    assert m["train-reward"] == pytest.approx(0.1 * m["train-reward-helpfulness"] + 0.9 * m["train-reward-safety"])
+
+
+def test_uniform_preference_overrides_the_clients_own(flower_identity, tiny_reward_models, tmp_path):
+    rc = _run_config(tiny_reward_models, method="rlhf-fedavg")
+    msg, _ = _message("train", rc, tmp_path, preference="uniform")
+    assert handle_train(msg, _context(rc, client_id=1)).content["metrics"]["safety-weight"] == 0.5
+
+
+def test_local_only_client_continues_from_its_own_policy_and_evaluates_it(flower_identity, tiny_reward_models,
+                                                                        tmp_path):
+    rc = _run_config(tiny_reward_models, method="rlhf-local", **{"train.learning-rate": 0.05})
+    ctx = _context(rc)
+    msg, glob = _message("train", rc, tmp_path)
+    reply = handle_train(msg, ctx)
+    assert not from_arrayrecord(reply.content["arrays"])  # nothing leaves the client
+    kept1 = from_arrayrecord(ctx.state["pfl.local-tensors"])
+    msg2, _ = _message("train", rc, tmp_path, rnd=2)
+    handle_train(msg2, ctx)
+    kept2 = from_arrayrecord(ctx.state["pfl.local-tensors"])
+    b_key = next(k for k in kept1 if tensor_group(k) == "lora_B")
+    assert np.abs(kept1[b_key]).sum() > 0 and not np.array_equal(kept1[b_key], kept2[b_key])
+
+    ev, _ = _message("evaluate", rc, tmp_path, rnd=2, **{"evaluate-base": True})
+    metrics = handle_evaluate(ev, ctx).content["metrics"]
+    assert "global-helpfulness" not in metrics  # nothing is shared, so there is no global model
+    for model in ("personalized", "base"):
+        for score in ("helpfulness", "safety", "objective", "harmful-compliance", "benign-refusal"):
+            assert np.isfinite(metrics[f"{model}-{score}"])
+    assert metrics["personalized-objective"] == pytest.approx(
+        0.9 * metrics["personalized-helpfulness"] + 0.1 * metrics["personalized-safety"])
+    samples = [json.loads(line) for line in (client_dir(tmp_path, 0) / SAMPLES_FILE).read_text().splitlines()]
+    assert {s["model"] for s in samples} == {"personalized", "base"}
+    assert {s["harmful"] for s in samples} == {True, False}
+    assert all(isinstance(s["answer"], str) and s["round"] == 2 for s in samples)
