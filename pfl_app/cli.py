@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .config import ConfigError
+from .config import RLHF_METHODS, ConfigError
 from .launch import LaunchError, launch, load_scenario, parse_overrides, resolve_run_config, resume_scenario
 
 
@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--verbose", action="store_true", help="also show library warnings from the workers")
             s.add_argument("--resume-from", metavar="RUN_DIR",
                            help="continue a crashed run from its last finished round, with its own config")
-    plot = sub.add_parser("plot", help="plot accuracy against uplink bytes and simulated time")
+    plot = sub.add_parser("plot", help="plot accuracy against uplink bytes and simulated time; for RLHF "
+                          "runs, each client's helpfulness against safety, with a table")
     plot.add_argument("runs", nargs="+", help="results folders")
     plot.add_argument("-o", "--out", default="results/plots", help="folder for the PNG files")
     return p
@@ -52,9 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(highlight=False)
     if args.command == "plot":
-        from .plots import plot_runs
+        from .plots import load_run, plot_preferences, plot_runs, preference_table
 
-        for path in plot_runs(args.runs, args.out):
+        rlhf = [r for r in args.runs if load_run(r)[0].get("method") in RLHF_METHODS]
+        task = [r for r in args.runs if r not in rlhf]
+        paths = plot_runs(task, args.out) if task else []
+        if rlhf:
+            paths.append(plot_preferences(rlhf, Path(args.out) / "helpfulness_vs_safety.png"))
+            console.print(preference_table(rlhf))
+        for path in paths:
             console.print(f"wrote {path}")
         return 0
     try:

@@ -177,7 +177,7 @@ FIELDS: tuple[Field, ...] = (
     Field("rlhf.helpfulness-model", str, "", "helpfulness reward model: a local folder or hub id "
           "of a 1-logit sequence classifier; empty: the embedded one, trained once and cached"),
     Field("rlhf.safety-model", str, "", "safety reward model: as rlhf.helpfulness-model"),
-    Field("rlhf.reward-steps", int, 150, "training steps of each embedded reward model (the cache "
+    Field("rlhf.reward-steps", int, 100, "training steps of each embedded reward model (the cache "
           "is keyed on it)", check=_positive),
     Field("rlhf.safety-weight-min", float, 0.1, "safety weight of the first client; client i's is "
           "spread evenly up to safety-weight-max, and its helpfulness weight is 1 - that",

@@ -76,3 +76,76 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+# The model each RLHF method hands its clients: their own for PFIT and local-only RLHF, the
+# one shared model for federated RLHF with uniform weights.
+DELIVERED_MODEL = {"pfit": "personalized", "rlhf-local": "personalized", "rlhf-fedavg": "global"}
+SCORES = ("helpfulness", "safety", "objective", "harmful_compliance", "benign_refusal")
+
+
+def preference_points(summary: dict[str, Any], rows: list[dict[str, Any]], model: str | None = None
+                      ) -> list[dict[str, float]]:
+    """Per client of an RLHF run's last round: its safety weight and the scores of
+    ``model`` (``personalized``, ``global`` or ``base``; default: what the method delivers)."""
+    model = model or DELIVERED_MODEL.get(summary.get("method", ""), "personalized")
+    last = max((r["round"] for r in rows), default=0)
+    points = []
+    for r in sorted((r for r in rows if r["round"] == last), key=lambda r: r.get("client", r["node"])):
+        if f"{model}_helpfulness" in r:
+            points.append({"client": r.get("client", r["node"]), "safety_weight": r.get("safety_weight"),
+                           **{s: r.get(f"{model}_{s}") for s in SCORES}})
+    return points
+
+
+def plot_preferences(run_dirs: list[str | Path], out_path: str | Path) -> Path:
+    """Each client's (helpfulness, safety) point for every run's delivered model, plus the
+    base model (from the first run that scored it), labelled with the client's safety weight."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    base_done = False
+    markers = iter("os^Dv<>")
+    for run_dir in run_dirs:
+        summary, rows = load_run(run_dir)
+        series = [(summary.get("method", Path(run_dir).name), preference_points(summary, rows))]
+        if not base_done and (base := preference_points(summary, rows, "base")):
+            series.insert(0, ("base model", base))
+            base_done = True
+        for label, points in series:
+            xs, ys = [p["helpfulness"] for p in points], [p["safety"] for p in points]
+            ax.scatter(xs, ys, marker="x" if label == "base model" else next(markers), s=50, label=label)
+            for p in points:
+                ax.annotate(f"{p['safety_weight']:.1f}", (p["helpfulness"], p["safety"]), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("mean helpfulness reward (held-out prompts)")
+    ax.set_ylabel("mean safety reward (held-out prompts)")
+    ax.set_title("each client's model; labels: the client's safety weight", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+    return out_path
+
+
+def preference_table(run_dirs: list[str | Path]) -> str:
+    """A markdown table: per method (and the base model), per client, the scores of the
+    model the method delivers, and the method's mean uplink bytes per client and round."""
+    lines = ["| model | client | safety weight | helpfulness | safety | own objective | harmful complied "
+             "| benign refused | uplink B / client / round |", "|---|---|---|---|---|---|---|---|---|"]
+    base_done = False
+    for run_dir in run_dirs:
+        summary, rows = load_run(run_dir)
+        trained = [r for r in rows if r.get("status") in ("ok", "partial")]
+        uplink = fmean(r["bytes_up"] for r in trained) if trained else 0.0
+        series = [(summary.get("method", Path(run_dir).name), preference_points(summary, rows), f"{uplink:,.0f}")]
+        if not base_done and (base := preference_points(summary, rows, "base")):
+            series.insert(0, ("base", base, "-"))
+            base_done = True
+        for label, points, up in series:
+            for p in points:
+                lines.append(f"| {label} | {p['client']} | {p['safety_weight']:.2f} | {p['helpfulness']:+.3f} "
+                             f"| {p['safety']:+.3f} | {p['objective']:+.3f} | {p['harmful_compliance']:.2f} "
+                             f"| {p['benign_refusal']:.2f} | {up} |")
+    return "\n".join(lines)

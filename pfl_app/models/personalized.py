@@ -25,6 +25,7 @@ from transformers import PreTrainedTokenizerBase
 from ..adapters import BottleneckConfig, inject_bottleneck_adapters, is_adapter_key
 from ..config import RLHF_METHODS, RunConfig
 from .loading import load_causal_lm, load_tokenizer
+from .sparse_attention import register_window_sink
 
 TENSOR_GROUPS = ("adapter", "lora_A", "lora_B", "local_lora_A", "local_lora_B")
 LOCAL_LORA = "local"  # peft adapter name of the second LoRA
@@ -100,6 +101,8 @@ def build_personalized_model(cfg: RunConfig) -> tuple[PeftModel, PreTrainedToken
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir)
     base = load_causal_lm(cfg.model.name, cfg.model.cache_dir, seed=cfg.seed)
     base.config.pad_token_id = tokenizer.pad_token_id
+    if cfg.method in RLHF_METHODS and cfg.rlhf.attention == "local-window":
+        base.set_attn_implementation(register_window_sink(cfg.rlhf.attention_window, cfg.rlhf.sink_tokens))
     torch.manual_seed(cfg.seed)
     inject_bottleneck_adapters(
         base,
@@ -193,7 +196,8 @@ _BUNDLES: dict[tuple, ModelBundle] = {}
 def model_key(cfg: RunConfig) -> tuple:
     """What determines the structure and initial values of the model."""
     return (cfg.model, cfg.adapter, cfg.lora, cfg.seed, cfg.method in DUAL_LORA_METHODS,
-            cfg.method in RLHF_METHODS and (cfg.rlhf.sparse_update, cfg.rlhf.sparse_k))
+            cfg.method in RLHF_METHODS and (cfg.rlhf.sparse_update, cfg.rlhf.sparse_k, cfg.rlhf.attention,
+                                            cfg.rlhf.attention_window, cfg.rlhf.sink_tokens))
 
 
 def shared_model_bundle(cfg: RunConfig) -> ModelBundle:

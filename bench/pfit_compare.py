@@ -1,0 +1,59 @@
+"""PFIT against federated RLHF with uniform weights (plain FedAvg) and local-only RLHF, on
+the same seed, clients, prompts and reward models; the base model is scored in the same
+runs (last round). Writes the helpfulness-vs-safety plot and prints the table.
+
+    python bench/pfit_compare.py                          # scenarios/pfit.toml
+    python bench/pfit_compare.py --rounds 5 --steps 8     # longer
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pfl_app.launch import launch, load_scenario  # noqa: E402
+from pfl_app.plots import plot_preferences, preference_table  # noqa: E402
+
+METHODS = ("pfit", "rlhf-fedavg", "rlhf-local")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenario", default=str(ROOT / "scenarios" / "pfit.toml"))
+    p.add_argument("--rounds", type=int, help="override num-server-rounds")
+    p.add_argument("--steps", type=int, help="override train.local-steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--results-dir", default=str(ROOT / "results" / "bench"))
+    p.add_argument("--plot", default=str(ROOT / "results" / "bench" / "pfit_helpfulness_vs_safety.png"))
+    args = p.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    scenario = load_scenario(args.scenario)
+    common = {"seed": args.seed, "results-dir": args.results_dir}
+    if args.rounds:
+        common["num-server-rounds"] = args.rounds
+    if args.steps:
+        common["train.local-steps"] = args.steps
+    tag = f"s{args.seed}-{os.getpid()}"
+    runs = []
+    for method in args.methods.split(","):
+        print(f"== {method} ==", flush=True)
+        _, run_dir = launch(ROOT, scenario, {**common, "method": method, "run-name": f"{method}-{tag}"},
+                            echo=lambda line: print(line, flush=True) if line.startswith("round") else None)
+        runs.append(run_dir)
+    print()
+    print(preference_table(runs))
+    print()
+    print(f"runs: {', '.join(str(r) for r in runs)}")
+    print(f"plot: {plot_preferences(runs, args.plot)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
