@@ -4,6 +4,7 @@ runs (last round). Writes the helpfulness-vs-safety plot and prints the table.
 
     python bench/pfit_compare.py                          # scenarios/pfit.toml
     python bench/pfit_compare.py --rounds 5 --steps 8     # longer
+    python bench/pfit_compare.py --methods rlhf-fedavg,rlhf-local --with-runs results/pfit-default
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def main() -> int:
     p.add_argument("--steps", type=int, help="override train.local-steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--with-runs", nargs="*", default=[],
+                   help="finished runs of the same scenario and seed to include instead of rerunning them "
+                        "(e.g. the default PFIT run)")
     p.add_argument("--results-dir", default=str(ROOT / "results" / "bench"))
     p.add_argument("--plot", default=str(ROOT / "results" / "bench" / "pfit_helpfulness_vs_safety.png"))
     args = p.parse_args()
@@ -41,8 +45,8 @@ def main() -> int:
     if args.steps:
         common["train.local-steps"] = args.steps
     tag = f"s{args.seed}-{os.getpid()}"
-    runs = []
-    for method in args.methods.split(","):
+    runs = [Path(r).resolve() for r in args.with_runs]
+    for method in [m for m in args.methods.split(",") if m]:
         print(f"== {method} ==", flush=True)
         _, run_dir = launch(ROOT, scenario, {**common, "method": method, "run-name": f"{method}-{tag}"},
                             echo=lambda line: print(line, flush=True) if line.startswith("round") else None)

@@ -22,7 +22,7 @@ TASK_METHODS = ("pftt", "send-all", "fedit", "fedadapter", "ffa-lora", "fedsa-lo
                 "centralized")
 # Instruction tuning with RLHF (PFIT and its baselines): GRPO on each client, rewarded by
 # the helpfulness and safety reward models (pfl_app/rlhf/).
-RLHF_METHODS = ("pfit", "rlhf-fedavg", "rlhf-local")
+RLHF_METHODS = ("pfit", "rlhf-fedavg", "rlhf-local", "rlhf-single")
 METHODS = TASK_METHODS + RLHF_METHODS
 SPARSE_UPDATES = ("dense", "last-k", "every-k")
 ATTENTION_PATTERNS = ("dense", "local-window")

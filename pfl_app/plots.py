@@ -80,7 +80,8 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path) -> list[Path]:
 
 # The model each RLHF method hands its clients: their own for PFIT and local-only RLHF, the
 # one shared model for federated RLHF with uniform weights.
-DELIVERED_MODEL = {"pfit": "personalized", "rlhf-local": "personalized", "rlhf-fedavg": "global"}
+DELIVERED_MODEL = {"pfit": "personalized", "rlhf-local": "personalized", "rlhf-fedavg": "global",
+                   "rlhf-single": "global"}
 SCORES = ("helpfulness", "safety", "objective", "harmful_compliance", "benign_refusal")
 
 

@@ -16,7 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .plots import load_run, round_curve  # noqa: E402
+from .config import RLHF_METHODS  # noqa: E402
+from .plots import load_run, plot_preferences, preference_table, round_curve  # noqa: E402
 
 COLUMNS = (
     ("personalized_accuracy_mean", "personalized acc", 1.0, "{:.3f}"),
@@ -129,10 +130,18 @@ def write_report(results_dir: str | Path) -> Path:
     lines = [f"# Report: {results_dir.name}", ""]
     if not groups:
         lines.append("No finished runs yet.")
-    else:
-        lines += [markdown_table(groups), "",
+    rlhf = {k: v for k, v in groups.items() if k[0] in RLHF_METHODS}
+    task = {k: v for k, v in groups.items() if k not in rlhf}
+    if task:
+        lines += [markdown_table(task), "",
                   "Mean ± standard deviation over seeds. Accuracies are the clients' mean in the last round.", ""]
-        for path in plot_report(groups, out):
+        for path in plot_report(task, out):
             lines.append(f"![{path.stem}]({path.name})")
+    if rlhf:
+        # Per-client points do not average over seeds: show the first seed of each group.
+        firsts = [sorted(runs)[0] for _, runs in sorted(rlhf.items())]
+        path = plot_preferences(firsts, out / "helpfulness_vs_safety.png")
+        lines += ["", "## RLHF: each client's delivered model (first seed of each group)", "",
+                  preference_table(firsts), "", f"![{path.stem}]({path.name})"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return out / "report.md"

@@ -134,3 +134,29 @@ def test_report_table_averages_over_seeds(tmp_path):
 def test_shipped_grids_expand(project_dir):
     for path in sorted((project_dir / "grids").glob("*.toml")):
         assert load_grid(path, project_dir).runs, path
+
+
+def _write_rlhf_run(folder, method, helpful):
+    rows = []
+    for c, weight in ((0, 0.1), (1, 0.9)):
+        row = {"round": 2, "node": c, "client": c, "bytes_up": 500, "bytes_down": 900, "status": "ok",
+               "safety_weight": weight}
+        for model, h in (("personalized", helpful[c]), ("global", 0.0), ("base", -1.0)):
+            row.update({f"{model}_helpfulness": h, f"{model}_safety": 1 - h, f"{model}_objective": 0.5,
+                        f"{model}_harmful_compliance": 0.25, f"{model}_benign_refusal": 0.0})
+        rows.append(row)
+    folder.mkdir()
+    (folder / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in rows))
+    (folder / "summary.json").write_text(json.dumps({"method": method, "uplink_bytes_total": 1000}))
+
+
+def test_report_shows_each_rlhf_clients_delivered_model_and_the_base_model(tmp_path):
+    _write_rlhf_run(tmp_path / "pfit__iid__ideal__seed0", "pfit", (0.8, 0.3))
+    _write_rlhf_run(tmp_path / "rlhf-fedavg__iid__ideal__seed0", "rlhf-fedavg", (0.6, 0.6))
+    text = write_report(tmp_path).read_text()
+    assert "| base | 0 | 0.10 | -1.000 | +2.000 |" in text
+    assert "| pfit | 1 | 0.90 | +0.300 | +0.700 | +0.500 | 0.25 | 0.00 | 500 |" in text
+    # federated RLHF with uniform weights delivers its global model, not the clients' post-training ones
+    assert "| rlhf-fedavg | 0 | 0.10 | +0.000 | +1.000 |" in text
+    assert (tmp_path / "report" / "helpfulness_vs_safety.png").stat().st_size > 5000
+    assert "accuracy_vs_uplink" not in text

@@ -7,7 +7,7 @@ import pytest
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from pfl_app.records import from_arrayrecord, to_arrayrecord
-from pfl_app.strategies import PFIT, RlhfFedAvgUniform, RlhfLocal
+from pfl_app.strategies import PFIT, RlhfFedAvgUniform, RlhfLocal, RlhfSingleReward
 from pfl_app.strategies.pfit import reward_weights
 
 from .test_strategies import FakeGrid, _round
@@ -79,6 +79,9 @@ def test_baselines_send_uniform_preferences_or_nothing_and_the_last_round_asks_f
     uniform = RlhfFedAvgUniform(method="rlhf-fedavg", min_available_nodes=1, min_train_nodes=1, min_evaluate_nodes=1)
     msgs, _ = _round(uniform, [5], {LORA_B: np.zeros(3, np.float32)})
     assert msgs[5].content["config"]["preference"] == "uniform"
+    single = RlhfSingleReward(method="rlhf-single", min_available_nodes=1, min_train_nodes=1)
+    msgs, _ = _round(single, [5], {LORA_B: np.zeros(3, np.float32)})
+    assert msgs[5].content["config"]["preference"] == "helpfulness"
     local = RlhfLocal(method="rlhf-local", min_available_nodes=1, min_train_nodes=1, min_evaluate_nodes=1)
     msgs, _ = _round(local, [5], {})
     assert msgs[5].content["config"]["shared-groups"] == "none"

@@ -49,10 +49,13 @@ def test_pfit_client_sends_its_trained_policy_lora_with_its_rewards(flower_ident
     assert m["train-reward"] == pytest.approx(0.1 * m["train-reward-helpfulness"] + 0.9 * m["train-reward-safety"])
 
 
-def test_uniform_preference_overrides_the_clients_own(flower_identity, tiny_reward_models, tmp_path):
-    rc = _run_config(tiny_reward_models, method="rlhf-fedavg")
-    msg, _ = _message("train", rc, tmp_path, preference="uniform")
-    assert handle_train(msg, _context(rc, client_id=1)).content["metrics"]["safety-weight"] == 0.5
+@pytest.mark.parametrize("method,preference,weight", [("rlhf-fedavg", "uniform", 0.5),
+                                                     ("rlhf-single", "helpfulness", 0.0)])
+def test_the_servers_preference_overrides_the_clients_own(flower_identity, tiny_reward_models, tmp_path,
+                                                         method, preference, weight):
+    rc = _run_config(tiny_reward_models, method=method)
+    msg, _ = _message("train", rc, tmp_path, preference=preference)
+    assert handle_train(msg, _context(rc, client_id=1)).content["metrics"]["safety-weight"] == weight
 
 
 def test_local_only_client_continues_from_its_own_policy_and_evaluates_it(flower_identity, tiny_reward_models,

@@ -16,7 +16,7 @@ import torch
 from flwr.app import Context, Message
 
 from ..models.personalized import TENSOR_GROUPS, get_tensors, set_tensors, set_trainable, tensor_group
-from ..rlhf.clients import UNIFORM, Preference, client_preference, client_prompts, prompt_dataset
+from ..rlhf.clients import HELPFULNESS_ONLY, UNIFORM, client_preference, client_prompts, prompt_dataset
 from ..rlhf.evaluation import evaluate_policy
 from ..rlhf.grpo import train_policy
 from ..rlhf.reward_models import load_reward_scorers
@@ -37,7 +37,8 @@ class RlhfSession(ClientSession):
         super().__init__(msg, context)
         own = client_preference(self.cfg.rlhf, self.client_id, self.num_clients, context.node_config)
         self.own_preference = own
-        self.preference = UNIFORM if str(self.config.get(PREFERENCE_KEY, "own")) == "uniform" else own
+        self.preference = {"uniform": UNIFORM, "helpfulness": HELPFULNESS_ONLY}.get(
+            str(self.config.get(PREFERENCE_KEY, "own")), own)
         self.prompts = client_prompts(self.cfg.rlhf, self.client_id, self.num_clients, self.cfg.seed)
 
     @functools.cached_property

@@ -49,6 +49,7 @@ class Preference:
 
 
 UNIFORM = Preference(0.5, 0.5)
+HELPFULNESS_ONLY = Preference(1.0, 0.0)
 
 
 def client_preference(

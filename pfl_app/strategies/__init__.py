@@ -16,6 +16,7 @@ from .pftt import PFTT
 from .rlhf_base import RlhfFedAvg
 from .rlhf_fedavg import RlhfFedAvgUniform
 from .rlhf_local import RlhfLocal
+from .rlhf_single import RlhfSingleReward
 from .send_all import SendAll
 
 STRATEGIES: dict[str, type[PersonalizedFedAvg]] = {
@@ -31,7 +32,8 @@ STRATEGIES: dict[str, type[PersonalizedFedAvg]] = {
     "pfit": PFIT,
     "rlhf-fedavg": RlhfFedAvgUniform,
     "rlhf-local": RlhfLocal,
+    "rlhf-single": RlhfSingleReward,
 }
 
-__all__ = ["PFIT", "PFTT", "RlhfFedAvg", "RlhfFedAvgUniform", "RlhfLocal", "STRATEGIES", "Centralized", "FFALoRA", "FedDPA", "FedAdapter", "FedIT", "FedSALoRA", "LocalOnly",
+__all__ = ["PFIT", "PFTT", "RlhfFedAvg", "RlhfFedAvgUniform", "RlhfLocal", "RlhfSingleReward", "STRATEGIES", "Centralized", "FFALoRA", "FedDPA", "FedAdapter", "FedIT", "FedSALoRA", "LocalOnly",
            "PersonalizedFedAvg", "SendAll"]

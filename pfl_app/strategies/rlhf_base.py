@@ -17,8 +17,9 @@ class RlhfFedAvg(PersonalizedFedAvg):
 
     Two message-config entries steer the clients:
 
-    - ``preference``: ``"own"`` (each client mixes the rewards with its own weights) or
-      ``"uniform"`` (every client weights both 0.5), from :attr:`preference`;
+    - ``preference``: ``"own"`` (each client mixes the rewards with its own weights),
+      ``"uniform"`` (every client weights both 0.5) or ``"helpfulness"`` (the helpfulness
+      reward alone), from :attr:`preference`;
     - ``evaluate-base``: in the last round's evaluation, clients also score the base model
       (no LoRA), so one run compares the base model with what training made of it.
 

@@ -1,0 +1,13 @@
+"""Single-reward federated RLHF: the usual setup with one reward model, here helpfulness."""
+
+from __future__ import annotations
+
+from .rlhf_base import RlhfFedAvg
+
+
+class RlhfSingleReward(RlhfFedAvg):
+    """Every client is rewarded by the helpfulness model alone (weights 1 / 0), whatever its
+    own preference, and the policy LoRA is averaged by examples: what federated RLHF with a
+    single reward model does, and what the safety reward model adds to it."""
+
+    preference = "helpfulness"
