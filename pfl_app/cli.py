@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--verbose", action="store_true", help="also show library warnings from the workers")
             s.add_argument("--resume-from", metavar="RUN_DIR",
                            help="continue a crashed run from its last finished round, with its own config")
+            s.add_argument("--ray-address", metavar="HOST:PORT",
+                           help="run the clients on this existing Ray cluster (`ray start --head`) instead of "
+                           "a local Ray instance; without it, RAY_ADDRESS is used if set")
     plot = sub.add_parser("plot", help="plot accuracy against uplink bytes and simulated time; for RLHF "
                           "runs, each client's helpfulness against safety, with a table")
     plot.add_argument("runs", nargs="+", help="results folders")
@@ -80,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             console.print_json(json.dumps({"federation": scenario.federation, "run-config": flat}))
             return 0
         echo = lambda line: console.print(line, soft_wrap=True, markup=False, highlight=False)  # noqa: E731
-        _, run_dir = launch(app_dir, scenario, overrides, echo=echo, verbose=args.verbose)
+        _, run_dir = launch(app_dir, scenario, overrides, echo=echo, verbose=args.verbose,
+                           ray_address=args.ray_address)
     except ConfigError as err:
         console.print(f"[red]config error:[/red] {err}")
         return 2

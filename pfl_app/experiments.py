@@ -108,7 +108,8 @@ def load_grid(path: str | Path, project_dir: Path | None = None) -> Grid:
     if not results.is_absolute():
         results = (project_dir or path.parent).resolve() / results
     runs = []
-    for method, seed, (label, split), profile in itertools.product(methods, seeds, splits, profiles):
+    # Seed outermost: a sweep cut short still has every method on the first seeds.
+    for seed, (label, split), profile, method in itertools.product(seeds, splits, profiles, methods):
         run_name = f"{method}__{label}__{profile}__seed{seed}"
         overrides = {**base, **split, "method": method, "seed": seed, "wireless.profile": profile,
                      "run-name": run_name, "results-dir": str(results / name)}

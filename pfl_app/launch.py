@@ -6,7 +6,8 @@
    them (a bad value fails here, before anything starts);
 2. convert the embedded model once, so that Ray workers do not race to do it;
 3. start a private SuperLink (``--simulation``) on a free loopback port with its own
-   ``FLWR_HOME``, from a neutral working directory;
+   ``FLWR_HOME``, from a neutral working directory (with ``ray_address``, its Ray backend
+   joins that existing cluster instead of starting a local one);
 4. ``flwr run`` the app, stream its log (the per-round progress lines), and read the
    run's final status with ``flwr ls``: ``flwr run --stream`` exits 0 even when the
    ServerApp crashes, so the status is the only honest answer;
@@ -206,8 +207,17 @@ def stop_process_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeou
 
 
 @contextmanager
-def private_superlink(project_dir: Path) -> Iterator[tuple[dict[str, str], Path]]:
-    """Start a simulation SuperLink on a free port; yield ``(env, flwr_home)``."""
+def private_superlink(project_dir: Path, ray_address: str | None = None) -> Iterator[tuple[dict[str, str], Path]]:
+    """Start a simulation SuperLink on a free port; yield ``(env, flwr_home)``.
+
+    Parameters
+    ----------
+    project_dir
+        The Flower app folder.
+    ray_address
+        ``HOST:PORT`` of an existing Ray cluster for the simulation's clients. ``None`` keeps
+        the environment as it is: a local Ray instance, unless ``RAY_ADDRESS`` is set already.
+    """
     home = Path(tempfile.mkdtemp(prefix="pfl-flwr-home-"))
     port = _free_port()
     (home / "config.toml").write_text(
@@ -215,6 +225,10 @@ def private_superlink(project_dir: Path) -> Iterator[tuple[dict[str, str], Path]
         f'address = "127.0.0.1:{port}"\ninsecure = true\n'
     )
     env = flower_env(home, project_dir)
+    if ray_address:
+        # Flower's Ray backend calls ray.init() without an address, so Ray takes the
+        # cluster from RAY_ADDRESS in flwr-simulation's environment, inherited from here.
+        env["RAY_ADDRESS"] = ray_address
     log = open(home / "superlink.log", "wb")
     proc = subprocess.Popen(
         [_bin("flower-superlink"), "--insecure", "--simulation", "--port", str(port)],
@@ -316,9 +330,16 @@ def prepare_model(flat: dict[str, Any]) -> None:
 
 
 def launch(
-    project_dir: Path, scenario: Scenario, overrides: dict[str, Any], echo=print, verbose: bool = False
+    project_dir: Path, scenario: Scenario, overrides: dict[str, Any], echo=print, verbose: bool = False,
+    ray_address: str | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """Run one simulation to completion.
+
+    Parameters
+    ----------
+    ray_address
+        ``HOST:PORT`` of an existing Ray cluster (``ray start --head``) to run the clients on;
+        ``None`` starts a local Ray instance (or uses ``RAY_ADDRESS`` if it is set).
 
     Returns
     -------
@@ -344,7 +365,9 @@ def launch(
     (run_dir / FEDERATION_FILE).write_text(json.dumps(scenario.federation))
     echo(f"preparing model {flat['model.name']} ...")
     prepare_model(flat)
-    with private_superlink(project_dir) as (env, _home):
+    if ray_address:
+        echo(f"clients run on the Ray cluster at {ray_address}")
+    with private_superlink(project_dir, ray_address) as (env, _home):
         status = submit_and_follow(project_dir, flat, scenario.federation, env, echo, verbose)
     if status.get("status") != "finished:completed":
         raise LaunchError(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +35,40 @@ class ProximalSFTTrainer(SFTTrainer):
                         for n, p in model.named_parameters() if n in self.anchor)
             loss = loss + 0.5 * self.mu * drift
         return (loss, *out[1:]) if return_outputs else loss
+
+
+def anchor_tensors(anchor: Mapping[str, np.ndarray] | None) -> dict[str, torch.Tensor]:
+    """The proximal term's anchor (global values by parameter name) as tensors."""
+    return {k: torch.as_tensor(np.asarray(v)) for k, v in (anchor or {}).items()}
+
+
+@contextmanager
+def restored_after_training(model):
+    """Undo, on the way out, what a trl trainer leaves on a model: trl patches the base
+    model's forward (a fused LM head) on every construction, and changes which parameters
+    require grad. The model is shared by every client a process serves, so the patch must
+    not stack up round after round, nor one client's trainable set leak to the next."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    own_forward = base.__dict__.get("forward")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    try:
+        yield
+    finally:
+        if own_forward is None:
+            base.__dict__.pop("forward", None)
+        else:
+            base.forward = own_forward
+        for n, p in model.named_parameters():
+            p.requires_grad = n in trainable
+
+
+def train_quietly(trainer) -> tuple[Any, float]:
+    """Run ``trainer.train()`` without its per-log printout (one dict per client per round
+    would drown the run's progress); return its output and the seconds it took."""
+    trainer.remove_callback(PrinterCallback)
+    start = time.perf_counter()
+    output = trainer.train()
+    return output, time.perf_counter() - start
 
 
 @dataclass(frozen=True)
@@ -86,29 +122,16 @@ def train_locally(
             bf16=False,
             fp16=False,
         )
-        # SFTTrainer patches the base model's forward with a fused LM head on every
-        # construction; the model is shared by every client a process serves, so the patch
-        # is undone afterwards rather than stacked up round after round.
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        own_forward = base.__dict__.get("forward")
-        trainer = ProximalSFTTrainer(
-            anchor={k: torch.as_tensor(np.asarray(v)) for k, v in (anchor or {}).items()},
-            mu=proximal_mu,
-            model=model,
-            args=args,
-            train_dataset=examples.remove_columns([c for c in examples.column_names if c not in ("input_ids", "completion_mask")]),
-            processing_class=tokenizer,
-        )
-        # One printed metrics dict per client per round would drown the run's progress.
-        trainer.remove_callback(PrinterCallback)
-        start = time.perf_counter()
-        try:
-            output = trainer.train()
-        finally:
-            if own_forward is None:
-                base.__dict__.pop("forward", None)
-            else:
-                base.forward = own_forward
-        seconds = time.perf_counter() - start
+        with restored_after_training(model):
+            trainer = ProximalSFTTrainer(
+                anchor=anchor_tensors(anchor),
+                mu=proximal_mu,
+                model=model,
+                args=args,
+                train_dataset=examples.remove_columns(
+                    [c for c in examples.column_names if c not in ("input_ids", "completion_mask")]),
+                processing_class=tokenizer,
+            )
+            output, seconds = train_quietly(trainer)
     model.eval()
     return TrainResult(float(output.training_loss), int(output.global_step), seconds)

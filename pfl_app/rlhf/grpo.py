@@ -9,7 +9,6 @@ toward the weights the round started from.
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import fmean
@@ -18,10 +17,10 @@ import numpy as np
 import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
-from transformers.trainer_callback import PrinterCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from ..config import RlhfSettings, TrainSettings
+from ..training import anchor_tensors, restored_after_training, train_quietly
 from .clients import Preference
 
 class ProximalGRPOTrainer(GRPOTrainer):
@@ -116,12 +115,9 @@ def train_policy(
     if len(prompts) < rlhf.prompts_per_step:
         raise ValueError(f"a client has {len(prompts)} training prompts, fewer than run-config key "
                          f"'rlhf.prompts-per-step' = {rlhf.prompts_per_step}")
-    base = model.get_base_model()
-    own_forward = base.__dict__.get("forward")
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    with tempfile.TemporaryDirectory(prefix="pfl-grpo-") as out:
+    with tempfile.TemporaryDirectory(prefix="pfl-grpo-") as out, restored_after_training(model):
         trainer = ProximalGRPOTrainer(
-            anchor={k: torch.as_tensor(np.asarray(v)) for k, v in (anchor or {}).items()},
+            anchor=anchor_tensors(anchor),
             mu=rlhf.proximal_mu,
             model=model,
             reward_funcs=list(reward_funcs),
@@ -129,20 +125,7 @@ def train_policy(
             train_dataset=prompts,
             processing_class=tokenizer,
         )
-        trainer.remove_callback(PrinterCallback)
-        start = time.perf_counter()
-        try:
-            output = trainer.train()
-        finally:
-            # The model is shared by every client this process serves: undo what the
-            # trainer left on it (its patched forward, the trainable flags).
-            if own_forward is None:
-                base.__dict__.pop("forward", None)
-            else:
-                base.forward = own_forward
-            for n, p in model.named_parameters():
-                p.requires_grad = n in trainable
-        seconds = time.perf_counter() - start
+        output, seconds = train_quietly(trainer)
     model.eval()
     history = [h for h in trainer.state.log_history if "reward" in h]
     return PolicyResult(

@@ -1,0 +1,155 @@
+"""A simulation on an existing multi-node Ray cluster: ``launch(..., ray_address=...)``.
+
+A real two-node cluster is started on this machine with the venv's ``ray`` CLI: a head
+(``ray start --head``) and a worker node (``ray start --address``), one CPU each, so that the
+two clients' actors can only fit one on each node. Ray maps ``127.0.0.1`` to the machine's
+own IP, but both nodes are reachable as ``127.0.0.1:<port>``.
+
+Isolation from other Ray instances on this machine (concurrent simulations):
+- a dedicated ``--temp-dir``: ``ray start`` records the cluster's address in
+  ``<temp-dir>/ray_current_cluster``, and a plain ``ray.init()`` joins the cluster named in
+  the default ``/tmp/ray/ray_current_cluster``; with the default, every other simulation on
+  this machine would silently run on this test's cluster;
+- free ports for everything that has a fixed default (dashboard, agents, Ray client);
+- no ``ray stop``: it kills every Ray process on the machine. Each ``ray start`` runs in its
+  own session and the processes it leaves behind keep its process group, so teardown kills
+  those two groups, then anything else whose command line names the temp dir.
+
+Ray's state API (``ray.util.state.list_actors``, ``ray list actors``) needs the full dashboard,
+which needs ``aiohttp_cors`` (not installed): the actors are read from the cluster's GCS by a
+short driver in a subprocess instead.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from pfl_app.launch import Scenario, launch
+
+from .conftest import TINY
+
+pytestmark = pytest.mark.simulation
+
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # `ray start` must not join another cluster
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+class LocalRayCluster:
+    """A head and ``workers`` worker nodes started with ``ray start``, each with one CPU."""
+
+    def __init__(self, workers: int = 1):
+        # Short and under /tmp: Ray puts Unix sockets in it (a path limit of ~107 characters).
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="pfl-ray-"))
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.groups: list[int] = []
+        self._start("head", "--head", "--port", str(self.port), "--include-dashboard=false",
+                    "--dashboard-port", str(_free_port()), "--ray-client-server-port", str(_free_port()),
+                    "--temp-dir", str(self.temp_dir))
+        for i in range(workers):
+            # The worker takes the head's temp dir from the cluster.
+            self._start(f"worker-{i}", "--address", self.address)
+        self._wait_for_nodes(1 + workers)
+
+    def _start(self, name: str, *args: str) -> None:
+        cmd = [RAY, "start", *args, "--num-cpus", "1", "--object-store-memory", str(100 * 2**20),
+               "--dashboard-agent-listen-port", str(_free_port()), "--disable-usage-stats"]
+        with open(self.temp_dir / f"{name}.out", "wb") as log:
+            proc = subprocess.Popen(cmd, env=_ray_env(), stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            self.groups.append(proc.pid)  # its daemons keep this process group after it exits
+            if proc.wait(timeout=90) != 0:
+                raise RuntimeError(f"`ray start` ({name}) failed:\n{(self.temp_dir / f'{name}.out').read_text()}")
+
+    def query(self) -> dict:
+        """The cluster's alive node ids and every actor it has hosted (dead ones too)."""
+        code = (
+            "import json, ray\n"
+            "from ray._private import state\n"
+            f"ray.init(address={self.address!r}, logging_level='ERROR', log_to_driver=False)\n"
+            "nodes = [n['NodeID'] for n in ray.nodes() if n['Alive']]\n"
+            "actors = [{'class': a['ActorClassName'], 'node': a['Address']['NodeID'], 'state': a['State']}\n"
+            "          for a in state.actors().values()]\n"
+            "print(json.dumps({'nodes': nodes, 'actors': actors}))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], env=_ray_env(), capture_output=True, text=True,
+                             timeout=60, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def _wait_for_nodes(self, n: int) -> None:
+        deadline = time.time() + 30
+        while len(nodes := self.query()["nodes"]) < n:
+            if time.time() > deadline:
+                raise RuntimeError(f"only {len(nodes)} of {n} Ray nodes joined")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        for pgid in self.groups:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        # Anything that left the groups still names the temp dir on its command line.
+        strays = []
+        for proc in psutil.process_iter(["cmdline"]):
+            if str(self.temp_dir) in " ".join(proc.info["cmdline"] or []):
+                strays.append(proc)
+                try:
+                    proc.kill()
+                except psutil.NoSuchProcess:
+                    pass
+        psutil.wait_procs(strays, timeout=10)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_cluster():
+    cluster = None
+    try:
+        cluster = LocalRayCluster(workers=1)
+        yield cluster
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def test_the_clients_run_as_actors_on_both_nodes_of_an_existing_ray_cluster(tmp_path, project_dir, ray_cluster):
+    scenario = Scenario(
+        federation={"num-supernodes": 2, "client-resources-num-cpus": 1},
+        run_config={**TINY, "num-server-rounds": 1, "results-dir": str(tmp_path), "run-name": "ray"},
+    )
+    lines = []
+    status, run_dir = launch(project_dir, scenario, {}, echo=lines.append, ray_address=ray_cluster.address)
+    assert status["status"] == "finished:completed"
+    assert f"clients run on the Ray cluster at {ray_cluster.address}" in lines
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["rounds_completed"] == 1 and summary["clients"] == 2
+
+    seen = ray_cluster.query()
+    assert len(seen["nodes"]) == 2
+    clients = [a for a in seen["actors"] if a["class"] == "ClientAppActor"]
+    # One CPU per node and one per client: one actor on each node, both in this cluster.
+    assert len(clients) == 2, seen["actors"]
+    assert {a["node"] for a in clients} == set(seen["nodes"])
