@@ -175,6 +175,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def check_ray_address(address: str, timeout: float = 5.0) -> None:
+    """Raise ``LaunchError`` if nothing listens at a ``HOST:PORT`` Ray address: Ray retries an
+    unreachable cluster without end, and the run would hang. Other forms (``auto``,
+    ``ray://...``) are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if not sep or "/" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise LaunchError(f"cannot reach the Ray cluster at {address} ({err}); "
+                          "is `ray start --head` running there?") from err
+
+
 def _bin(name: str) -> str:
     # Prefer the tool next to this interpreter (the project's venv), then PATH.
     local = Path(sys.executable).parent / name
@@ -355,6 +369,8 @@ def launch(
     """
     project_dir = project_dir.resolve()
     flat = resolve_run_config(scenario, overrides, project_dir)
+    if ray_address:
+        check_ray_address(ray_address)
     run_dir = Path(flat["results-dir"]) / flat["run-name"]
     if flat["resume-from"]:
         run_dir = Path(flat["resume-from"])

@@ -2,8 +2,9 @@
 
 A real two-node cluster is started on this machine with the venv's ``ray`` CLI: a head
 (``ray start --head``) and a worker node (``ray start --address``), one CPU each, so that the
-two clients' actors can only fit one on each node. Ray maps ``127.0.0.1`` to the machine's
-own IP, but both nodes are reachable as ``127.0.0.1:<port>``.
+two clients' actors can only fit one on each node. Ray registers both nodes under the
+machine's own IP even when asked for ``127.0.0.1`` (``--node-ip-address`` is of no use), but its
+GCS listens on every interface, so the cluster is addressed as ``127.0.0.1:<port>``.
 
 Isolation from other Ray instances on this machine (concurrent simulations):
 - a dedicated ``--temp-dir``: ``ray start`` records the cluster's address in
@@ -17,7 +18,8 @@ Isolation from other Ray instances on this machine (concurrent simulations):
 
 Ray's state API (``ray.util.state.list_actors``, ``ray list actors``) needs the full dashboard,
 which needs ``aiohttp_cors`` (not installed): the actors are read from the cluster's GCS by a
-short driver in a subprocess instead.
+short driver in a subprocess instead (``ray._private.state.actors``, a developer API: it may move
+in a later Ray).
 """
 
 import json
@@ -34,7 +36,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pfl_app.launch import Scenario, launch
+from pfl_app import cli
+from pfl_app.launch import LaunchError, Scenario, launch
 
 from .conftest import TINY
 
@@ -59,12 +62,14 @@ def _ray_env() -> dict[str, str]:
 class LocalRayCluster:
     """A head and ``workers`` worker nodes started with ``ray start``, each with one CPU."""
 
-    def __init__(self, workers: int = 1):
+    def __init__(self):
         # Short and under /tmp: Ray puts Unix sockets in it (a path limit of ~107 characters).
         self.temp_dir = Path(tempfile.mkdtemp(prefix="pfl-ray-"))
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.groups: list[int] = []
+
+    def start(self, workers: int = 1) -> None:
         self._start("head", "--head", "--port", str(self.port), "--include-dashboard=false",
                     "--dashboard-port", str(_free_port()), "--ray-client-server-port", str(_free_port()),
                     "--temp-dir", str(self.temp_dir))
@@ -126,13 +131,12 @@ class LocalRayCluster:
 
 @pytest.fixture
 def ray_cluster():
-    cluster = None
+    cluster = LocalRayCluster()
     try:
-        cluster = LocalRayCluster(workers=1)
+        cluster.start(workers=1)
         yield cluster
     finally:
-        if cluster is not None:
-            cluster.stop()
+        cluster.stop()
 
 
 def test_the_clients_run_as_actors_on_both_nodes_of_an_existing_ray_cluster(tmp_path, project_dir, ray_cluster):
@@ -153,3 +157,25 @@ def test_the_clients_run_as_actors_on_both_nodes_of_an_existing_ray_cluster(tmp_
     # One CPU per node and one per client: one actor on each node, both in this cluster.
     assert len(clients) == 2, seen["actors"]
     assert {a["node"] for a in clients} == set(seen["nodes"])
+
+
+def test_an_unreachable_ray_address_fails_before_anything_starts(tmp_path, project_dir):
+    # Ray would retry it without end and the run would hang; no cluster is needed here.
+    scenario = Scenario(run_config={**TINY, "results-dir": str(tmp_path), "run-name": "nowhere"})
+    with pytest.raises(LaunchError, match="cannot reach the Ray cluster"):
+        launch(project_dir, scenario, {}, echo=lambda _line: None, ray_address=f"127.0.0.1:{_free_port()}")
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_cli_passes_ray_address_to_launch(monkeypatch, project_dir):
+    seen = {}
+
+    def fake_launch(*_args, ray_address=None, **_kwargs):
+        seen["ray_address"] = ray_address
+        raise LaunchError("stop here")
+
+    monkeypatch.setattr(cli, "launch", fake_launch)
+    assert cli.main(["run", "--app-dir", str(project_dir), "--ray-address", "10.0.0.5:6379"]) == 1
+    assert seen == {"ray_address": "10.0.0.5:6379"}
+    assert cli.main(["run", "--app-dir", str(project_dir)]) == 1
+    assert seen == {"ray_address": None}
