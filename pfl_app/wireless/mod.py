@@ -87,11 +87,11 @@ def wireless_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
     client_id, num_clients = client_identity(context)
     server_round = int(msg.content["config"]["server-round"])
     profile = link_profile(cfg, client_id, num_clients)
-    # Block fading: one fade per client and round, shared by both directions.
-    fade = float(draw_fading_power(client_rng(cfg.seed, client_id, server_round, "down"),
-                                   profile.fading, profile.rician_k))
-    down = transmit(client_rng(cfg.seed, client_id, server_round, "down"), profile,
-                    message_bytes(msg), "down", fading_power=fade)
+    # Block fading: one fade per client and round, shared by both directions. The downlink's
+    # packet draws continue the same generator, so none of them reuses the fade's draw.
+    down_rng = client_rng(cfg.seed, client_id, server_round, "down")
+    fade = float(draw_fading_power(down_rng, profile.fading, profile.rician_k))
+    down = transmit(down_rng, profile, message_bytes(msg), "down", fading_power=fade)
     stats = _stats("down", down)
     if not down.delivered:
         stats.update({"compute-s": 0.0, "compute-energy-j": 0.0, "client-time-s": down.air_time_s})

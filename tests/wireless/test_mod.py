@@ -197,3 +197,22 @@ def test_strategy_drops_lost_updates_and_averages_partial_ones_per_element(flowe
     rows = {r["node"]: r for r in strategy._ledger.rows()}
     assert rows[3]["status"] == "lost" and rows[2]["status"] == "partial" and rows[1]["status"] == "ok"
     assert rows[3]["bytes_up"] == 123 and rows[1]["snr_db_up"] == 5.0
+
+
+def test_the_downlink_packets_continue_the_fades_random_stream(flower_identity, monkeypatch):
+    used = {}
+    real_draw, real_transmit = wmod.draw_fading_power, wmod.transmit
+
+    def draw(rng, *args):
+        used["fade"] = rng
+        return real_draw(rng, *args)
+
+    def transmit(rng, profile, nbytes, direction, **kwargs):
+        used[direction] = rng
+        return real_transmit(rng, profile, nbytes, direction, **kwargs)
+
+    monkeypatch.setattr(wmod, "draw_fading_power", draw)
+    monkeypatch.setattr(wmod, "transmit", transmit)
+    wireless_mod(_train_message(), _context(**{"wireless.profile": "wifi"}), App())
+    assert used["down"] is used["fade"]  # one stream: no packet draw repeats the fade's
+    assert used["up"] is not used["fade"]
