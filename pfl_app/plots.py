@@ -103,23 +103,29 @@ def plot_preferences(run_dirs: list[str | Path], out_path: str | Path) -> Path:
     """Each client's (helpfulness, safety) point for every run's delivered model, plus the
     base model (from the first run that scored it), labelled with the client's safety weight."""
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    base_done = False
+    base: dict[Any, dict[str, float]] = {}
     markers = iter("os^Dv<>")
     for run_dir in run_dirs:
         summary, rows = load_run(run_dir)
         series = [(summary.get("method", Path(run_dir).name), preference_points(summary, rows))]
-        if not base_done and (base := preference_points(summary, rows, "base")):
-            series.insert(0, ("base model", base))
-            base_done = True
+        if not base and (base_points := preference_points(summary, rows, "base")):
+            series.insert(0, ("base model", base_points))
+            base = {p["client"]: p for p in base_points}
         for label, points in series:
             xs, ys = [p["helpfulness"] for p in points], [p["safety"] for p in points]
-            ax.scatter(xs, ys, marker="x" if label == "base model" else next(markers), s=50, label=label)
+            dots = ax.scatter(xs, ys, marker="x" if label == "base model" else next(markers), s=50, label=label)
+            # Clients hold different prompts: what compares is a client's move from its base point.
+            for p in points:
+                if label != "base model" and p["client"] in base:
+                    b = base[p["client"]]
+                    ax.plot([b["helpfulness"], p["helpfulness"]], [b["safety"], p["safety"]], lw=0.6,
+                            alpha=0.5, color=dots.get_facecolor()[0])
             for p in points:
                 ax.annotate(f"{p['safety_weight']:.1f}", (p["helpfulness"], p["safety"]), fontsize=7,
                             xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("mean helpfulness reward (held-out prompts)")
     ax.set_ylabel("mean safety reward (held-out prompts)")
-    ax.set_title("each client's model; labels: the client's safety weight", fontsize=9)
+    ax.set_title("each client's model, joined to its base-model point; labels: safety weight", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
