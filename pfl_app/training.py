@@ -71,6 +71,30 @@ def train_quietly(trainer) -> tuple[Any, float]:
     return output, time.perf_counter() - start
 
 
+def local_run_args(settings: TrainSettings, seed: int, output_dir: str) -> dict[str, Any]:
+    """The training arguments every local run shares (SFT and GRPO alike): ``local-steps``
+    steps at a constant learning rate, seeded, nothing saved or reported, float32."""
+    return dict(
+        output_dir=output_dir,
+        max_steps=settings.local_steps,
+        learning_rate=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        seed=seed,
+        data_seed=seed,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        # 135M-parameter models fit easily; recomputing activations would cost a third more
+        # time per step (trl turns it on by default).
+        gradient_checkpointing=False,
+        bf16=False,
+        fp16=False,
+    )
+
+
 @dataclass(frozen=True)
 class TrainResult:
     loss: float
@@ -99,28 +123,12 @@ def train_locally(
         raise ValueError("a client has no training examples; lower data.test-fraction or use fewer clients")
     with tempfile.TemporaryDirectory(prefix="pfl-sft-") as out:
         args = SFTConfig(
-            output_dir=out,
-            max_steps=settings.local_steps,
+            **local_run_args(settings, seed, out),
             per_device_train_batch_size=settings.batch_size,
-            learning_rate=settings.learning_rate,
-            weight_decay=settings.weight_decay,
-            lr_scheduler_type="constant",
-            warmup_steps=0,
             max_length=max_length,
             completion_only_loss=True,
-            seed=seed,
-            data_seed=seed,
-            save_strategy="no",
-            report_to="none",
             logging_strategy="no",
-            disable_tqdm=True,
-            dataloader_num_workers=0,
             remove_unused_columns=True,
-            # 135M-parameter models fit easily; recomputing activations would cost a third
-            # more time per step.
-            gradient_checkpointing=False,
-            bf16=False,
-            fp16=False,
         )
         with restored_after_training(model):
             trainer = ProximalSFTTrainer(

@@ -96,6 +96,11 @@ class ClientSession:
             )
         return kept
 
+    def anchor(self) -> dict[str, np.ndarray]:
+        """The global value of every shared tensor this client trains: what a proximal term
+        pulls toward."""
+        return {k: v for k, v in self.received.items() if tensor_group(k) in self.trained}
+
     def load(self, local: Mapping[str, np.ndarray]) -> None:
         # Every trainable tensor is set, so nothing is left over from the last client
         # this process served.
@@ -136,7 +141,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         # FedProx (Flower's strategy) sends proximal-mu; the anchor is the global value of
         # every shared tensor this client trains.
         proximal_mu=float(msg.content[CONFIG_KEY].get("proximal-mu", 0.0)),
-        anchor={k: v for k, v in s.received.items() if tensor_group(k) in s.trained},
+        anchor=s.anchor(),
     )
     s.state.save(get_tensors(s.bundle.model, s.local), s.round, s.bundle.model)
     return s.reply(

@@ -74,7 +74,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         s.cfg.train,
         s.cfg.rlhf,
         seed=seed,
-        anchor={k: v for k, v in s.received.items() if tensor_group(k) in s.trained},
+        anchor=s.anchor(),
     )
     s.state.save(get_tensors(s.bundle.model, s.trained), s.round, s.bundle.model)
     return s.reply(

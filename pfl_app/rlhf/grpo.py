@@ -20,7 +20,7 @@ from transformers import PreTrainedTokenizerBase
 from trl import GRPOConfig, GRPOTrainer
 
 from ..config import RlhfSettings, TrainSettings
-from ..training import anchor_tensors, restored_after_training, train_quietly
+from ..training import anchor_tensors, local_run_args, restored_after_training, train_quietly
 from .clients import Preference
 
 class ProximalGRPOTrainer(GRPOTrainer):
@@ -72,8 +72,7 @@ def grpo_config(settings: TrainSettings, rlhf: RlhfSettings, preference: Prefere
     """The GRPOConfig of one client's round: ``prompts-per-step x num-generations``
     completions per optimizer step, ``train.local-steps`` steps."""
     return GRPOConfig(
-        output_dir=output_dir,
-        max_steps=settings.local_steps,
+        **local_run_args(settings, seed, output_dir),
         per_device_train_batch_size=rlhf.prompts_per_step * rlhf.num_generations,
         gradient_accumulation_steps=1,
         num_generations=rlhf.num_generations,
@@ -81,20 +80,7 @@ def grpo_config(settings: TrainSettings, rlhf: RlhfSettings, preference: Prefere
         temperature=rlhf.sampling_temperature,
         beta=rlhf.beta,
         reward_weights=preference.weights,
-        learning_rate=settings.learning_rate,
-        weight_decay=settings.weight_decay,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        seed=seed,
-        data_seed=seed,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        gradient_checkpointing=False,  # small models: recomputing activations only costs time
-        bf16=False,
-        fp16=False,
+        logging_steps=1,  # the rewards are read back from the per-step logs
     )
 
 
