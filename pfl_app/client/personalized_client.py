@@ -82,17 +82,18 @@ class ClientSession:
     def task_name(self) -> str:
         return self.data.task.name
 
-    def local_tensors(self, up_to_round: int) -> dict[str, np.ndarray]:
-        """The client's own tensors as of ``up_to_round``; their initial values before its
-        first round."""
+    def local_tensors(self, up_to_round: int, groups: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """The tensors the client keeps (of ``groups``, by default its non-shared ones) as of
+        ``up_to_round``; their initial values before its first round."""
+        groups = self.local if groups is None else groups
         kept = self.state.load(up_to_round)
-        initial = self.bundle.initial_tensors(self.local)
+        initial = self.bundle.initial_tensors(groups)
         if kept is None:
             return initial
         if set(kept) != set(initial):
             raise ValueError(
                 f"client {self.client_id}'s saved state does not match this model's "
-                f"{self.local} tensors; was the run folder reused with another config?"
+                f"{groups} tensors; was the run folder reused with another config?"
             )
         return kept
 

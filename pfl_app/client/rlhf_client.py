@@ -16,7 +16,7 @@ import torch
 from flwr.app import Context, Message
 
 from ..models.personalized import TENSOR_GROUPS, get_tensors, set_tensors, set_trainable, tensor_group
-from ..rlhf.clients import HELPFULNESS_ONLY, UNIFORM, client_preference, client_prompts, prompt_dataset
+from ..rlhf.clients import FIXED_PREFERENCES, client_preference, client_prompts, prompt_dataset
 from ..rlhf.evaluation import evaluate_policy
 from ..rlhf.grpo import train_policy
 from ..rlhf.reward_models import load_reward_scorers
@@ -37,8 +37,7 @@ class RlhfSession(ClientSession):
         super().__init__(msg, context)
         own = client_preference(self.cfg.rlhf, self.client_id, self.num_clients, context.node_config)
         self.own_preference = own
-        self.preference = {"uniform": UNIFORM, "helpfulness": HELPFULNESS_ONLY}.get(
-            str(self.config.get(PREFERENCE_KEY, "own")), own)
+        self.preference = FIXED_PREFERENCES.get(str(self.config.get(PREFERENCE_KEY, "own")), own)
         self.prompts = client_prompts(self.cfg.rlhf, self.client_id, self.num_clients, self.cfg.seed)
 
     @functools.cached_property
@@ -46,10 +45,9 @@ class RlhfSession(ClientSession):
         return load_reward_scorers(self.cfg.rlhf, self.cfg.model.cache_dir)
 
     def kept(self, up_to_round: int) -> dict:
-        """The client's personalized tensors as of ``up_to_round`` (every trained group),
-        their initial values before its first round."""
-        kept = self.state.load(up_to_round)
-        return kept if kept is not None else self.bundle.initial_tensors(self.trained)
+        """The client's personalized tensors (every trained group) as of ``up_to_round``: an
+        RLHF client keeps all it trains, shared or not."""
+        return self.local_tensors(up_to_round, self.trained)
 
     def start_of_round(self) -> dict:
         """Initial values everywhere, the client's own tensors where nothing is shared, and

@@ -50,6 +50,9 @@ class Preference:
 
 UNIFORM = Preference(0.5, 0.5)
 HELPFULNESS_ONLY = Preference(1.0, 0.0)
+# What a server's ``preference`` message setting may impose instead of the client's own
+# weights (``"own"``): see pfl_app.strategies.rlhf_base.
+FIXED_PREFERENCES = {"uniform": UNIFORM, "helpfulness": HELPFULNESS_ONLY}
 
 
 def client_preference(
