@@ -3,7 +3,7 @@
 import pytest
 
 from pfl_app.config import parse_run_config
-from pfl_app.rlhf.clients import client_preference, client_prompts, prompt_dataset, spread
+from pfl_app.rlhf.clients import check_prompt_pool, client_preference, client_prompts, prompt_dataset, spread
 
 
 def _settings(**kw):
@@ -51,3 +51,36 @@ def test_prompt_dataset_is_a_chat_with_the_question_alongside():
     ds = prompt_dataset(c.train[:3])
     assert ds[0]["prompt"] == [{"role": "user", "content": c.train[0].text}]
     assert ds["question"] == [p.text for p in c.train[:3]]
+
+
+def test_check_prompt_pool_passes_a_config_that_fits_and_names_the_key_otherwise():
+    check_prompt_pool(_settings(), 4, 0)
+    with pytest.raises(ValueError, match="rlhf.eval-prompts"):
+        check_prompt_pool(_settings(**{"eval-prompts": 40}), 20, 0)
+
+
+class _Grid:
+    def __init__(self, n):
+        self.n = n
+
+    def get_node_ids(self):
+        return list(range(self.n))
+
+
+def test_the_server_refuses_a_pool_too_small_before_training_reward_models(monkeypatch):
+    from flwr.app import Context, RecordDict
+
+    from pfl_app.server import run as server_run
+
+    def trained(cfg):
+        raise AssertionError("reward models prepared before the prompt pool was checked")
+
+    monkeypatch.setattr(server_run, "prepare_reward_models", trained)
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                      run_config={"method": "pfit", "rlhf.eval-prompts": 40})
+    with pytest.raises(ValueError, match="rlhf.eval-prompts"):
+        server_run.run_server(_Grid(20), context)
+    # With few clients connected, min-clients sets how many the pool must serve.
+    context.run_config.update({"rlhf.eval-prompts": 8, "min-clients": 100})
+    with pytest.raises(ValueError, match="rlhf.eval-prompts"):
+        server_run.run_server(_Grid(0), context)

@@ -117,6 +117,13 @@ def client_prompts(settings: RlhfSettings, client_id: int, num_clients: int, see
     return ClientPrompts(train=train, evaluate=evaluate, harmful_fraction=fraction)
 
 
+def check_prompt_pool(settings: RlhfSettings, num_clients: int, seed: int) -> None:
+    """Raise the error :func:`client_prompts` would raise for any of ``num_clients``
+    clients, so a server can refuse a config before it spends minutes on reward models."""
+    for client_id in range(num_clients):
+        client_prompts(settings, client_id, num_clients, seed)
+
+
 def as_conversation(item: PromptItem) -> list[dict[str, str]]:
     """The prompt as a one-turn chat, which trl renders with the policy's chat template."""
     return [{"role": "user", "content": item.text}]

@@ -39,6 +39,17 @@ def check_data_sources(cfg: RunConfig) -> None:
             raise ValueError(f"run-config key 'data.tasks': dataset {name!r} cannot be used: {err}") from err
 
 
+def check_client_prompts(cfg: RunConfig, grid: Grid) -> None:
+    """Check that the prompt pool gives every client its evaluation and training prompts,
+    for as many clients as are connected now (at least ``min-clients``): a config that
+    asks too much fails here, not in round 1 after the reward models are trained. Each
+    client checks again with its own ``num-partitions``."""
+    from ..rlhf.clients import check_prompt_pool
+
+    num_clients = max(len(list(grid.get_node_ids())), cfg.min_clients)
+    check_prompt_pool(cfg.rlhf, num_clients, cfg.seed)
+
+
 def prepare_reward_models(cfg: RunConfig) -> None:
     """Load (and, the first time, train and cache) both reward models here, before any
     client starts: a bad path fails the run at once, and clients never race to train."""
@@ -83,6 +94,7 @@ def run_server(grid: Grid, context: Context) -> dict:
     """
     cfg = parse_run_config(context.run_config)
     if cfg.method in RLHF_METHODS:
+        check_client_prompts(cfg, grid)
         prepare_reward_models(cfg)
     else:
         check_data_sources(cfg)
