@@ -25,6 +25,7 @@ TASK_METHODS = ("pftt", "send-all", "fedit", "fedadapter", "ffa-lora", "fedsa-lo
 RLHF_METHODS = ("pfit", "rlhf-fedavg", "rlhf-local", "rlhf-single")
 METHODS = TASK_METHODS + RLHF_METHODS
 SPARSE_UPDATES = ("dense", "last-k", "every-k")
+START_POINTS = ("personal", "global")
 ATTENTION_PATTERNS = ("dense", "local-window")
 NON_LINEARITIES = ("relu", "gelu", "silu", "tanh")
 LOSS_MODES = ("whole", "partial")
@@ -202,6 +203,9 @@ FIELDS: tuple[Field, ...] = (
           "weights; 0: off", check=_non_negative),
     Field("rlhf.aggregation-temperature", float, 1.0, "pfit: softmax temperature over clients' mean "
           "rewards in the aggregation weights; inf: plain FedAvg", check=_positive_or_inf, allow_inf=True),
+    Field("rlhf.start-from", str, "personal", "pfit: what a client starts each round from: its own "
+          "policy of the last round (held near the global one by rlhf.proximal-mu), or the global "
+          "policy", START_POINTS),
     Field("rlhf.sparse-update", str, "last-k", "which layers carry the policy LoRA, are trained "
           "and sent: all (dense), the last k, or every k-th", SPARSE_UPDATES),
     Field("rlhf.sparse-k", int, 10, "k of rlhf.sparse-update", check=_positive),
@@ -363,6 +367,7 @@ class RlhfSettings:
     beta: float
     proximal_mu: float
     aggregation_temperature: float
+    start_from: str
     sparse_update: str
     sparse_k: int
     attention: str

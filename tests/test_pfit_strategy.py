@@ -46,6 +46,7 @@ def test_pfit_averages_the_policy_lora_by_reward_and_records_the_weights(flower_
     msgs, _ = _round(strategy, [11, 22], {LORA_B: np.zeros(3, np.float32)})
     config = msgs[11].content["config"]
     assert config["shared-groups"] == "lora_A,lora_B" and config["preference"] == "own"
+    assert config["start-from"] == "personal"  # each client carries its own policy on
     arrays, _ = strategy.aggregate_train(1, [_reply(msgs[11], 1.0, 8, 0.5), _reply(msgs[22], 2.0, 8, -0.5)])
     w = reward_weights([8, 8], [0.5, -0.5], 0.5)
     np.testing.assert_allclose(from_arrayrecord(arrays)[LORA_B], np.full(3, w[0] * 1.0 + w[1] * 2.0), rtol=1e-6)
@@ -79,6 +80,7 @@ def test_baselines_send_uniform_preferences_or_nothing_and_the_last_round_asks_f
     uniform = RlhfFedAvgUniform(method="rlhf-fedavg", min_available_nodes=1, min_train_nodes=1, min_evaluate_nodes=1)
     msgs, _ = _round(uniform, [5], {LORA_B: np.zeros(3, np.float32)})
     assert msgs[5].content["config"]["preference"] == "uniform"
+    assert msgs[5].content["config"]["start-from"] == "global"  # plain FedAvg restarts from the average
     single = RlhfSingleReward(method="rlhf-single", min_available_nodes=1, min_train_nodes=1)
     msgs, _ = _round(single, [5], {LORA_B: np.zeros(3, np.float32)})
     assert msgs[5].content["config"]["preference"] == "helpfulness"

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from pfl_app.client.rlhf_client import SAMPLES_FILE, handle_evaluate, handle_train
@@ -84,3 +85,33 @@ def test_local_only_client_continues_from_its_own_policy_and_evaluates_it(flower
     assert {s["model"] for s in samples} == {"personalized", "base"}
     assert {s["harmful"] for s in samples} == {True, False}
     assert all(isinstance(s["answer"], str) and s["round"] == 2 for s in samples)
+
+
+@pytest.mark.parametrize("start_from", ["personal", "global"])
+def test_a_round_starts_from_the_clients_own_policy_or_the_global_one_and_is_anchored_to_the_global(
+        flower_identity, tiny_reward_models, tmp_path, monkeypatch, start_from):
+    from pfl_app.client import rlhf_client
+    from pfl_app.models.personalized import get_tensors
+    from pfl_app.rlhf.grpo import PolicyResult
+
+    rc = _run_config(tiny_reward_models)
+    ctx = _context(rc)
+    seen = {}
+
+    def fake_train(model, tokenizer, prompts, scorers, preference, settings, rlhf, seed, anchor):
+        seen["start"], seen["anchor"] = get_tensors(model, ("lora_A", "lora_B")), anchor
+        with torch.no_grad():  # a stand-in for GRPO: move every trained tensor
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.add_(0.01 * (seed + 1))
+        return PolicyResult(0.0, 1, 0.0, 0.5, 0.5, 0.5, 0.0, 0.0)
+
+    monkeypatch.setattr(rlhf_client, "train_policy", fake_train)
+    msg, glob = _message("train", rc, tmp_path, **{"start-from": start_from})
+    own1 = from_arrayrecord(handle_train(msg, ctx).content["arrays"])
+    np.testing.assert_equal(seen["start"], glob)  # round 1: nothing of its own yet
+    msg2, glob2 = _message("train", rc, tmp_path, rnd=2, **{"start-from": start_from})
+    handle_train(msg2, ctx)
+    np.testing.assert_equal(seen["anchor"], glob2)  # the proximal term pulls toward the global policy
+    np.testing.assert_equal(seen["start"], own1 if start_from == "personal" else glob2)
+    assert any(not np.array_equal(own1[k], glob2[k]) for k in own1)

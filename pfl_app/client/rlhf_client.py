@@ -2,8 +2,9 @@
 
 A client runs GRPO on its own prompts, rewarded by its own mix of the helpfulness and
 safety reward models (or the uniform mix when the server says ``preference=uniform``).
-It starts each round from the global policy LoRA it receives (or, when nothing is shared,
-from its own), and keeps the LoRA it ends the round with: its personalized model.
+It starts each round from the global policy LoRA it receives, or (``start-from`` =
+``personal``, and always when nothing is shared) from its own LoRA of its last round, and
+keeps the LoRA it ends the round with: its personalized model.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..rlhf.clients import FIXED_PREFERENCES, client_preference, client_prompts,
 from ..rlhf.evaluation import evaluate_policy
 from ..rlhf.grpo import train_policy
 from ..rlhf.reward_models import load_reward_scorers
-from ..strategies.rlhf_base import EVALUATE_BASE_KEY, PREFERENCE_KEY
+from ..strategies.rlhf_base import EVALUATE_BASE_KEY, PREFERENCE_KEY, START_FROM_KEY
 from .personalized_client import ClientSession
 
 SAMPLES_FILE = "samples.jsonl"
@@ -51,9 +52,13 @@ class RlhfSession(ClientSession):
 
     def start_of_round(self) -> dict:
         """Initial values everywhere, the client's own tensors where nothing is shared, and
-        the received global tensors where something is."""
-        own = {k: v for k, v in self.kept(self.round - 1).items() if tensor_group(k) not in self.shared}
-        return {**self.bundle.initial_tensors(TENSOR_GROUPS), **own, **self.received}
+        where something is, the received global tensors, or with ``start-from`` =
+        ``personal`` the client's own of its last round (once it has any)."""
+        kept = self.kept(self.round - 1)
+        start = {**self.bundle.initial_tensors(TENSOR_GROUPS), **self.received}
+        if str(self.config.get(START_FROM_KEY, "global")) == "personal" and self.state.load(self.round - 1):
+            return {**start, **kept}
+        return {**start, **{k: v for k, v in kept.items() if tensor_group(k) not in self.shared}}
 
 
 def handle_train(msg: Message, context: Context) -> Message:

@@ -124,6 +124,7 @@ def run_server(grid: Grid, context: Context) -> dict:
         strategy.num_rounds = cfg.num_server_rounds
     if isinstance(strategy, PFIT):
         strategy.temperature = cfg.rlhf.aggregation_temperature
+        strategy.start_from = cfg.rlhf.start_from
     strategy.min_answers = cfg.min_answers
     # The server holds only the shared tensors; it needs the model to know their initial
     # values, which every client builds identically from the same seed.

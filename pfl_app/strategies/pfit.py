@@ -39,12 +39,19 @@ class PFIT(RlhfFedAvg):
     mean personalized reward this round (``train-reward``, each client's own mix of the
     helpfulness and safety rewards); log the weights used.
 
+    Each client starts a round from its own policy of the last round, held near the global
+    one by the proximal term (``rlhf.proximal-mu``): the personalized objective of the
+    paper, task reward plus a penalty on the distance from the global model
+    (:attr:`start_from`, ``rlhf.start-from``; ``"global"`` restarts every client from the
+    global policy each round).
+
     With a sparse attention update (``rlhf.sparse-update``) the LoRA, and so every message,
     covers only the chosen layers.
     """
 
     #: Softmax temperature; ``math.inf`` gives plain FedAvg.
     temperature: float = 1.0
+    start_from: str = "personal"
 
     def check_metrics(self, node_id: int, metrics: MetricRecord) -> str | None:
         if REWARD_KEY not in metrics or not math.isfinite(float(metrics[REWARD_KEY])):

@@ -9,6 +9,7 @@ from .base import PersonalizedFedAvg
 
 PREFERENCE_KEY = "preference"
 EVALUATE_BASE_KEY = "evaluate-base"
+START_FROM_KEY = "start-from"
 
 
 class RlhfFedAvg(PersonalizedFedAvg):
@@ -20,6 +21,10 @@ class RlhfFedAvg(PersonalizedFedAvg):
     - ``preference``: ``"own"`` (each client mixes the rewards with its own weights),
       ``"uniform"`` (every client weights both 0.5) or ``"helpfulness"`` (the helpfulness
       reward alone), from :attr:`preference`;
+    - ``start-from``: ``"global"`` (each round starts from the global policy just
+      received: FedAvg's local training) or ``"personal"`` (from the client's own policy of
+      its last round, with the proximal term pulling it toward the global one: each client's
+      model carries its own preference across rounds), from :attr:`start_from`;
     - ``evaluate-base``: in the last round's evaluation, clients also score the base model
       (no LoRA), so one run compares the base model with what training made of it.
 
@@ -29,12 +34,14 @@ class RlhfFedAvg(PersonalizedFedAvg):
     shared_groups = ("lora_A", "lora_B")
     trained_groups = ("lora_A", "lora_B")
     preference: str = "own"
+    start_from: str = "global"
     #: The run's number of rounds (set by the ServerApp), to know which round is the last.
     num_rounds: int = 0
 
     def _with_groups(self, config: ConfigRecord) -> ConfigRecord:
         config = super()._with_groups(config)
         config[PREFERENCE_KEY] = self.preference
+        config[START_FROM_KEY] = self.start_from
         return config
 
     def configure_evaluate(
