@@ -27,23 +27,27 @@ def test_a_node_config_sets_its_own_safety_weight_and_bad_values_are_refused():
         client_preference(s, 0, 4, {"safety-weight": 1.5})
 
 
-def test_client_prompts_are_disjoint_with_balanced_evaluation_and_own_harmful_share():
+def test_clients_share_one_balanced_evaluation_set_and_split_the_rest_with_their_own_harmful_share():
     s = _settings(**{"train-prompts": 20, "eval-prompts": 6})
     prompts = [client_prompts(s, i, 3, 0) for i in range(3)]
-    evals = [{p.text for p in c.evaluate} for c in prompts]
+    evals = [[p.text for p in c.evaluate] for c in prompts]
     trains = [{p.text for p in c.train} for c in prompts]
+    assert evals[0] == evals[1] == evals[2] and len(set(evals[0])) == 6
+    assert sum(p.harmful for p in prompts[0].evaluate) == 3
     for i in range(3):
-        assert sum(p.harmful for p in prompts[i].evaluate) == 3 and len(prompts[i].evaluate) == 6
-        assert not evals[i] & trains[i]
+        assert not set(evals[0]) & trains[i]
         for j in range(i + 1, 3):
-            assert not (evals[i] | trains[i]) & (evals[j] | trains[j])
+            assert not trains[i] & trains[j]
     shares = [sum(p.harmful for p in c.train) / len(c.train) for c in prompts]
     assert shares == pytest.approx([0.25, 0.5, 0.75])
+    assert [p.text for p in client_prompts(s, 0, 3, 1).evaluate] != evals[0]  # the seed picks the set
 
 
-def test_too_many_clients_for_the_pool_is_a_clear_error():
+def test_a_pool_too_small_is_a_clear_error():
     with pytest.raises(ValueError, match="rlhf.eval-prompts"):
-        client_prompts(_settings(**{"eval-prompts": 40}), 0, 20, 0)
+        client_prompts(_settings(**{"eval-prompts": 5000}), 0, 2, 0)
+    with pytest.raises(ValueError, match="1000 clients"):
+        client_prompts(_settings(), 0, 1000, 0)
 
 
 def test_prompt_dataset_is_a_chat_with_the_question_alongside():
@@ -56,7 +60,7 @@ def test_prompt_dataset_is_a_chat_with_the_question_alongside():
 def test_check_prompt_pool_passes_a_config_that_fits_and_names_the_key_otherwise():
     check_prompt_pool(_settings(), 4, 0)
     with pytest.raises(ValueError, match="rlhf.eval-prompts"):
-        check_prompt_pool(_settings(**{"eval-prompts": 40}), 20, 0)
+        check_prompt_pool(_settings(**{"eval-prompts": 8}), 1000, 0)
 
 
 class _Grid:
@@ -77,10 +81,10 @@ def test_the_server_refuses_a_pool_too_small_before_training_reward_models(monke
 
     monkeypatch.setattr(server_run, "prepare_reward_models", trained)
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
-                      run_config={"method": "pfit", "rlhf.eval-prompts": 40})
+                      run_config={"method": "pfit", "rlhf.eval-prompts": 8})
     with pytest.raises(ValueError, match="rlhf.eval-prompts"):
-        server_run.run_server(_Grid(20), context)
+        server_run.run_server(_Grid(1000), context)
     # With few clients connected, min-clients sets how many the pool must serve.
-    context.run_config.update({"rlhf.eval-prompts": 8, "min-clients": 100})
+    context.run_config.update({"min-clients": 1000})
     with pytest.raises(ValueError, match="rlhf.eval-prompts"):
         server_run.run_server(_Grid(0), context)

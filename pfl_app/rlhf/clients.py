@@ -90,30 +90,44 @@ def _take(items: list[PromptItem], n: int) -> list[PromptItem]:
     return list(itertools.islice(itertools.cycle(items), n)) if items else []
 
 
+def _shuffled(items: list[PromptItem], seed: int) -> list[PromptItem]:
+    order = datasets.Dataset.from_dict({"i": list(range(len(items)))}).shuffle(seed=seed)["i"]
+    return [items[i] for i in order]
+
+
 @functools.lru_cache(maxsize=64)
 def client_prompts(settings: RlhfSettings, client_id: int, num_clients: int, seed: int) -> ClientPrompts:
-    """Split the held-out prompt pool across clients (flwr-datasets' IID partitioner on each
-    of the benign and harmful lists), and hand client ``client_id`` its share.
+    """Client ``client_id``'s evaluation and training prompts, from the held-out pool.
 
-    Its first ``eval-prompts`` (half harmful, half benign) are kept for evaluation; its
-    training prompts hold its own share of harmful requests.
+    The evaluation prompts (``eval-prompts``, half harmful, half benign) are the same for
+    every client and set aside first: clients' models are then compared on the same
+    questions, so a difference between two clients is a difference between their models.
+    The rest of the pool is split across clients (flwr-datasets' IID partitioner on the
+    benign and on the harmful list), and each client's training prompts hold its own share
+    of harmful requests.
     """
     benign, harmful = prompts_in("heldout")
-    mine_benign = _partition(benign, client_id, num_clients, seed)
-    mine_harmful = _partition(harmful, client_id, num_clients, seed + 1)
     n_eval_harmful = settings.eval_prompts // 2
     n_eval_benign = settings.eval_prompts - n_eval_harmful
-    if len(mine_benign) <= n_eval_benign or len(mine_harmful) <= n_eval_harmful:
+    if n_eval_harmful >= len(harmful) or n_eval_benign >= len(benign):
         raise ValueError(
-            f"client {client_id} of {num_clients} has {len(mine_benign)} benign and {len(mine_harmful)} harmful "
-            f"held-out prompts, too few for run-config key 'rlhf.eval-prompts' = {settings.eval_prompts} plus "
-            "training prompts; lower it or use fewer clients"
+            f"run-config key 'rlhf.eval-prompts' = {settings.eval_prompts} leaves no training prompts: the "
+            f"held-out pool has {len(harmful)} harmful and {len(benign)} benign prompts, half of it are asked"
         )
-    evaluate = mine_harmful[:n_eval_harmful] + mine_benign[:n_eval_benign]
+    benign, harmful = _shuffled(benign, seed), _shuffled(harmful, seed + 1)
+    evaluate = harmful[:n_eval_harmful] + benign[:n_eval_benign]
+    rest_benign, rest_harmful = benign[n_eval_benign:], harmful[n_eval_harmful:]
+    if min(len(rest_benign), len(rest_harmful)) < num_clients:
+        raise ValueError(
+            f"{num_clients} clients cannot each get training prompts: the held-out pool, less run-config key "
+            f"'rlhf.eval-prompts' = {settings.eval_prompts}, holds {len(rest_benign)} benign and "
+            f"{len(rest_harmful)} harmful prompts; lower it or use fewer clients"
+        )
+    mine_benign = _partition(rest_benign, client_id, num_clients, seed)
+    mine_harmful = _partition(rest_harmful, client_id, num_clients, seed + 1)
     fraction = spread(settings.harmful_fraction_min, settings.harmful_fraction_max, client_id, num_clients)
     n_harmful = round(fraction * settings.train_prompts)
-    train = (_take(mine_harmful[n_eval_harmful:], n_harmful)
-             + _take(mine_benign[n_eval_benign:], settings.train_prompts - n_harmful))
+    train = _take(mine_harmful, n_harmful) + _take(mine_benign, settings.train_prompts - n_harmful)
     return ClientPrompts(train=train, evaluate=evaluate, harmful_fraction=fraction)
 
 
