@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(highlight=False)
     if args.command == "plot":
-        from .plots import load_run, plot_preferences, plot_runs, preference_table
+        from .plots import load_run, plot_preferences, plot_runs, preference_table, separation_table
 
         rlhf = [r for r in args.runs if load_run(r)[0].get("method") in RLHF_METHODS]
         task = [r for r in args.runs if r not in rlhf]
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         if rlhf:
             paths.append(plot_preferences(rlhf, Path(args.out) / "helpfulness_vs_safety.png"))
             console.print(preference_table(rlhf))
+            console.print(separation_table({str(r): [r] for r in rlhf}))
         for path in paths:
             console.print(f"wrote {path}")
         return 0

@@ -156,3 +156,71 @@ def preference_table(run_dirs: list[str | Path]) -> str:
                              f"| {p['safety']:+.3f} | {p['objective']:+.3f} | {p['harmful_compliance']:.2f} "
                              f"| {p['benign_refusal']:.2f} | {up} |")
     return "\n".join(lines)
+
+
+def _last_answers(run_dir: Path, client: Any, model: str) -> dict[str, str]:
+    """The client's answers of ``model`` in its last evaluated round, by prompt."""
+    path = run_dir / "clients" / f"client-{client}" / "samples.jsonl"
+    if not path.exists():
+        return {}
+    samples = [s for s in map(json.loads, path.read_text().splitlines()) if s.get("model") == model]
+    last = max((s["round"] for s in samples), default=None)
+    return {s["prompt"]: s["answer"] for s in samples if s["round"] == last}
+
+
+def separation(run_dir: str | Path) -> dict[str, Any] | None:
+    """How far apart an RLHF run leaves its most helpfulness-first and its most safety-first
+    client (lowest and highest safety weight), on the model the method delivers.
+
+    Gaps are signed so that a positive value is the way each client's weights pull: the
+    safety-first client's safety minus the other's, the helpfulness-first client's
+    helpfulness minus the other's, and the helpfulness-first client's harmful-compliance
+    rate minus the other's. ``answers_differ`` is the share of evaluation prompts the two
+    answer differently (from ``samples.jsonl``; ``None`` without it). ``None`` for a run
+    with fewer than two clients' scores.
+    """
+    run_dir = Path(run_dir)
+    summary, rows = load_run(run_dir)
+    model = DELIVERED_MODEL.get(summary.get("method", ""), "personalized")
+    points = [p for p in preference_points(summary, rows, model) if p.get("safety_weight") is not None]
+    if len(points) < 2:
+        return None
+    helpful = min(points, key=lambda p: p["safety_weight"])
+    safe = max(points, key=lambda p: p["safety_weight"])
+    a, b = _last_answers(run_dir, helpful["client"], model), _last_answers(run_dir, safe["client"], model)
+    common = sorted(set(a) & set(b))
+    return {
+        "method": summary.get("method", run_dir.name),
+        "clients": (helpful["client"], safe["client"]),
+        "safety_weights": (helpful["safety_weight"], safe["safety_weight"]),
+        "safety_gap": safe["safety"] - helpful["safety"],
+        "helpfulness_gap": helpful["helpfulness"] - safe["helpfulness"],
+        "compliance_gap": helpful["harmful_compliance"] - safe["harmful_compliance"],
+        "answers_differ": fmean(a[k] != b[k] for k in common) if common else None,
+    }
+
+
+def _mean_sd(values: list[float], fmt: str) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return format(values[0], fmt)
+    sd = (sum((v - fmean(values)) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{format(fmean(values), fmt)} ± {sd:.3f}"
+
+
+def separation_table(groups: dict[str, list[str | Path]]) -> str:
+    """A markdown table of :func:`separation` per group of runs (say, a method's seeds):
+    each gap as mean ± standard deviation over the runs."""
+    lines = ["| method | runs | safety weights | safety gap | helpfulness gap | harmful-compliance gap "
+             "| answers that differ |", "|---|---|---|---|---|---|---|"]
+    for label, run_dirs in groups.items():
+        seps = [s for s in map(separation, run_dirs) if s is not None]
+        if not seps:
+            continue
+        weights = "{:.2f} vs {:.2f}".format(*seps[0]["safety_weights"])
+        differ = [s["answers_differ"] for s in seps if s["answers_differ"] is not None]
+        lines.append(f"| {label} | {len(seps)} | {weights} | {_mean_sd([s['safety_gap'] for s in seps], '+.3f')} "
+                     f"| {_mean_sd([s['helpfulness_gap'] for s in seps], '+.3f')} "
+                     f"| {_mean_sd([s['compliance_gap'] for s in seps], '+.2f')} | {_mean_sd(differ, '.2f')} |")
+    return "\n".join(lines)

@@ -136,7 +136,7 @@ def test_shipped_grids_expand(project_dir):
         assert load_grid(path, project_dir).runs, path
 
 
-def _write_rlhf_run(folder, method, helpful):
+def _write_rlhf_run(folder, method, helpful, answers=None):
     rows = []
     for c, weight in ((0, 0.1), (1, 0.9)):
         row = {"round": 2, "node": c, "client": c, "bytes_up": 500, "bytes_down": 900, "status": "ok",
@@ -148,6 +148,11 @@ def _write_rlhf_run(folder, method, helpful):
     folder.mkdir()
     (folder / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in rows))
     (folder / "summary.json").write_text(json.dumps({"method": method, "uplink_bytes_total": 1000}))
+    for c, said in enumerate(answers or ()):
+        (folder / "clients" / f"client-{c}").mkdir(parents=True)
+        lines = [{"round": r, "model": "personalized", "prompt": f"q{i}", "answer": a if r == 2 else "old"}
+                 for r in (1, 2) for i, a in enumerate(said)]
+        (folder / "clients" / f"client-{c}" / "samples.jsonl").write_text("\n".join(map(json.dumps, lines)))
 
 
 def test_report_shows_each_rlhf_clients_delivered_model_and_the_base_model(tmp_path):
@@ -160,3 +165,22 @@ def test_report_shows_each_rlhf_clients_delivered_model_and_the_base_model(tmp_p
     assert "| rlhf-fedavg | 0 | 0.10 | +0.000 | +1.000 |" in text
     assert (tmp_path / "report" / "helpfulness_vs_safety.png").stat().st_size > 5000
     assert "accuracy_vs_uplink" not in text
+    # safety gap 0.7 - 0.2, helpfulness gap 0.8 - 0.3; the uniform run's one model is no gap at all
+    assert "| pfit / iid / ideal | 1 | 0.10 vs 0.90 | +0.500 | +0.500 | +0.00 | - |" in text
+    assert "| rlhf-fedavg / iid / ideal | 1 | 0.10 vs 0.90 | +0.000 | +0.000 |" in text
+
+
+def test_separation_reads_the_last_rounds_answers_and_averages_over_seeds(tmp_path):
+    from pfl_app.plots import separation, separation_table
+
+    runs = []
+    for seed, (h0, h1) in enumerate(((0.8, 0.3), (0.6, 0.3))):
+        runs.append(tmp_path / f"pfit{seed}")
+        _write_rlhf_run(runs[-1], "pfit", (h0, h1), answers=(["a", "b", "c", "d"], ["a", "x", "c", "y"]))
+    s = separation(runs[0])
+    assert s["clients"] == (0, 1) and s["safety_weights"] == (0.1, 0.9)
+    assert s["answers_differ"] == 0.5  # round 1's answers are all "old", so they must be ignored
+    assert s["helpfulness_gap"] == pytest.approx(0.5) and s["safety_gap"] == pytest.approx(0.5)
+    # mean 0.4 and sample standard deviation 0.141 over the two seeds
+    assert "| pfit | 2 | 0.10 vs 0.90 | +0.400 ± 0.141 | +0.400 ± 0.141 | +0.00 ± 0.000 | 0.50 ± 0.000 |" in (
+        separation_table({"pfit": runs}))

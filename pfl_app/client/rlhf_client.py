@@ -25,8 +25,6 @@ from ..strategies.rlhf_base import EVALUATE_BASE_KEY, PREFERENCE_KEY, START_FROM
 from .personalized_client import ClientSession
 
 SAMPLES_FILE = "samples.jsonl"
-# Answers written per model and round: enough to read, not a second results file.
-SAMPLES_PER_EVALUATION = 4
 
 
 class RlhfSession(ClientSession):
@@ -101,14 +99,15 @@ def handle_train(msg: Message, context: Context) -> Message:
 def _write_samples(s: RlhfSession, model_name: str, samples: list[dict[str, Any]]) -> None:
     s.state.directory.mkdir(parents=True, exist_ok=True)
     with open(s.state.directory / SAMPLES_FILE, "a", encoding="utf-8") as fh:
-        for sample in samples[:SAMPLES_PER_EVALUATION // 2] + samples[-(SAMPLES_PER_EVALUATION // 2):]:
+        for sample in samples:
             fh.write(json.dumps({"round": s.round, "model": model_name, **sample}) + "\n")
 
 
 def handle_evaluate(msg: Message, context: Context) -> Message:
     """Score, on the client's held-out prompts and by its own preference, its personalized
     policy, the global one (when something is shared), and in the last round the base
-    model; write a few answers of each to ``samples.jsonl`` in the client's folder."""
+    model; write every answer of each to ``samples.jsonl`` in the client's folder (every
+    client answers the same prompts, so answers compare across clients)."""
     s = RlhfSession(msg, context)
     initial = s.bundle.initial_tensors(TENSOR_GROUPS)
     models = {"personalized": {**initial, **s.kept(s.round)}}
