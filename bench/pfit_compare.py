@@ -5,6 +5,10 @@ runs (last round). Writes the helpfulness-vs-safety plot and prints the table.
     python bench/pfit_compare.py                          # scenarios/pfit.toml
     python bench/pfit_compare.py --rounds 5 --steps 8     # longer
     python bench/pfit_compare.py --methods rlhf-fedavg,rlhf-local --with-runs results/pfit-default
+    python bench/pfit_compare.py --seeds 0,1,2 --methods pfit,rlhf-fedavg,rlhf-local,rlhf-single
+
+The per-client table and the plot show the first seed; the separation table (how far apart
+the helpfulness-first and the safety-first client end up) averages over every seed.
 """
 
 from __future__ import annotations
@@ -28,31 +32,36 @@ def main() -> int:
     p.add_argument("--scenario", default=str(ROOT / "scenarios" / "pfit.toml"))
     p.add_argument("--rounds", type=int, help="override num-server-rounds")
     p.add_argument("--steps", type=int, help="override train.local-steps")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, each a full set of runs")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--with-runs", nargs="*", default=[],
-                   help="finished runs of the same scenario and seed to include instead of rerunning them "
-                        "(e.g. the default PFIT run)")
+                   help="finished runs of the same scenario and first seed to include instead of rerunning "
+                        "them (e.g. the default PFIT run)")
     p.add_argument("--results-dir", default=str(ROOT / "results" / "bench"))
     p.add_argument("--plot", default=str(ROOT / "results" / "bench" / "pfit_helpfulness_vs_safety.png"))
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     scenario = load_scenario(args.scenario)
-    common = {"seed": args.seed, "results-dir": args.results_dir}
+    common = {"results-dir": args.results_dir}
     if args.rounds:
         common["num-server-rounds"] = args.rounds
     if args.steps:
         common["train.local-steps"] = args.steps
-    tag = f"s{args.seed}-{os.getpid()}"
+    seeds = [int(s) for s in args.seeds.split(",") if s]
     runs = [Path(r).resolve() for r in args.with_runs]
-    for method in [m for m in args.methods.split(",") if m]:
-        print(f"== {method} ==", flush=True)
-        _, run_dir = launch(ROOT, scenario, {**common, "method": method, "run-name": f"{method}-{tag}"},
-                            echo=lambda line: print(line, flush=True) if line.startswith("round") else None)
-        runs.append(run_dir)
+    first_seed = list(runs)
+    for seed in seeds:
+        for method in [m for m in args.methods.split(",") if m]:
+            print(f"== {method}, seed {seed} ==", flush=True)
+            _, run_dir = launch(ROOT, scenario, {**common, "seed": seed, "method": method,
+                                                 "run-name": f"{method}-s{seed}-{os.getpid()}"},
+                                echo=lambda line: print(line, flush=True) if line.startswith("round") else None)
+            runs.append(run_dir)
+            if seed == seeds[0]:
+                first_seed.append(run_dir)
     print()
-    print(preference_table(runs))
+    print(preference_table(first_seed))
     print()
     groups: dict[str, list[Path]] = {}
     for run in runs:
@@ -60,7 +69,7 @@ def main() -> int:
     print(separation_table(groups))
     print()
     print(f"runs: {', '.join(str(r) for r in runs)}")
-    print(f"plot: {plot_preferences(runs, args.plot)}")
+    print(f"plot: {plot_preferences(first_seed, args.plot)}")
     return 0
 
 
