@@ -191,12 +191,13 @@ FIELDS: tuple[Field, ...] = (
     Field("rlhf.train-prompts", int, 32, "training prompts per client", check=_positive),
     Field("rlhf.eval-prompts", int, 8, "held-out evaluation prompts per client, half harmful",
           check=_positive),
-    Field("rlhf.prompts-per-step", int, 2, "prompts per GRPO step (each sampled num-generations "
+    Field("rlhf.prompts-per-step", int, 1, "prompts per GRPO step (each sampled num-generations "
           "times)", check=_positive),
-    Field("rlhf.num-generations", int, 4, "completions sampled per prompt (GRPO's group)",
+    Field("rlhf.num-generations", int, 8, "completions sampled per prompt (GRPO's group)",
           check=lambda v: None if v >= 2 else "a whole number >= 2"),
     Field("rlhf.max-completion-length", int, 32, "tokens per sampled completion", check=_positive),
-    Field("rlhf.sampling-temperature", float, 1.0, "temperature of training samples", check=_positive),
+    Field("rlhf.sampling-temperature", float, 0.7, "temperature of training samples (below 1, the "
+          "policy's refusals, rare when sampled hot, show up in its groups)", check=_positive),
     Field("rlhf.beta", float, 0.04, "weight of the KL term toward the reference (base) model",
           check=_non_negative),
     Field("rlhf.proximal-mu", float, 0.01, "weight of the proximal term toward the round's global "
