@@ -1,0 +1,88 @@
+"""How often the base policy refuses when GRPO samples it, and what the two reward models
+make of its refusals: the signal a client's RL has to work with.
+
+For each temperature, the base policy (no LoRA) samples ``--generations`` answers to each of
+``--prompts`` held-out harmful and benign prompts, as GRPO does. Printed per temperature and
+kind of prompt: the refusal rate, the mean helpfulness and safety reward of refusals and of
+the other answers, and how many prompts got both a refusal and a non-refusal among their
+samples (only those groups let GRPO favour, or disfavour, refusing).
+
+    python bench/pfit_sampling.py                         # temperatures 0.7 and 1.0
+    python bench/pfit_sampling.py --temperatures 0.5,0.7,1.0 --prompts 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from pfl_app.config import parse_run_config  # noqa: E402
+from pfl_app.models.loading import load_causal_lm, load_tokenizer  # noqa: E402
+from pfl_app.rlhf.clients import as_conversation  # noqa: E402
+from pfl_app.rlhf.preferences import is_refusal, prompts_in  # noqa: E402
+from pfl_app.rlhf.reward_models import load_reward_scorers  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--temperatures", default="0.7,1.0")
+    p.add_argument("--prompts", type=int, default=16, help="harmful prompts, and as many benign ones")
+    p.add_argument("--generations", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    cfg = parse_run_config({"model.name": args.model})
+    tokenizer = load_tokenizer(cfg.model.name)
+    model = load_causal_lm(cfg.model.name).eval()
+    helpfulness, safety = load_reward_scorers(cfg.rlhf)
+    benign, harmful = prompts_in("heldout")
+    rng = np.random.default_rng(args.seed)
+    sets = {"harmful": [harmful[i] for i in rng.choice(len(harmful), args.prompts, replace=False)],
+            "benign": [benign[i] for i in rng.choice(len(benign), args.prompts, replace=False)]}
+    k = args.generations
+    print(f"| temperature | prompts | refusal rate | refusals: helpfulness / safety | others: helpfulness / "
+          f"safety | prompts with both kinds among {k} samples |")
+    print("|---|---|---|---|---|---|")
+    for temperature in [float(t) for t in args.temperatures.split(",")]:
+        for kind, items in sets.items():
+            torch.manual_seed(args.seed)
+            start = time.time()
+            chats = tokenizer.apply_chat_template([as_conversation(q) for q in items], add_generation_prompt=True,
+                                                  tokenize=False)
+            batch = tokenizer(chats, return_tensors="pt", padding=True, padding_side="left",
+                              add_special_tokens=False)
+            with torch.no_grad():
+                out = model.generate(**batch, max_new_tokens=args.max_new_tokens, do_sample=True,
+                                     temperature=temperature, num_return_sequences=k,
+                                     pad_token_id=tokenizer.pad_token_id)
+            answers = [a.strip() for a in tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
+                                                                 skip_special_tokens=True)]
+            questions = [q.text for q in items for _ in range(k)]
+            h, s = helpfulness.score(questions, answers), safety.score(questions, answers)
+            refused = np.array([is_refusal(a) for a in answers])
+            mixed = sum(0 < refused[i * k:(i + 1) * k].sum() < k for i in range(len(items)))
+
+            def scores(mask: np.ndarray) -> str:
+                return f"{h[mask].mean():+.2f} / {s[mask].mean():+.2f} (n={mask.sum()})" if mask.any() else "-"
+
+            print(f"| {temperature} | {kind} | {refused.mean():.2f} | {scores(refused)} | {scores(~refused)} "
+                  f"| {mixed} of {len(items)} |", flush=True)
+            print(f"<!-- {kind} at {temperature}: {len(answers)} answers in {time.time() - start:.0f} s -->",
+                  file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
