@@ -100,38 +100,42 @@ def preference_points(summary: dict[str, Any], rows: list[dict[str, Any]], model
 
 
 def plot_preferences(run_dirs: list[str | Path], out_path: str | Path) -> Path:
-    """Each client's (helpfulness, safety) point for every run's delivered model, plus the
-    base model (from the first run that scored it), labelled with the client's safety weight."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    """One panel per run: each client's (helpfulness, safety) point for the model the method
+    delivers, coloured by the client's safety weight, with an arrow from the base model's
+    point (from the first run that scored it) on the same prompts."""
+    runs = [(Path(d), *load_run(d)) for d in run_dirs]
     base: dict[Any, dict[str, float]] = {}
-    markers = iter("os^Dv<>")
-    for run_dir in run_dirs:
-        summary, rows = load_run(run_dir)
-        series = [(summary.get("method", Path(run_dir).name), preference_points(summary, rows))]
-        if not base and (base_points := preference_points(summary, rows, "base")):
-            series.insert(0, ("base model", base_points))
-            base = {p["client"]: p for p in base_points}
-        for label, points in series:
-            xs, ys = [p["helpfulness"] for p in points], [p["safety"] for p in points]
-            dots = ax.scatter(xs, ys, marker="x" if label == "base model" else next(markers), s=50, label=label)
-            # Clients hold different prompts: what compares is a client's move from its base point.
-            for p in points:
-                if label != "base model" and p["client"] in base:
-                    b = base[p["client"]]
-                    ax.plot([b["helpfulness"], p["helpfulness"]], [b["safety"], p["safety"]], lw=0.6,
-                            alpha=0.5, color=dots.get_facecolor()[0])
-            for p in points:
-                ax.annotate(f"{p['safety_weight']:.1f}", (p["helpfulness"], p["safety"]), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("mean helpfulness reward (held-out prompts)")
-    ax.set_ylabel("mean safety reward (held-out prompts)")
-    ax.set_title("each client's model, joined to its base-model point; labels: safety weight", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    for _, summary, rows in runs:
+        if points := preference_points(summary, rows, "base"):
+            base = {p["client"]: p for p in points}
+            break
+    fig, axes = plt.subplots(1, max(len(runs), 1), figsize=(3.4 * max(len(runs), 1) + 1.2, 3.8), sharex=True,
+                             sharey=True, squeeze=False)
+    cmap, dots = plt.get_cmap("coolwarm"), None
+    for ax, (run_dir, summary, rows) in zip(axes[0], runs):
+        points = preference_points(summary, rows)
+        for b in {(round(p["helpfulness"], 6), round(p["safety"], 6)) for p in base.values()}:
+            ax.scatter(*b, marker="x", color="black", s=50, zorder=3)
+        for p in points:
+            if p["client"] in base:
+                b = base[p["client"]]
+                ax.annotate("", (p["helpfulness"], p["safety"]), (b["helpfulness"], b["safety"]),
+                            arrowprops={"arrowstyle": "->", "color": cmap(p["safety_weight"]), "lw": 0.8,
+                                        "alpha": 0.7})
+        dots = ax.scatter([p["helpfulness"] for p in points], [p["safety"] for p in points], s=45, zorder=4,
+                          c=[p["safety_weight"] for p in points], cmap=cmap, vmin=0.0, vmax=1.0,
+                          edgecolors="black", linewidths=0.4)
+        ax.set_title(summary.get("method", run_dir.name), fontsize=9)
+        ax.set_xlabel("mean helpfulness reward")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("mean safety reward")
+    if dots is not None:
+        fig.colorbar(dots, ax=axes[0].tolist(), label="client's safety weight", shrink=0.85)
+    fig.suptitle("each client's delivered model on the evaluation prompts; x: base model, arrows: from it",
+                 fontsize=9)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=120)
+    fig.savefig(out_path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return out_path
 
