@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pfl_app.launch import launch, load_scenario  # noqa: E402
-from pfl_app.plots import load_run, plot_preferences, preference_table, separation_table  # noqa: E402
+from pfl_app.plots import load_run, objective_table, plot_preferences, preference_table, separation_table  # noqa: E402,E501
 
 METHODS = ("pfit", "rlhf-fedavg", "rlhf-local")
 
@@ -67,6 +67,8 @@ def main() -> int:
     for run in runs:
         groups.setdefault(load_run(run)[0].get("method", run.name), []).append(run)
     print(separation_table(groups))
+    print()
+    print(objective_table(groups))
     print()
     print(f"runs: {', '.join(str(r) for r in runs)}")
     print(f"plot: {plot_preferences(first_seed, args.plot)}")

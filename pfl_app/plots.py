@@ -228,3 +228,35 @@ def separation_table(groups: dict[str, list[str | Path]]) -> str:
                      f"| {_mean_sd([s['helpfulness_gap'] for s in seps], '+.3f')} "
                      f"| {_mean_sd([s['compliance_gap'] for s in seps], '+.2f')} | {_mean_sd(differ, '.2f')} |")
     return "\n".join(lines)
+
+
+def objective_table(groups: dict[str, list[str | Path]]) -> str:
+    """A markdown table, per group of runs (say, a method's seeds) and per model they score
+    (the delivered one, the other one a method evaluates, and the base model once): the
+    clients' mean own objective, harmful-compliance and benign-refusal rates in the last
+    round, as mean ± standard deviation over the runs."""
+    lines = ["| method | model | runs | mean own objective | harmful complied | benign refused |",
+             "|---|---|---|---|---|---|"]
+    base_done = False
+    for label, run_dirs in groups.items():
+        loaded = [load_run(d) for d in run_dirs]
+        if not loaded:
+            continue
+        delivered = DELIVERED_MODEL.get(loaded[0][0].get("method", ""), "personalized")
+        models = [delivered] + [m for m in ("personalized", "global") if m != delivered]
+        if not base_done:
+            models.insert(0, "base")
+        for model in models:
+            per_run = [pts for summary, rows in loaded if (pts := preference_points(summary, rows, model))]
+            if not per_run:
+                continue
+            if model == "base":
+                base_done = True
+            means = {k: [fmean(p[k] for p in pts) for pts in per_run]
+                     for k in ("objective", "harmful_compliance", "benign_refusal")}
+            name = "base model" if model == "base" else label
+            shown = "-" if model == "base" else model + (" (delivered)" if model == delivered else "")
+            lines.append(f"| {name} | {shown} | {len(per_run)} | {_mean_sd(means['objective'], '+.3f')} "
+                         f"| {_mean_sd(means['harmful_compliance'], '.2f')} "
+                         f"| {_mean_sd(means['benign_refusal'], '.2f')} |")
+    return "\n".join(lines)

@@ -17,7 +17,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .config import RLHF_METHODS  # noqa: E402
-from .plots import load_run, plot_preferences, preference_table, round_curve, separation_table  # noqa: E402
+from .plots import (  # noqa: E402
+    load_run,
+    objective_table,
+    plot_preferences,
+    preference_table,
+    round_curve,
+    separation_table,
+)
 
 COLUMNS = (
     ("personalized_accuracy_mean", "personalized acc", 1.0, "{:.3f}"),
@@ -140,12 +147,15 @@ def write_report(results_dir: str | Path) -> Path:
     if rlhf:
         # Per-client points do not average over seeds: show the first seed of each group.
         firsts = [sorted(runs)[0] for _, runs in sorted(rlhf.items())]
+        named = {" / ".join(key): sorted(runs) for key, runs in sorted(rlhf.items())}
         path = plot_preferences(firsts, out / "helpfulness_vs_safety.png")
         lines += ["", "## RLHF: each client's delivered model (first seed of each group)", "",
                   preference_table(firsts), "", f"![{path.stem}]({path.name})", "",
                   "## RLHF: how far apart the helpfulness-first and the safety-first client end up", "",
-                  separation_table({" / ".join(key): sorted(runs) for key, runs in sorted(rlhf.items())}), "",
+                  separation_table(named), "",
                   "Positive gaps point the way each client's weights pull. Every client answers the same "
-                  "evaluation prompts; the last column is the share of them the two answer differently.", ""]
+                  "evaluation prompts; the last column is the share of them the two answer differently.", "",
+                  "## RLHF: the clients' mean own objective (mean ± standard deviation over seeds)", "",
+                  objective_table(named), ""]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return out / "report.md"

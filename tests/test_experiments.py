@@ -168,6 +168,8 @@ def test_report_shows_each_rlhf_clients_delivered_model_and_the_base_model(tmp_p
     # safety gap 0.7 - 0.2, helpfulness gap 0.8 - 0.3; the uniform run's one model is no gap at all
     assert "| pfit / iid / ideal | 1 | 0.10 vs 0.90 | +0.500 | +0.500 | +0.00 | - |" in text
     assert "| rlhf-fedavg / iid / ideal | 1 | 0.10 vs 0.90 | +0.000 | +0.000 |" in text
+    assert "| base model | - | 1 | +0.500 | 0.25 | 0.00 |" in text
+    assert "| rlhf-fedavg / iid / ideal | global (delivered) | 1 | +0.500 |" in text
 
 
 def test_separation_reads_the_last_rounds_answers_and_averages_over_seeds(tmp_path):
@@ -184,3 +186,18 @@ def test_separation_reads_the_last_rounds_answers_and_averages_over_seeds(tmp_pa
     # mean 0.4 and sample standard deviation 0.141 over the two seeds
     assert "| pfit | 2 | 0.10 vs 0.90 | +0.400 ± 0.141 | +0.400 ± 0.141 | +0.00 ± 0.000 | 0.50 ± 0.000 |" in (
         separation_table({"pfit": runs}))
+
+
+def test_objective_table_averages_each_model_over_seeds_and_shows_the_base_model_once(tmp_path):
+    from pfl_app.plots import objective_table
+
+    runs = {}
+    for method in ("pfit", "rlhf-local"):
+        runs[method] = []
+        for seed in (0, 1):
+            runs[method].append(tmp_path / f"{method}{seed}")
+            _write_rlhf_run(runs[method][-1], method, (0.8, 0.3))
+    text = objective_table(runs)
+    assert text.count("| base model |") == 1
+    assert "| pfit | personalized (delivered) | 2 | +0.500 ± 0.000 | 0.25 ± 0.000 | 0.00 ± 0.000 |" in text
+    assert "| pfit | global | 2 |" in text and "| rlhf-local | personalized (delivered) | 2 |" in text
