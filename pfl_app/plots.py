@@ -164,7 +164,9 @@ def preference_table(run_dirs: list[str | Path]) -> str:
 
 def _last_answers(run_dir: Path, client: Any, model: str) -> dict[str, str]:
     """The client's answers of ``model`` in its last evaluated round, by prompt."""
-    path = run_dir / "clients" / f"client-{client}" / "samples.jsonl"
+    from .client.state import client_dir  # the client package pulls in torch: only when asked
+
+    path = client_dir(run_dir, int(client)) / "samples.jsonl"
     if not path.exists():
         return {}
     samples = [s for s in map(json.loads, path.read_text().splitlines()) if s.get("model") == model]

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from pfl_app.client.state import client_dir
 from pfl_app.config import ConfigError
 from pfl_app.experiments import load_grid, run_grid, run_state
 from pfl_app.launch import LaunchError
@@ -149,10 +150,10 @@ def _write_rlhf_run(folder, method, helpful, answers=None):
     (folder / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in rows))
     (folder / "summary.json").write_text(json.dumps({"method": method, "uplink_bytes_total": 1000}))
     for c, said in enumerate(answers or ()):
-        (folder / "clients" / f"client-{c}").mkdir(parents=True)
+        client_dir(folder, c).mkdir(parents=True)
         lines = [{"round": r, "model": "personalized", "prompt": f"q{i}", "answer": a if r == 2 else "old"}
                  for r in (1, 2) for i, a in enumerate(said)]
-        (folder / "clients" / f"client-{c}" / "samples.jsonl").write_text("\n".join(map(json.dumps, lines)))
+        (client_dir(folder, c) / "samples.jsonl").write_text("\n".join(map(json.dumps, lines)))
 
 
 def test_report_shows_each_rlhf_clients_delivered_model_and_the_base_model(tmp_path):
