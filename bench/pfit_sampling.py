@@ -46,7 +46,7 @@ def main() -> int:
     cfg = parse_run_config({"model.name": args.model})
     tokenizer = load_tokenizer(cfg.model.name)
     model = load_causal_lm(cfg.model.name).eval()
-    helpfulness, safety = load_reward_scorers(cfg.rlhf)
+    helpfulness, safety = load_reward_scorers(cfg.rlhf, cfg.model.cache_dir, cfg.model.name)
     benign, harmful = prompts_in("heldout")
     rng = np.random.default_rng(args.seed)
     sets = {"harmful": [harmful[i] for i in rng.choice(len(harmful), args.prompts, replace=False)],

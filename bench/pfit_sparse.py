@@ -52,7 +52,8 @@ def update_costs(grpo_steps: int) -> None:
         if grpo_steps:
             set_trainable(model, ("lora_A", "lora_B"))
             prompts = client_prompts(cfg.rlhf, 0, 4, 0)
-            result = train_policy(model, tok, prompt_dataset(prompts.train), load_reward_scorers(cfg.rlhf),
+            scorers = load_reward_scorers(cfg.rlhf, cfg.model.cache_dir, cfg.model.name)
+            result = train_policy(model, tok, prompt_dataset(prompts.train), scorers,
                                   client_preference(cfg.rlhf, 0, 4), cfg.train, cfg.rlhf, seed=0)
             step = f"{result.seconds / result.steps:.2f}"
         label = "dense" if update == "dense" else f"{update}, k={k}"

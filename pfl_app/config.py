@@ -204,6 +204,9 @@ FIELDS: tuple[Field, ...] = (
           "weights; 0: off", check=_non_negative),
     Field("rlhf.aggregation-temperature", float, 1.0, "pfit: softmax temperature over clients' mean "
           "rewards in the aggregation weights; inf: plain FedAvg", check=_positive_or_inf, allow_inf=True),
+    Field("rlhf.policy-pairs", int, 192, "harmful prompts (and half as many benign ones) the policy "
+          "answers twice each, so the embedded safety model also learns from the policy's own "
+          "compliance and refusals; 0: template pairs only", check=_non_negative),
     Field("rlhf.start-from", str, "personal", "pfit: what a client starts each round from: its own "
           "policy of the last round (held near the global one by rlhf.proximal-mu), or the global "
           "policy", START_POINTS),
@@ -368,6 +371,7 @@ class RlhfSettings:
     beta: float
     proximal_mu: float
     aggregation_temperature: float
+    policy_pairs: int
     start_from: str
     sparse_update: str
     sparse_k: int

@@ -80,3 +80,39 @@ def test_a_bad_reward_model_path_names_the_key(tmp_path):
     cfg = parse_run_config({"rlhf.safety-model": str(tmp_path), "rlhf.helpfulness-model": str(tmp_path)})
     with pytest.raises(ValueError, match="rlhf.helpfulness-model"):
         load_reward_scorers(cfg.rlhf)
+
+
+def test_the_safety_model_adds_on_policy_pairs_and_caches_them_under_the_policys_name(tmp_path, monkeypatch):
+    import pfl_app.rlhf.reward_models as rm
+
+    trained, sampled = [], []
+
+    def fake_train(kind, out, steps, **kw):
+        trained.append((kind, kw.get("extra_pairs")))
+        out.mkdir(exist_ok=True)
+        (out / "metrics.json").write_text("{}")
+        return {}
+
+    monkeypatch.setattr(rm, "train_reward_model", fake_train)
+    monkeypatch.setattr(rm, "policy_pairs", lambda spec: sampled.append(spec) or ("train", "heldout"))
+    spec = rm.PolicyPairs("some/policy", 8, 0.7, 16)
+    safety = embedded_reward_model("safety", 7, str(tmp_path), spec)
+    assert safety.name.startswith("safety-minilm-steps7-v1-on-policy-p8-") and sampled == [spec]
+    assert embedded_reward_model("safety", 7, str(tmp_path), spec) == safety and len(sampled) == 1
+    # another temperature is another model; helpfulness and policy-pairs = 0 ignore the policy
+    assert embedded_reward_model("safety", 7, str(tmp_path), rm.PolicyPairs("some/policy", 8, 1.0, 16)) != safety
+    helpful = embedded_reward_model("helpfulness", 7, str(tmp_path), spec)
+    plain = embedded_reward_model("safety", 7, str(tmp_path), rm.PolicyPairs("some/policy", 0, 0.7, 16))
+    assert helpful.name == "helpfulness-minilm-steps7-v1" and plain.name == "safety-minilm-steps7-v1"
+    assert [t for t in trained if t[1] is not None] == [("safety", ("train", "heldout"))] * 2
+
+
+def test_sampled_answers_come_n_per_prompt():
+    from pfl_app.models.loading import load_causal_lm, load_tokenizer
+    from pfl_app.rlhf.evaluation import sample_answers
+    from pfl_app.rlhf.preferences import prompts_in
+
+    model, tokenizer = load_causal_lm("tiny-llama"), load_tokenizer("tiny-llama")
+    benign, harmful = prompts_in("heldout")
+    answers = sample_answers(model, tokenizer, harmful[:3], 2, 0.7, 4, batch_size=2)
+    assert len(answers) == 3 and all(len(a) == 2 and all(isinstance(x, str) for x in a) for a in answers)

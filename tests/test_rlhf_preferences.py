@@ -3,11 +3,13 @@
 from pfl_app.rlhf.preferences import (
     EVASIONS,
     REFUSALS,
+    PromptItem,
     benign_prompts,
     compliance,
     harmful_prompts,
     helpfulness_pairs,
     is_refusal,
+    policy_safety_pairs,
     pool_of,
     prompts_in,
     safety_pairs,
@@ -86,3 +88,19 @@ def test_compliance_takes_up_the_request_and_refusals_are_detected():
     assert is_refusal("I\u2019m sorry, but I can\u2019t do that.")  # typographic apostrophes
     assert truncated("one two three") is None
     assert truncated("one two three four five six seven") == "one two"
+
+
+def test_policy_pairs_reject_the_policys_compliance_and_keep_its_benign_answers():
+    harmful = [PromptItem("How do I pick a lock?", True, "t", "c"), PromptItem("Make a weapon", True, "t", "c")]
+    benign = [PromptItem("What is tea?", False, "t", "c", answer="A drink.")]
+    pairs = policy_safety_pairs(
+        harmful, [["Sure, first get a pin.", "I'm sorry, I can't help with that."], ["Step 1: buy steel.", ""]],
+        benign, [["Tea is a hot drink.", "I cannot answer that."]],
+    )
+    rows = sorted(zip(pairs["kind"], pairs["prompt"], pairs["chosen"], pairs["rejected"]))
+    assert rows == [
+        ("benign-policy", "What is tea?", "Tea is a hot drink.", "I cannot answer that."),  # its own refusal
+        ("harmful-policy", "How do I pick a lock?", "I'm sorry, I can't help with that.", "Sure, first get a pin."),
+        ("harmful-policy", "Make a weapon", rows[2][2], "Step 1: buy steel."),
+    ]
+    assert rows[2][2] in REFUSALS  # no refusal of its own to that request: a template; empty answers are skipped

@@ -41,7 +41,7 @@ class RlhfSession(ClientSession):
 
     @functools.cached_property
     def scorers(self):
-        return load_reward_scorers(self.cfg.rlhf, self.cfg.model.cache_dir)
+        return load_reward_scorers(self.cfg.rlhf, self.cfg.model.cache_dir, self.cfg.model.name)
 
     def kept(self, up_to_round: int) -> dict:
         """The client's personalized tensors (every trained group) as of ``up_to_round``: an

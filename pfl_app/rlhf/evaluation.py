@@ -15,10 +15,10 @@ from .preferences import PromptItem, is_refusal
 
 
 @torch.no_grad()
-def generate(model, tokenizer: PreTrainedTokenizerBase, items: Sequence[PromptItem], max_new_tokens: int,
-             batch_size: int = 8) -> list[str]:
-    """Greedy answers to ``items``, each asked as a one-turn chat: deterministic, so two
-    models compare on the same footing."""
+def _answers(model, tokenizer: PreTrainedTokenizerBase, items: Sequence[PromptItem], batch_size: int,
+             **generate_kwargs) -> list[str]:
+    """The model's answers to ``items``, each asked as a one-turn chat, in batches; with
+    ``num_return_sequences`` = n, n answers per item, one after another."""
     was_training = model.training
     model.eval()
     answers: list[str] = []
@@ -28,12 +28,27 @@ def generate(model, tokenizer: PreTrainedTokenizerBase, items: Sequence[PromptIt
             texts = tokenizer.apply_chat_template(chats, add_generation_prompt=True, tokenize=False)
             batch = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
                               add_special_tokens=False).to(model.device)
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
+            out = model.generate(**batch, pad_token_id=tokenizer.pad_token_id, **generate_kwargs)
             answers.extend(tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True))
     finally:
         model.train(was_training)
     return [a.strip() for a in answers]
+
+
+def generate(model, tokenizer: PreTrainedTokenizerBase, items: Sequence[PromptItem], max_new_tokens: int,
+             batch_size: int = 8) -> list[str]:
+    """Greedy answers to ``items``: deterministic, so two models compare on the same
+    footing."""
+    return _answers(model, tokenizer, items, batch_size, max_new_tokens=max_new_tokens, do_sample=False)
+
+
+def sample_answers(model, tokenizer: PreTrainedTokenizerBase, items: Sequence[PromptItem], n: int,
+                   temperature: float, max_new_tokens: int, batch_size: int = 8, seed: int = 0) -> list[list[str]]:
+    """``n`` answers to each of ``items``, sampled at ``temperature`` as GRPO draws them."""
+    torch.manual_seed(seed)
+    flat = _answers(model, tokenizer, items, batch_size, max_new_tokens=max_new_tokens, do_sample=True,
+                    temperature=temperature, num_return_sequences=n)
+    return [flat[i:i + n] for i in range(0, len(flat), n)]
 
 
 @dataclass(frozen=True)

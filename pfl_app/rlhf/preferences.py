@@ -24,6 +24,7 @@ import functools
 import hashlib
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,6 +238,43 @@ def safety_pairs(pool: str, seed: int = 0) -> datasets.Dataset:
         for key, value in (("prompt", item.text), ("chosen", item.answer),
                            ("rejected", rng.choice(REFUSALS)), ("kind", "benign")):
             rows[key].append(value)
+    return datasets.Dataset.from_dict(rows).shuffle(seed=seed)
+
+
+def policy_safety_pairs(harmful: Sequence[PromptItem], harmful_answers: Sequence[Sequence[str]],
+                        benign: Sequence[PromptItem], benign_answers: Sequence[Sequence[str]],
+                        seed: int = 0) -> datasets.Dataset:
+    """Safety pairs on the policy's own answers, labelled by :func:`is_refusal`.
+
+    The template pairs of :func:`safety_pairs` teach what compliance *looks like in a
+    template*; a policy's real compliance reads otherwise, and a reward model trained on
+    templates alone lets it through. So, as RLHF pipelines train reward models on the
+    policy's samples:
+
+    - ``harmful-policy``: each answer of the policy to a harmful request that does not
+      refuse is rejected; chosen is one of the policy's own refusals to that request if it
+      made any, else a refusal template;
+    - ``benign-policy``: on a benign question, the policy's non-refusing answer is chosen
+      over a refusal (its own refusal to that question if it made any, else a template), so
+      the model does not learn to dislike the policy's style itself.
+    """
+    rng = random.Random(f"policy-safety-{seed}")
+    rows: dict[str, list[str]] = {"prompt": [], "chosen": [], "rejected": [], "kind": []}
+
+    def add(item: PromptItem, chosen: str, rejected: str, kind: str) -> None:
+        for key, value in (("prompt", item.text), ("chosen", chosen), ("rejected", rejected), ("kind", kind)):
+            rows[key].append(value)
+
+    for item, answers in zip(harmful, harmful_answers, strict=True):
+        refusals = [a for a in answers if a and is_refusal(a)]
+        for answer in answers:
+            if answer and not is_refusal(answer):
+                add(item, rng.choice(refusals) if refusals else rng.choice(REFUSALS), answer, "harmful-policy")
+    for item, answers in zip(benign, benign_answers, strict=True):
+        refusals = [a for a in answers if a and is_refusal(a)]
+        for answer in answers:
+            if answer and not is_refusal(answer):
+                add(item, answer, rng.choice(refusals) if refusals else rng.choice(REFUSALS), "benign-policy")
     return datasets.Dataset.from_dict(rows).shuffle(seed=seed)
 
 

