@@ -198,7 +198,7 @@ FIELDS: tuple[Field, ...] = (
     Field("rlhf.max-completion-length", int, 32, "tokens per sampled completion", check=_positive),
     Field("rlhf.sampling-temperature", float, 0.7, "temperature of training samples (below 1, the "
           "policy's refusals, rare when sampled hot, show up in its groups)", check=_positive),
-    Field("rlhf.beta", float, 0.04, "weight of the KL term toward the reference (base) model",
+    Field("rlhf.beta", float, 0.2, "weight of the KL term toward the reference (base) model",
           check=_non_negative),
     Field("rlhf.proximal-mu", float, 0.01, "weight of the proximal term toward the round's global "
           "weights; 0: off", check=_non_negative),
