@@ -98,6 +98,8 @@ def test_the_safety_model_adds_on_policy_pairs_and_caches_them_under_the_policys
     spec = rm.PolicyPairs("some/policy", 8, 0.7, 16)
     safety = embedded_reward_model("safety", 7, str(tmp_path), spec)
     assert safety.name.startswith("safety-minilm-steps7-v1-on-policy-p8-") and sampled == [spec]
+    assert json.loads((safety / "metrics.json").read_text())["on_policy"] == {
+        "policy": "some/policy", "prompts": 8, "temperature": 0.7, "max_new_tokens": 16}
     assert embedded_reward_model("safety", 7, str(tmp_path), spec) == safety and len(sampled) == 1
     # another temperature is another model; helpfulness and policy-pairs = 0 ignore the policy
     assert embedded_reward_model("safety", 7, str(tmp_path), rm.PolicyPairs("some/policy", 8, 1.0, 16)) != safety

@@ -254,7 +254,10 @@ def embedded_reward_model(kind: str, steps: int, cache_dir: str = "", on_policy:
         staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
         try:
             extra = policy_pairs(on_policy) if on_policy is not None else None
-            train_reward_model(kind, staging, steps, extra_pairs=extra)
+            metrics = train_reward_model(kind, staging, steps, extra_pairs=extra)
+            if on_policy is not None:  # say in the model's own folder whose answers it learned from
+                metrics["on_policy"] = {k: v for k, v in vars(on_policy).items() if k != "cache_dir"}
+                (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
             os.replace(staging, final)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
