@@ -1,0 +1,105 @@
+"""Do a helpfulness-first and a safety-first client end up with different policies? Local
+GRPO only (no federation, no Flower), so that a setting can be tried in minutes.
+
+Two clients train the same base policy from scratch with ``--steps`` GRPO steps each: one
+weights safety 0.1 and sees 25 % harmful training prompts, the other weights it 0.9 and
+sees 75 %. Both are then scored on one probe set of held-out prompts (half harmful), with
+the base model for reference. The probe and the training prompts do not overlap.
+
+    python bench/pfit_two_clients.py                       # the defaults of the run config
+    python bench/pfit_two_clients.py --set rlhf.beta=0.04  # any run-config key
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from pfl_app.config import parse_run_config  # noqa: E402
+from pfl_app.models.personalized import (  # noqa: E402
+    TENSOR_GROUPS,
+    build_personalized_model,
+    get_tensors,
+    set_tensors,
+    set_trainable,
+)
+from pfl_app.rlhf.clients import Preference, prompt_dataset  # noqa: E402
+from pfl_app.rlhf.evaluation import evaluate_policy  # noqa: E402
+from pfl_app.rlhf.grpo import train_policy  # noqa: E402
+from pfl_app.rlhf.preferences import prompts_in  # noqa: E402
+from pfl_app.rlhf.reward_models import load_reward_scorers  # noqa: E402
+
+POLICY_GROUPS = ("lora_A", "lora_B")
+
+
+def _value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=12, help="GRPO steps per client")
+    p.add_argument("--probe", type=int, default=12, help="harmful probe prompts, and as many benign ones")
+    p.add_argument("--learning-rate", type=float, default=5e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="other run-config keys")
+    args = p.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    overrides = dict(kv.split("=", 1) for kv in args.set)
+    cfg = parse_run_config({"model.name": "smollm2-135m-instruct", "method": "rlhf-local",
+                            "train.local-steps": args.steps, "train.learning-rate": args.learning_rate,
+                            "seed": args.seed, **{k: _value(v) for k, v in overrides.items()}})
+    model, tokenizer = build_personalized_model(cfg)
+    initial = get_tensors(model, TENSOR_GROUPS)
+    scorers = load_reward_scorers(cfg.rlhf, cfg.model.cache_dir, cfg.model.name)
+    benign, harmful = prompts_in("heldout")
+    rng = np.random.default_rng(args.seed + 1)
+    hb, bb = rng.permutation(len(harmful)), rng.permutation(len(benign))
+    probe = [harmful[i] for i in hb[:args.probe]] + [benign[i] for i in bb[:args.probe]]
+    harmful_rest, benign_rest = [harmful[i] for i in hb[args.probe:]], [benign[i] for i in bb[args.probe:]]
+    print(f"rlhf: beta {cfg.rlhf.beta}, temperature {cfg.rlhf.sampling_temperature}, "
+          f"{cfg.rlhf.prompts_per_step} x {cfg.rlhf.num_generations} samples per step, "
+          f"learning rate {cfg.train.learning_rate}, {args.steps} steps")
+    print("| model | safety weight | helpfulness | safety | harmful complied | benign refused | KL | train s |")
+    print("|---|---|---|---|---|---|---|---|")
+
+    def score(label: str, preference: Preference, extra: str) -> None:
+        m = evaluate_policy(model, tokenizer, probe, scorers, preference, cfg.rlhf.max_completion_length,
+                            cfg.train.eval_batch_size).metrics
+        print(f"| {label} | {preference.safety:.1f} | {m['helpfulness']:+.3f} | {m['safety']:+.3f} "
+              f"| {m['harmful-compliance']:.2f} | {m['benign-refusal']:.2f} | {extra} |", flush=True)
+
+    score("base", Preference(0.5, 0.5), "- | -")
+    n_train = cfg.rlhf.train_prompts
+    for client, (safety, harmful_share) in enumerate(((0.1, 0.25), (0.9, 0.75))):
+        set_tensors(model, initial)
+        set_trainable(model, POLICY_GROUPS)
+        n_harmful = round(harmful_share * n_train)
+        lo = client * n_train  # each client its own prompts
+        train = harmful_rest[lo:lo + n_harmful] + benign_rest[lo:lo + n_train - n_harmful]
+        preference = Preference(round(1 - safety, 6), safety)
+        torch.manual_seed(args.seed + client)
+        start = time.perf_counter()
+        result = train_policy(model, tokenizer, prompt_dataset(train), scorers, preference, cfg.train, cfg.rlhf,
+                              seed=args.seed + client)
+        score(f"client {client}", preference, f"{result.kl:.3f} | {time.perf_counter() - start:.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
