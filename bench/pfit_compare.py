@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pfl_app.launch import launch, load_scenario  # noqa: E402
+from pfl_app.launch import launch, load_scenario, parse_overrides  # noqa: E402
 from pfl_app.plots import load_run, objective_table, plot_preferences, preference_table, separation_table  # noqa: E402,E501
 
 METHODS = ("pfit", "rlhf-fedavg", "rlhf-local")
@@ -34,6 +34,8 @@ def main() -> int:
     p.add_argument("--steps", type=int, help="override train.local-steps")
     p.add_argument("--seeds", default="0", help="comma-separated seeds, each a full set of runs")
     p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="run-config keys to override in every run (e.g. rlhf.proximal-mu=0.001)")
     p.add_argument("--with-runs", nargs="*", default=[],
                    help="finished runs of the same scenario and first seed to include instead of rerunning "
                         "them (e.g. the default PFIT run)")
@@ -44,6 +46,7 @@ def main() -> int:
 
     scenario = load_scenario(args.scenario)
     common = {"results-dir": args.results_dir}
+    common.update(parse_overrides(args.set))
     if args.rounds:
         common["num-server-rounds"] = args.rounds
     if args.steps:

@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pfl_app.config import parse_run_config  # noqa: E402
+from pfl_app.launch import parse_overrides  # noqa: E402
 from pfl_app.models.personalized import (  # noqa: E402
     TENSOR_GROUPS,
     build_personalized_model,
@@ -41,15 +42,6 @@ from pfl_app.rlhf.reward_models import load_reward_scorers  # noqa: E402
 POLICY_GROUPS = ("lora_A", "lora_B")
 
 
-def _value(text: str):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=12, help="GRPO steps per client")
@@ -60,10 +52,9 @@ def main() -> int:
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    overrides = dict(kv.split("=", 1) for kv in args.set)
     cfg = parse_run_config({"model.name": "smollm2-135m-instruct", "method": "rlhf-local",
                             "train.local-steps": args.steps, "train.learning-rate": args.learning_rate,
-                            "seed": args.seed, **{k: _value(v) for k, v in overrides.items()}})
+                            "seed": args.seed, **parse_overrides(args.set)})
     model, tokenizer = build_personalized_model(cfg)
     initial = get_tensors(model, TENSOR_GROUPS)
     scorers = load_reward_scorers(cfg.rlhf, cfg.model.cache_dir, cfg.model.name)
