@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from statistics import fmean
+from statistics import fmean, stdev
 from typing import Any
 
 import matplotlib
@@ -206,13 +206,18 @@ def separation(run_dir: str | Path) -> dict[str, Any] | None:
     }
 
 
-def _mean_sd(values: list[float], fmt: str) -> str:
+# The RLHF tables give every standard deviation three decimals, whatever the mean's format.
+SD_SPEC = ".3f"
+
+
+def mean_sd(values: list[float], spec: str, sd_spec: str | None = None) -> str:
+    """``mean ± sample standard deviation`` of ``values``, formatted with ``spec`` (the
+    deviation with ``sd_spec`` if given); one value alone, ``-`` for none."""
     if not values:
         return "-"
     if len(values) == 1:
-        return format(values[0], fmt)
-    sd = (sum((v - fmean(values)) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{format(fmean(values), fmt)} ± {sd:.3f}"
+        return format(values[0], spec)
+    return f"{format(fmean(values), spec)} ± {format(stdev(values), sd_spec or spec)}"
 
 
 def separation_table(groups: dict[str, list[str | Path]]) -> str:
@@ -226,9 +231,9 @@ def separation_table(groups: dict[str, list[str | Path]]) -> str:
             continue
         weights = "{:.2f} vs {:.2f}".format(*seps[0]["safety_weights"])
         differ = [s["answers_differ"] for s in seps if s["answers_differ"] is not None]
-        lines.append(f"| {label} | {len(seps)} | {weights} | {_mean_sd([s['safety_gap'] for s in seps], '+.3f')} "
-                     f"| {_mean_sd([s['helpfulness_gap'] for s in seps], '+.3f')} "
-                     f"| {_mean_sd([s['compliance_gap'] for s in seps], '+.2f')} | {_mean_sd(differ, '.2f')} |")
+        cells = [mean_sd([s[key] for s in seps], spec, SD_SPEC) for key, spec in
+                 (("safety_gap", "+.3f"), ("helpfulness_gap", "+.3f"), ("compliance_gap", "+.2f"))]
+        lines.append(f"| {label} | {len(seps)} | {weights} | {' | '.join(cells)} | {mean_sd(differ, '.2f', SD_SPEC)} |")
     return "\n".join(lines)
 
 
@@ -258,7 +263,7 @@ def objective_table(groups: dict[str, list[str | Path]]) -> str:
                      for k in ("objective", "harmful_compliance", "benign_refusal")}
             name = "base model" if model == "base" else label
             shown = "-" if model == "base" else model + (" (delivered)" if model == delivered else "")
-            lines.append(f"| {name} | {shown} | {len(per_run)} | {_mean_sd(means['objective'], '+.3f')} "
-                         f"| {_mean_sd(means['harmful_compliance'], '.2f')} "
-                         f"| {_mean_sd(means['benign_refusal'], '.2f')} |")
+            cells = [mean_sd(means[key], spec, SD_SPEC) for key, spec in
+                     (("objective", "+.3f"), ("harmful_compliance", ".2f"), ("benign_refusal", ".2f"))]
+            lines.append(f"| {name} | {shown} | {len(per_run)} | {' | '.join(cells)} |")
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
-from statistics import fmean, stdev
+from statistics import fmean
 
 import matplotlib
 
@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .config import RLHF_METHODS  # noqa: E402
 from .plots import (  # noqa: E402
     load_run,
+    mean_sd,
     objective_table,
     plot_preferences,
     preference_table,
@@ -27,13 +28,13 @@ from .plots import (  # noqa: E402
 )
 
 COLUMNS = (
-    ("personalized_accuracy_mean", "personalized acc", 1.0, "{:.3f}"),
-    ("global_accuracy_mean", "global acc", 1.0, "{:.3f}"),
-    ("uplink_bytes_total", "uplink (MB)", 1e-6, "{:.1f}"),
-    ("simulated_time_s_total", "time on air (s)", 1.0, "{:.1f}"),
-    ("energy_j_total", "energy (J)", 1.0, "{:.0f}"),
-    ("updates_lost", "updates lost", 1.0, "{:.1f}"),
-    ("wall_time_s", "wall (s)", 1.0, "{:.0f}"),
+    ("personalized_accuracy_mean", "personalized acc", 1.0, ".3f"),
+    ("global_accuracy_mean", "global acc", 1.0, ".3f"),
+    ("uplink_bytes_total", "uplink (MB)", 1e-6, ".1f"),
+    ("simulated_time_s_total", "time on air (s)", 1.0, ".1f"),
+    ("energy_j_total", "energy (J)", 1.0, ".0f"),
+    ("updates_lost", "updates lost", 1.0, ".1f"),
+    ("wall_time_s", "wall (s)", 1.0, ".0f"),
 )
 
 
@@ -58,13 +59,8 @@ def collect(results_dir: str | Path) -> dict[tuple[str, str, str], list[Path]]:
     return dict(groups)
 
 
-def _cell(values: list[float], scale: float, fmt: str) -> str:
-    values = [v * scale for v in values if isinstance(v, (int, float))]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return fmt.format(values[0])
-    return f"{fmt.format(fmean(values))} ± {fmt.format(stdev(values))}"
+def _cell(values: list[float], scale: float, spec: str) -> str:
+    return mean_sd([v * scale for v in values if isinstance(v, (int, float))], spec)
 
 
 def markdown_table(groups: dict[tuple[str, str, str], list[Path]]) -> str:
