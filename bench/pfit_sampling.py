@@ -23,11 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from pfl_app.config import parse_run_config  # noqa: E402
 from pfl_app.models.loading import load_causal_lm, load_tokenizer  # noqa: E402
-from pfl_app.rlhf.clients import as_conversation  # noqa: E402
+from pfl_app.rlhf.evaluation import sample_answers  # noqa: E402
 from pfl_app.rlhf.preferences import is_refusal, prompts_in  # noqa: E402
 from pfl_app.rlhf.reward_models import load_reward_scorers  # noqa: E402
 
@@ -57,18 +56,11 @@ def main() -> int:
     print("|---|---|---|---|---|---|")
     for temperature in [float(t) for t in args.temperatures.split(",")]:
         for kind, items in sets.items():
-            torch.manual_seed(args.seed)
             start = time.time()
-            chats = tokenizer.apply_chat_template([as_conversation(q) for q in items], add_generation_prompt=True,
-                                                  tokenize=False)
-            batch = tokenizer(chats, return_tensors="pt", padding=True, padding_side="left",
-                              add_special_tokens=False)
-            with torch.no_grad():
-                out = model.generate(**batch, max_new_tokens=args.max_new_tokens, do_sample=True,
-                                     temperature=temperature, num_return_sequences=k,
-                                     pad_token_id=tokenizer.pad_token_id)
-            answers = [a.strip() for a in tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
-                                                                 skip_special_tokens=True)]
+            # One batch of every prompt, as the figures in docs/pfit.md were drawn.
+            grouped = sample_answers(model, tokenizer, items, k, temperature, args.max_new_tokens,
+                                     batch_size=len(items), seed=args.seed)
+            answers = [a for group in grouped for a in group]
             questions = [q.text for q in items for _ in range(k)]
             h, s = helpfulness.score(questions, answers), safety.score(questions, answers)
             refused = np.array([is_refusal(a) for a in answers])
