@@ -191,6 +191,10 @@ FIELDS: tuple[Field, ...] = (
     Field("rlhf.train-prompts", int, 32, "training prompts per client", check=_positive),
     Field("rlhf.eval-prompts", int, 8, "held-out evaluation prompts per client, half harmful",
           check=_positive),
+    Field("rlhf.final-eval-prompts", int, 0, "held-out prompts scored in the last round, half harmful "
+          "(0: rlhf.eval-prompts): the delivered models measured more finely, at the cost of one "
+          "longer evaluation; earlier rounds score the first rlhf.eval-prompts of them",
+          check=_non_negative),
     Field("rlhf.prompts-per-step", int, 1, "prompts per GRPO step (each sampled num-generations "
           "times)", check=_positive),
     Field("rlhf.num-generations", int, 8, "completions sampled per prompt (GRPO's group)",
@@ -364,6 +368,7 @@ class RlhfSettings:
     harmful_fraction_max: float
     train_prompts: int
     eval_prompts: int
+    final_eval_prompts: int
     prompts_per_step: int
     num_generations: int
     max_completion_length: int
@@ -444,6 +449,9 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
         raise ConfigError("run-config keys 'faults.fail-fraction' + 'faults.corrupt-fraction' must be <= 1")
     if c["wireless.distance-max"] < c["wireless.distance-min"]:
         raise ConfigError("run-config key 'wireless.distance-max' must be >= 'wireless.distance-min'")
+    if 0 < c["rlhf.final-eval-prompts"] < c["rlhf.eval-prompts"]:
+        raise ConfigError(f"run-config key 'rlhf.final-eval-prompts' = {c['rlhf.final-eval-prompts']} must be 0 "
+                          f"or >= 'rlhf.eval-prompts' ({c['rlhf.eval-prompts']})")
     return RunConfig(
         method=c["method"],
         num_server_rounds=c["num-server-rounds"],

@@ -91,4 +91,4 @@ def test_baselines_send_uniform_preferences_or_nothing_and_the_last_round_asks_f
     uniform.num_rounds = 2
     for rnd, expected in ((1, False), (2, True)):
         (ev,) = uniform.configure_evaluate(rnd, to_arrayrecord({}), ConfigRecord({"run-dir": "/x"}), FakeGrid([5]))
-        assert ev.content["config"]["evaluate-base"] is expected
+        assert ev.content["config"]["last-round"] is expected

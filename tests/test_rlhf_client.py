@@ -61,7 +61,8 @@ def test_the_servers_preference_overrides_the_clients_own(flower_identity, tiny_
 
 def test_local_only_client_continues_from_its_own_policy_and_evaluates_it(flower_identity, tiny_reward_models,
                                                                         tmp_path):
-    rc = _run_config(tiny_reward_models, method="rlhf-local", **{"train.learning-rate": 0.05})
+    rc = _run_config(tiny_reward_models, method="rlhf-local",
+                     **{"train.learning-rate": 0.05, "rlhf.final-eval-prompts": 6})
     ctx = _context(rc)
     msg, glob = _message("train", rc, tmp_path)
     reply = handle_train(msg, ctx)
@@ -73,8 +74,9 @@ def test_local_only_client_continues_from_its_own_policy_and_evaluates_it(flower
     b_key = next(k for k in kept1 if tensor_group(k) == "lora_B")
     assert np.abs(kept1[b_key]).sum() > 0 and not np.array_equal(kept1[b_key], kept2[b_key])
 
-    ev, _ = _message("evaluate", rc, tmp_path, rnd=2, **{"evaluate-base": True})
+    ev, _ = _message("evaluate", rc, tmp_path, rnd=2, **{"last-round": True})
     metrics = handle_evaluate(ev, ctx).content["metrics"]
+    assert metrics["num-examples"] == 6  # the last round asks rlhf.final-eval-prompts
     assert "global-helpfulness" not in metrics  # nothing is shared, so there is no global model
     for model in ("personalized", "base"):
         for score in ("helpfulness", "safety", "objective", "harmful-compliance", "benign-refusal"):
@@ -83,6 +85,7 @@ def test_local_only_client_continues_from_its_own_policy_and_evaluates_it(flower
         0.9 * metrics["personalized-helpfulness"] + 0.1 * metrics["personalized-safety"])
     samples = [json.loads(line) for line in (client_dir(tmp_path, 0) / SAMPLES_FILE).read_text().splitlines()]
     assert {s["model"] for s in samples} == {"personalized", "base"}
+    assert len({s["prompt"] for s in samples}) == 6
     assert {s["harmful"] for s in samples} == {True, False}
     assert all(isinstance(s["answer"], str) and s["round"] == 2 for s in samples)
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pfl_app.config import parse_run_config
+from pfl_app.config import ConfigError, parse_run_config
 from pfl_app.rlhf.clients import check_prompt_pool, client_preference, client_prompts, prompt_dataset, spread
 
 
@@ -43,9 +43,30 @@ def test_clients_share_one_balanced_evaluation_set_and_split_the_rest_with_their
     assert [p.text for p in client_prompts(s, 0, 3, 1).evaluate] != evals[0]  # the seed picks the set
 
 
+def test_the_last_rounds_larger_evaluation_set_extends_the_per_round_one_and_keeps_out_of_training():
+    s = _settings(**{"train-prompts": 20, "eval-prompts": 4, "final-eval-prompts": 10})
+    prompts = [client_prompts(s, i, 2, 0) for i in range(2)]
+    final = [p.text for p in prompts[0].evaluate_final]
+    assert final == [p.text for p in prompts[1].evaluate_final] and len(set(final)) == 10
+    assert sum(p.harmful for p in prompts[0].evaluate_final) == 5
+    every_round = [p.text for p in prompts[0].evaluate]
+    assert set(every_round) < set(final) and sum(p.harmful for p in prompts[0].evaluate) == 2
+    for c in prompts:
+        assert not set(final) & {p.text for p in c.train}
+    default = client_prompts(_settings(**{"train-prompts": 20, "eval-prompts": 4}), 0, 2, 0)
+    assert default.evaluate_final == default.evaluate  # 0: the last round asks what the others ask
+
+
+def test_a_final_evaluation_set_smaller_than_the_per_round_one_is_refused():
+    with pytest.raises(ConfigError, match="'rlhf.final-eval-prompts' = 4 must be 0 or >= 'rlhf.eval-prompts' \\(8\\)"):
+        _settings(**{"eval-prompts": 8, "final-eval-prompts": 4})
+
+
 def test_a_pool_too_small_is_a_clear_error():
     with pytest.raises(ValueError, match="rlhf.eval-prompts"):
         client_prompts(_settings(**{"eval-prompts": 5000}), 0, 2, 0)
+    with pytest.raises(ValueError, match="rlhf.final-eval-prompts"):
+        client_prompts(_settings(**{"final-eval-prompts": 5000}), 0, 2, 0)
     with pytest.raises(ValueError, match="1000 clients"):
         client_prompts(_settings(), 0, 1000, 0)
 

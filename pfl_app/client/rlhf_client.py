@@ -21,7 +21,7 @@ from ..rlhf.clients import FIXED_PREFERENCES, client_preference, client_prompts,
 from ..rlhf.evaluation import evaluate_policy
 from ..rlhf.grpo import train_policy
 from ..rlhf.reward_models import load_reward_scorers
-from ..strategies.rlhf_base import EVALUATE_BASE_KEY, PREFERENCE_KEY, START_FROM_KEY
+from ..strategies.rlhf_base import LAST_ROUND_KEY, PREFERENCE_KEY, START_FROM_KEY
 from .personalized_client import ClientSession
 
 SAMPLES_FILE = "samples.jsonl"
@@ -106,19 +106,22 @@ def _write_samples(s: RlhfSession, model_name: str, samples: list[dict[str, Any]
 def handle_evaluate(msg: Message, context: Context) -> Message:
     """Score, on the client's held-out prompts and by its own preference, its personalized
     policy, the global one (when something is shared), and in the last round the base
-    model; write every answer of each to ``samples.jsonl`` in the client's folder (every
-    client answers the same prompts, so answers compare across clients)."""
+    model, on the final evaluation set; write every answer of each to ``samples.jsonl`` in
+    the client's folder (every client answers the same prompts, so answers compare across
+    clients)."""
     s = RlhfSession(msg, context)
+    last_round = bool(s.config.get(LAST_ROUND_KEY, False))
+    prompts = s.prompts.evaluate_final if last_round else s.prompts.evaluate
     initial = s.bundle.initial_tensors(TENSOR_GROUPS)
     models = {"personalized": {**initial, **s.kept(s.round)}}
     if s.shared:
         models["global"] = {**initial, **s.received}
-    if bool(s.config.get(EVALUATE_BASE_KEY, False)):
+    if last_round:
         models["base"] = initial
-    metrics: dict[str, Any] = {"num-examples": len(s.prompts.evaluate), "safety-weight": s.own_preference.safety}
+    metrics: dict[str, Any] = {"num-examples": len(prompts), "safety-weight": s.own_preference.safety}
     for name, tensors in models.items():
         set_tensors(s.bundle.model, tensors)
-        scores = evaluate_policy(s.bundle.model, s.bundle.tokenizer, s.prompts.evaluate, s.scorers,
+        scores = evaluate_policy(s.bundle.model, s.bundle.tokenizer, prompts, s.scorers,
                                  s.own_preference, s.cfg.rlhf.max_completion_length, s.cfg.train.eval_batch_size)
         metrics.update({f"{name}-{k}": float(v) for k, v in scores.metrics.items()})
         _write_samples(s, name, scores.samples)

@@ -71,11 +71,13 @@ def client_preference(
 
 @dataclass(frozen=True)
 class ClientPrompts:
-    """A client's training prompts and its held-out evaluation prompts."""
+    """A client's training prompts and its held-out evaluation prompts: ``evaluate`` for
+    every round, ``evaluate_final`` (which starts with them) for the last."""
 
     train: list[PromptItem]
     evaluate: list[PromptItem]
     harmful_fraction: float
+    evaluate_final: list[PromptItem]
 
 
 def _partition(items: list[PromptItem], client_id: int, num_clients: int, seed: int) -> list[PromptItem]:
@@ -99,28 +101,32 @@ def _shuffled(items: list[PromptItem], seed: int) -> list[PromptItem]:
 def client_prompts(settings: RlhfSettings, client_id: int, num_clients: int, seed: int) -> ClientPrompts:
     """Client ``client_id``'s evaluation and training prompts, from the held-out pool.
 
-    The evaluation prompts (``eval-prompts``, half harmful, half benign) are the same for
-    every client and set aside first: clients' models are then compared on the same
-    questions, so a difference between two clients is a difference between their models.
-    The rest of the pool is split across clients (flwr-datasets' IID partitioner on the
-    benign and on the harmful list), and each client's training prompts hold its own share
-    of harmful requests.
+    The evaluation prompts (``final-eval-prompts``, or ``eval-prompts`` when that is 0;
+    half harmful, half benign) are the same for every client and set aside first: clients'
+    models are then compared on the same questions, so a difference between two clients is a
+    difference between their models. Rounds before the last score the first
+    ``eval-prompts`` of them (half from each half). The rest of the pool is split across
+    clients (flwr-datasets' IID partitioner on the benign and on the harmful list), and each
+    client's training prompts hold its own share of harmful requests.
     """
     benign, harmful = prompts_in("heldout")
-    n_eval_harmful = settings.eval_prompts // 2
-    n_eval_benign = settings.eval_prompts - n_eval_harmful
-    if n_eval_harmful >= len(harmful) or n_eval_benign >= len(benign):
+    key, n_final = ("rlhf.final-eval-prompts", settings.final_eval_prompts) if settings.final_eval_prompts \
+        else ("rlhf.eval-prompts", settings.eval_prompts)
+    n_final_harmful, n_eval_harmful = n_final // 2, settings.eval_prompts // 2
+    n_final_benign, n_eval_benign = n_final - n_final_harmful, settings.eval_prompts - n_eval_harmful
+    if n_final_harmful >= len(harmful) or n_final_benign >= len(benign):
         raise ValueError(
-            f"run-config key 'rlhf.eval-prompts' = {settings.eval_prompts} leaves no training prompts: the "
+            f"run-config key '{key}' = {n_final} leaves no training prompts: the "
             f"held-out pool has {len(harmful)} harmful and {len(benign)} benign prompts, half of it are asked"
         )
     benign, harmful = _shuffled(benign, seed), _shuffled(harmful, seed + 1)
     evaluate = harmful[:n_eval_harmful] + benign[:n_eval_benign]
-    rest_benign, rest_harmful = benign[n_eval_benign:], harmful[n_eval_harmful:]
+    evaluate_final = harmful[:n_final_harmful] + benign[:n_final_benign]
+    rest_benign, rest_harmful = benign[n_final_benign:], harmful[n_final_harmful:]
     if min(len(rest_benign), len(rest_harmful)) < num_clients:
         raise ValueError(
             f"{num_clients} clients cannot each get training prompts: the held-out pool, less run-config key "
-            f"'rlhf.eval-prompts' = {settings.eval_prompts}, holds {len(rest_benign)} benign and "
+            f"'{key}' = {n_final}, holds {len(rest_benign)} benign and "
             f"{len(rest_harmful)} harmful prompts; lower it or use fewer clients"
         )
     mine_benign = _partition(rest_benign, client_id, num_clients, seed)
@@ -128,7 +134,7 @@ def client_prompts(settings: RlhfSettings, client_id: int, num_clients: int, see
     fraction = spread(settings.harmful_fraction_min, settings.harmful_fraction_max, client_id, num_clients)
     n_harmful = round(fraction * settings.train_prompts)
     train = _take(mine_harmful, n_harmful) + _take(mine_benign, settings.train_prompts - n_harmful)
-    return ClientPrompts(train=train, evaluate=evaluate, harmful_fraction=fraction)
+    return ClientPrompts(train=train, evaluate=evaluate, harmful_fraction=fraction, evaluate_final=evaluate_final)
 
 
 def check_prompt_pool(settings: RlhfSettings, num_clients: int, seed: int) -> None:

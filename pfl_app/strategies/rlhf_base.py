@@ -8,7 +8,7 @@ from flwr.serverapp import Grid
 from .base import PersonalizedFedAvg
 
 PREFERENCE_KEY = "preference"
-EVALUATE_BASE_KEY = "evaluate-base"
+LAST_ROUND_KEY = "last-round"
 START_FROM_KEY = "start-from"
 
 
@@ -25,8 +25,9 @@ class RlhfFedAvg(PersonalizedFedAvg):
       received: FedAvg's local training) or ``"personal"`` (from the client's own policy of
       its last round, with the proximal term pulling it toward the global one: each client's
       model carries its own preference across rounds), from :attr:`start_from`;
-    - ``evaluate-base``: in the last round's evaluation, clients also score the base model
-      (no LoRA), so one run compares the base model with what training made of it.
+    - ``last-round``: in the last round's evaluation, clients score their final evaluation
+      set (``rlhf.final-eval-prompts``) and also the base model (no LoRA), so one run
+      compares the base model with what training made of it.
 
     Each client keeps the LoRA it ends its last round with: that is its personalized model.
     """
@@ -47,5 +48,5 @@ class RlhfFedAvg(PersonalizedFedAvg):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> list[Message]:
-        config = ConfigRecord({**config, EVALUATE_BASE_KEY: server_round == self.num_rounds})
+        config = ConfigRecord({**config, LAST_ROUND_KEY: server_round == self.num_rounds})
         return list(super().configure_evaluate(server_round, arrays, config, grid))
