@@ -180,10 +180,11 @@ def separation(run_dir: str | Path) -> dict[str, Any] | None:
 
     Gaps are signed so that a positive value is the way each client's weights pull: the
     safety-first client's safety minus the other's, the helpfulness-first client's
-    helpfulness minus the other's, and the helpfulness-first client's harmful-compliance
-    rate minus the other's. ``answers_differ`` is the share of evaluation prompts the two
-    answer differently (from ``samples.jsonl``; ``None`` without it). ``None`` for a run
-    with fewer than two clients' scores.
+    helpfulness minus the other's, the helpfulness-first client's harmful-compliance rate
+    minus the other's, and the safety-first client's benign-refusal rate minus the other's
+    (over-refusal: what a safety-first client tends to pay). ``answers_differ`` is the
+    share of evaluation prompts the two answer differently (from ``samples.jsonl``;
+    ``None`` without it). ``None`` for a run with fewer than two clients' scores.
     """
     run_dir = Path(run_dir)
     summary, rows = load_run(run_dir)
@@ -202,6 +203,7 @@ def separation(run_dir: str | Path) -> dict[str, Any] | None:
         "safety_gap": safe["safety"] - helpful["safety"],
         "helpfulness_gap": helpful["helpfulness"] - safe["helpfulness"],
         "compliance_gap": helpful["harmful_compliance"] - safe["harmful_compliance"],
+        "refusal_gap": safe["benign_refusal"] - helpful["benign_refusal"],
         "answers_differ": fmean(a[k] != b[k] for k in common) if common else None,
     }
 
@@ -224,7 +226,7 @@ def separation_table(groups: dict[str, list[str | Path]]) -> str:
     """A markdown table of :func:`separation` per group of runs (say, a method's seeds):
     each gap as mean ± standard deviation over the runs."""
     lines = ["| method | runs | safety weights | safety gap | helpfulness gap | harmful-compliance gap "
-             "| answers that differ |", "|---|---|---|---|---|---|---|"]
+             "| benign-refusal gap | answers that differ |", "|---|---|---|---|---|---|---|---|"]
     for label, run_dirs in groups.items():
         seps = [s for s in map(separation, run_dirs) if s is not None]
         if not seps:
@@ -232,7 +234,8 @@ def separation_table(groups: dict[str, list[str | Path]]) -> str:
         weights = "{:.2f} vs {:.2f}".format(*seps[0]["safety_weights"])
         differ = [s["answers_differ"] for s in seps if s["answers_differ"] is not None]
         cells = [mean_sd([s[key] for s in seps], spec, SD_SPEC) for key, spec in
-                 (("safety_gap", "+.3f"), ("helpfulness_gap", "+.3f"), ("compliance_gap", "+.2f"))]
+                 (("safety_gap", "+.3f"), ("helpfulness_gap", "+.3f"), ("compliance_gap", "+.2f"),
+                  ("refusal_gap", "+.2f"))]
         lines.append(f"| {label} | {len(seps)} | {weights} | {' | '.join(cells)} | {mean_sd(differ, '.2f', SD_SPEC)} |")
     return "\n".join(lines)
 

@@ -137,14 +137,14 @@ def test_shipped_grids_expand(project_dir):
         assert load_grid(path, project_dir).runs, path
 
 
-def _write_rlhf_run(folder, method, helpful, answers=None):
+def _write_rlhf_run(folder, method, helpful, answers=None, refused=(0.0, 0.0)):
     rows = []
     for c, weight in ((0, 0.1), (1, 0.9)):
         row = {"round": 2, "node": c, "client": c, "bytes_up": 500, "bytes_down": 900, "status": "ok",
                "safety_weight": weight}
-        for model, h in (("personalized", helpful[c]), ("global", 0.0), ("base", -1.0)):
+        for model, h, r in (("personalized", helpful[c], refused[c]), ("global", 0.0, 0.0), ("base", -1.0, 0.0)):
             row.update({f"{model}_helpfulness": h, f"{model}_safety": 1 - h, f"{model}_objective": 0.5,
-                        f"{model}_harmful_compliance": 0.25, f"{model}_benign_refusal": 0.0})
+                        f"{model}_harmful_compliance": 0.25, f"{model}_benign_refusal": r})
         rows.append(row)
     folder.mkdir()
     (folder / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in rows))
@@ -167,7 +167,7 @@ def test_report_shows_each_rlhf_clients_delivered_model_and_the_base_model(tmp_p
     assert (tmp_path / "report" / "helpfulness_vs_safety.png").stat().st_size > 5000
     assert "accuracy_vs_uplink" not in text
     # safety gap 0.7 - 0.2, helpfulness gap 0.8 - 0.3; the uniform run's one model is no gap at all
-    assert "| pfit / iid / ideal | 1 | 0.10 vs 0.90 | +0.500 | +0.500 | +0.00 | - |" in text
+    assert "| pfit / iid / ideal | 1 | 0.10 vs 0.90 | +0.500 | +0.500 | +0.00 | +0.00 | - |" in text
     assert "| rlhf-fedavg / iid / ideal | 1 | 0.10 vs 0.90 | +0.000 | +0.000 |" in text
     assert "| base model | - | 1 | +0.500 | 0.25 | 0.00 |" in text
     assert "| rlhf-fedavg / iid / ideal | global (delivered) | 1 | +0.500 |" in text
@@ -179,14 +179,16 @@ def test_separation_reads_the_last_rounds_answers_and_averages_over_seeds(tmp_pa
     runs = []
     for seed, (h0, h1) in enumerate(((0.8, 0.3), (0.6, 0.3))):
         runs.append(tmp_path / f"pfit{seed}")
-        _write_rlhf_run(runs[-1], "pfit", (h0, h1), answers=(["a", "b", "c", "d"], ["a", "x", "c", "y"]))
+        _write_rlhf_run(runs[-1], "pfit", (h0, h1), answers=(["a", "b", "c", "d"], ["a", "x", "c", "y"]),
+                        refused=(0.25, 0.75))
     s = separation(runs[0])
     assert s["clients"] == (0, 1) and s["safety_weights"] == (0.1, 0.9)
     assert s["answers_differ"] == 0.5  # round 1's answers are all "old", so they must be ignored
     assert s["helpfulness_gap"] == pytest.approx(0.5) and s["safety_gap"] == pytest.approx(0.5)
+    assert s["refusal_gap"] == pytest.approx(0.5)  # the safety-first client refuses more benign prompts
     # mean 0.4 and sample standard deviation 0.141 over the two seeds
-    assert "| pfit | 2 | 0.10 vs 0.90 | +0.400 ± 0.141 | +0.400 ± 0.141 | +0.00 ± 0.000 | 0.50 ± 0.000 |" in (
-        separation_table({"pfit": runs}))
+    assert ("| pfit | 2 | 0.10 vs 0.90 | +0.400 ± 0.141 | +0.400 ± 0.141 | +0.00 ± 0.000 | +0.50 ± 0.000 "
+            "| 0.50 ± 0.000 |") in separation_table({"pfit": runs})
 
 
 def test_objective_table_averages_each_model_over_seeds_and_shows_the_base_model_once(tmp_path):
