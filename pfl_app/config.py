@@ -193,7 +193,7 @@ FIELDS: tuple[Field, ...] = (
           check=_positive),
     Field("rlhf.final-eval-prompts", int, 0, "held-out prompts scored in the last round, half harmful "
           "(0: rlhf.eval-prompts): the delivered models measured more finely, at the cost of one "
-          "longer evaluation; earlier rounds score the first rlhf.eval-prompts of them",
+          "longer evaluation; earlier rounds score rlhf.eval-prompts of them (half from each half)",
           check=_non_negative),
     Field("rlhf.prompts-per-step", int, 1, "prompts per GRPO step (each sampled num-generations "
           "times)", check=_positive),

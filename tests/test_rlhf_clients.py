@@ -44,7 +44,9 @@ def test_clients_share_one_balanced_evaluation_set_and_split_the_rest_with_their
 
 
 def test_the_last_rounds_larger_evaluation_set_extends_the_per_round_one_and_keeps_out_of_training():
-    s = _settings(**{"train-prompts": 20, "eval-prompts": 4, "final-eval-prompts": 10})
+    # 2000 training prompts cycle through each client's whole share of the pool, so a final
+    # prompt left in the pool would show up in training.
+    s = _settings(**{"train-prompts": 2000, "eval-prompts": 4, "final-eval-prompts": 10})
     prompts = [client_prompts(s, i, 2, 0) for i in range(2)]
     final = [p.text for p in prompts[0].evaluate_final]
     assert final == [p.text for p in prompts[1].evaluate_final] and len(set(final)) == 10

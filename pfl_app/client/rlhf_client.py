@@ -105,10 +105,10 @@ def _write_samples(s: RlhfSession, model_name: str, samples: list[dict[str, Any]
 
 def handle_evaluate(msg: Message, context: Context) -> Message:
     """Score, on the client's held-out prompts and by its own preference, its personalized
-    policy, the global one (when something is shared), and in the last round the base
-    model, on the final evaluation set; write every answer of each to ``samples.jsonl`` in
-    the client's folder (every client answers the same prompts, so answers compare across
-    clients)."""
+    policy and the global one (when something is shared); in the last round every model is
+    scored on the final evaluation set, and the base model is added. Write every answer of
+    each to ``samples.jsonl`` in the client's folder (every client answers the same prompts,
+    so answers compare across clients)."""
     s = RlhfSession(msg, context)
     last_round = bool(s.config.get(LAST_ROUND_KEY, False))
     prompts = s.prompts.evaluate_final if last_round else s.prompts.evaluate

@@ -72,7 +72,8 @@ def client_preference(
 @dataclass(frozen=True)
 class ClientPrompts:
     """A client's training prompts and its held-out evaluation prompts: ``evaluate`` for
-    every round, ``evaluate_final`` (which starts with them) for the last."""
+    every round, ``evaluate_final`` (which holds them: the first of its harmful and of its
+    benign prompts) for the last."""
 
     train: list[PromptItem]
     evaluate: list[PromptItem]

@@ -16,7 +16,7 @@ class RlhfFedAvg(PersonalizedFedAvg):
     """Clients run GRPO on their prompts, rewarded by a mix of the helpfulness and safety
     reward models (see :mod:`pfl_app.rlhf`); the policy's LoRA is what trains and travels.
 
-    Two message-config entries steer the clients:
+    Three message-config entries steer the clients:
 
     - ``preference``: ``"own"`` (each client mixes the rewards with its own weights),
       ``"uniform"`` (every client weights both 0.5) or ``"helpfulness"`` (the helpfulness
