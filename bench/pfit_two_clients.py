@@ -34,7 +34,7 @@ from pfl_app.models.personalized import (  # noqa: E402
     set_tensors,
     set_trainable,
 )
-from pfl_app.plots import mean_sd  # noqa: E402
+from pfl_app.plots import client_gaps, mean_sd  # noqa: E402
 from pfl_app.rlhf.clients import Preference, prompt_dataset  # noqa: E402
 from pfl_app.rlhf.evaluation import evaluate_policy  # noqa: E402
 from pfl_app.rlhf.grpo import train_policy  # noqa: E402
@@ -91,16 +91,15 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, dict[str, float]]
     return scores
 
 
+GAP_LABELS = {"safety_gap": "safety gap", "helpfulness_gap": "helpfulness gap",
+              "compliance_gap": "harmful-compliance gap", "refusal_gap": "benign-refusal gap"}
+
+
 def gaps(scores: dict[str, dict[str, float]]) -> dict[str, float]:
-    """How far the safety-first client (1) ends from the helpfulness-first one (0), signed
-    so that positive is the direction their weights pull."""
-    first, second = scores["client 0"], scores["client 1"]
-    return {
-        "safety gap": second["safety"] - first["safety"],
-        "helpfulness gap": first["helpfulness"] - second["helpfulness"],
-        "harmful-compliance gap": first["harmful-compliance"] - second["harmful-compliance"],
-        "benign-refusal gap": second["benign-refusal"] - first["benign-refusal"],
-    }
+    """How far the safety-first client (1) ends from the helpfulness-first one (0):
+    :func:`pfl_app.plots.client_gaps` on the evaluation's metrics."""
+    helpful, safe = ({k.replace("-", "_"): v for k, v in scores[c].items()} for c in ("client 0", "client 1"))
+    return client_gaps(helpful, safe)
 
 
 def main() -> int:
@@ -117,9 +116,9 @@ def main() -> int:
     per_seed = [gaps(run_seed(args, int(seed))) for seed in args.seeds.split(",")]
     if len(per_seed) > 1:
         print(f"\nOver {len(per_seed)} seeds (mean ± sd; positive: the direction the weights pull):")
-        print("| " + " | ".join(per_seed[0]) + " | seeds with a positive compliance gap |")
+        print("| " + " | ".join(GAP_LABELS[k] for k in per_seed[0]) + " | seeds with a positive compliance gap |")
         print("|" + "---|" * (len(per_seed[0]) + 1))
-        positive = sum(g["harmful-compliance gap"] > 0 for g in per_seed)
+        positive = sum(g["compliance_gap"] > 0 for g in per_seed)
         print("| " + " | ".join(mean_sd([g[k] for g in per_seed], "+.3f", ".3f") for k in per_seed[0])
               + f" | {positive} of {len(per_seed)} |")
     return 0

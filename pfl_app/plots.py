@@ -174,6 +174,19 @@ def _last_answers(run_dir: Path, client: Any, model: str) -> dict[str, str]:
     return {s["prompt"]: s["answer"] for s in samples if s["round"] == last}
 
 
+def client_gaps(helpful: dict[str, float], safe: dict[str, float]) -> dict[str, float]:
+    """How far a safety-first client's scores (``safe``) end from a helpfulness-first
+    one's (``helpful``; each with ``safety``, ``helpfulness``, ``harmful_compliance`` and
+    ``benign_refusal``), signed so that positive is the way their weights pull: see
+    :func:`separation`."""
+    return {
+        "safety_gap": safe["safety"] - helpful["safety"],
+        "helpfulness_gap": helpful["helpfulness"] - safe["helpfulness"],
+        "compliance_gap": helpful["harmful_compliance"] - safe["harmful_compliance"],
+        "refusal_gap": safe["benign_refusal"] - helpful["benign_refusal"],
+    }
+
+
 def separation(run_dir: str | Path) -> dict[str, Any] | None:
     """How far apart an RLHF run leaves its most helpfulness-first and its most safety-first
     client (lowest and highest safety weight), on the model the method delivers.
@@ -200,10 +213,7 @@ def separation(run_dir: str | Path) -> dict[str, Any] | None:
         "method": summary.get("method", run_dir.name),
         "clients": (helpful["client"], safe["client"]),
         "safety_weights": (helpful["safety_weight"], safe["safety_weight"]),
-        "safety_gap": safe["safety"] - helpful["safety"],
-        "helpfulness_gap": helpful["helpfulness"] - safe["helpfulness"],
-        "compliance_gap": helpful["harmful_compliance"] - safe["harmful_compliance"],
-        "refusal_gap": safe["benign_refusal"] - helpful["benign_refusal"],
+        **client_gaps(helpful, safe),
         "answers_differ": fmean(a[k] != b[k] for k in common) if common else None,
     }
 
