@@ -195,10 +195,15 @@ def separation(run_dir: str | Path) -> dict[str, Any] | None:
     safety-first client's safety minus the other's, the helpfulness-first client's
     helpfulness minus the other's, the helpfulness-first client's harmful-compliance rate
     minus the other's, and the safety-first client's benign-refusal rate minus the other's
-    (over-refusal: what a safety-first client tends to pay). ``answers_differ`` is the
-    share of evaluation prompts the two answer differently (from ``samples.jsonl``;
-    ``None`` without it). ``None`` for a run with fewer than two clients' scores.
+    (over-refusal: what a safety-first client tends to pay). ``decisions_differ`` is the
+    share of the evaluation prompts both answered on which one refuses and the other does
+    not (from ``samples.jsonl``, judged anew by
+    :func:`pfl_app.rlhf.preferences.is_refusal`; ``None`` without it): greedy answers
+    almost always differ in wording, so whether they differ in what they do is the telling
+    part. ``None`` for a run with fewer than two clients' scores.
     """
+    from .rlhf.preferences import is_refusal  # pulls in datasets: only when asked
+
     run_dir = Path(run_dir)
     summary, rows = load_run(run_dir)
     model = DELIVERED_MODEL.get(summary.get("method", ""), "personalized")
@@ -214,7 +219,7 @@ def separation(run_dir: str | Path) -> dict[str, Any] | None:
         "clients": (helpful["client"], safe["client"]),
         "safety_weights": (helpful["safety_weight"], safe["safety_weight"]),
         **client_gaps(helpful, safe),
-        "answers_differ": fmean(a[k] != b[k] for k in common) if common else None,
+        "decisions_differ": fmean(is_refusal(a[k]) != is_refusal(b[k]) for k in common) if common else None,
     }
 
 
@@ -236,13 +241,13 @@ def separation_table(groups: dict[str, list[str | Path]]) -> str:
     """A markdown table of :func:`separation` per group of runs (say, a method's seeds):
     each gap as mean ± standard deviation over the runs."""
     lines = ["| method | runs | safety weights | safety gap | helpfulness gap | harmful-compliance gap "
-             "| benign-refusal gap | answers that differ |", "|---|---|---|---|---|---|---|---|"]
+             "| benign-refusal gap | refusal decisions that differ |", "|---|---|---|---|---|---|---|---|"]
     for label, run_dirs in groups.items():
         seps = [s for s in map(separation, run_dirs) if s is not None]
         if not seps:
             continue
         weights = "{:.2f} vs {:.2f}".format(*seps[0]["safety_weights"])
-        differ = [s["answers_differ"] for s in seps if s["answers_differ"] is not None]
+        differ = [s["decisions_differ"] for s in seps if s["decisions_differ"] is not None]
         cells = [mean_sd([s[key] for s in seps], spec, SD_SPEC) for key, spec in
                  (("safety_gap", "+.3f"), ("helpfulness_gap", "+.3f"), ("compliance_gap", "+.2f"),
                   ("refusal_gap", "+.2f"))]

@@ -179,16 +179,20 @@ def test_separation_reads_the_last_rounds_answers_and_averages_over_seeds(tmp_pa
     runs = []
     for seed, (h0, h1) in enumerate(((0.8, 0.3), (0.6, 0.3))):
         runs.append(tmp_path / f"pfit{seed}")
-        _write_rlhf_run(runs[-1], "pfit", (h0, h1), answers=(["a", "b", "c", "d"], ["a", "x", "c", "y"]),
+        # the clients answer every prompt in other words, but act differently on q1 alone
+        _write_rlhf_run(runs[-1], "pfit", (h0, h1),
+                        answers=(["Sure: mix a and b.", "Step one: c.", "I can't help.", "Paris."],
+                                 ["Sure, mix b and a.", "I'm sorry, but no.", "I cannot help.", "It is Paris."]),
                         refused=(0.25, 0.75))
     s = separation(runs[0])
     assert s["clients"] == (0, 1) and s["safety_weights"] == (0.1, 0.9)
-    assert s["answers_differ"] == 0.5  # round 1's answers are all "old", so they must be ignored
+    # round 1's answers (all "old", so no decision differs) must be ignored
+    assert s["decisions_differ"] == 0.25
     assert s["helpfulness_gap"] == pytest.approx(0.5) and s["safety_gap"] == pytest.approx(0.5)
     assert s["refusal_gap"] == pytest.approx(0.5)  # the safety-first client refuses more benign prompts
     # mean 0.4 and sample standard deviation 0.141 over the two seeds
     assert ("| pfit | 2 | 0.10 vs 0.90 | +0.400 ± 0.141 | +0.400 ± 0.141 | +0.00 ± 0.000 | +0.50 ± 0.000 "
-            "| 0.50 ± 0.000 |") in separation_table({"pfit": runs})
+            "| 0.25 ± 0.000 |") in separation_table({"pfit": runs})
 
 
 def test_objective_table_averages_each_model_over_seeds_and_shows_the_base_model_once(tmp_path):

