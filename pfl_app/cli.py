@@ -10,14 +10,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .config import RLHF_METHODS, ConfigError
+from .config import RLHF_METHODS, ConfigError, parse_run_config
 from .launch import LaunchError, launch, load_scenario, parse_overrides, resolve_run_config, resume_scenario
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pfl-app", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    for name, text in (("run", "run a simulation to completion"), ("validate", "check a scenario and exit")):
+    for name, text in (("run", "run a simulation to completion"), ("validate", "check a scenario and exit"),
+                       ("reward-models", "train (once) or find a scenario's two reward models and show "
+                        "their held-out pairwise accuracy")):
         s = sub.add_parser(name, help=text)
         s.add_argument("--scenario", default="simulation.toml",
                        help="scenario TOML with [federation] and [run-config] tables (default: simulation.toml)")
@@ -52,6 +54,23 @@ def _summary_table(summary: dict) -> Table:
     return t
 
 
+def _reward_model_table(scorers) -> Table:
+    """Each reward model's folder and, from the ``metrics.json`` an embedded model is saved
+    with, its held-out pairwise accuracy overall and by kind of pair (blank for a model the
+    user supplied without one)."""
+    t = Table(title="reward models")
+    for column in ("model", "path", "held-out pairs", "accuracy", "by kind"):
+        t.add_column(column)
+    for scorer in scorers:
+        path = Path(scorer.path) / "metrics.json"
+        heldout = json.loads(path.read_text()).get("heldout", {}) if path.exists() else {}
+        kinds = ", ".join(f"{k.removeprefix('accuracy_')} {v:.1%}" for k, v in heldout.items()
+                          if k.startswith("accuracy_"))
+        t.add_row(scorer.__name__, scorer.path, str(heldout.get("pairs", "")),
+                  f"{heldout['accuracy']:.1%}" if "accuracy" in heldout else "", kinds)
+    return t
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(highlight=False)
@@ -82,6 +101,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             flat = resolve_run_config(scenario, overrides, app_dir)
             console.print_json(json.dumps({"federation": scenario.federation, "run-config": flat}))
+            return 0
+        if args.command == "reward-models":
+            cfg = parse_run_config(resolve_run_config(scenario, overrides, app_dir))
+            from .rlhf.reward_models import load_reward_scorers  # loads trl: only when asked
+
+            try:
+                scorers = load_reward_scorers(cfg.rlhf, cfg.model.cache_dir, cfg.model.name)
+            except ValueError as err:  # a model that does not load names its run-config key
+                raise ConfigError(str(err)) from err
+            console.print(_reward_model_table(scorers))
             return 0
         echo = lambda line: console.print(line, soft_wrap=True, markup=False, highlight=False)  # noqa: E731
         _, run_dir = launch(app_dir, scenario, overrides, echo=echo, verbose=args.verbose,

@@ -118,3 +118,24 @@ def test_sampled_answers_come_n_per_prompt():
     benign, harmful = prompts_in("heldout")
     answers = sample_answers(model, tokenizer, harmful[:3], 2, 0.7, 4, batch_size=2)
     assert len(answers) == 3 and all(len(a) == 2 and all(isinstance(x, str) for x in a) for a in answers)
+
+
+def test_the_reward_models_command_shows_each_models_heldout_accuracy(tiny_reward_models, project_dir, capsys,
+                                                                    monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from pfl_app import cli
+
+    monkeypatch.setenv("COLUMNS", "400")  # rich wraps cells at the terminal's width
+    paths = " ".join(f"{k}='{v}'" for k, v in tiny_reward_models.items())
+    assert cli.main(["reward-models", "--app-dir", str(project_dir), "-c", paths]) == 0
+    rows = {line.split("│")[1].strip(): line for line in capsys.readouterr().out.splitlines() if "│" in line}
+    for kind in ("helpfulness", "safety"):
+        folder = tiny_reward_models[f"rlhf.{kind}-model"]
+        heldout = json.loads((Path(folder) / "metrics.json").read_text())["heldout"]
+        assert folder in rows[kind]
+        assert f"{heldout['accuracy']:.1%}" in rows[kind] and f" {heldout['pairs']} " in rows[kind]
+    # a folder that holds no reward model is a config error naming its key, not a traceback
+    bad = f"rlhf.helpfulness-model='{tiny_reward_models['rlhf.helpfulness-model']}' rlhf.safety-model='{tmp_path}'"
+    assert cli.main(["reward-models", "--app-dir", str(project_dir), "-c", bad]) == 2
+    assert "rlhf.safety-model" in capsys.readouterr().out
