@@ -202,6 +202,13 @@ FIELDS: tuple[Field, ...] = (
     Field("rlhf.max-completion-length", int, 32, "tokens per sampled completion", check=_positive),
     Field("rlhf.sampling-temperature", float, 0.7, "temperature of training samples (below 1, the "
           "policy's refusals, rare when sampled hot, show up in its groups)", check=_positive),
+    Field("rlhf.scale-rewards", str, "group", "how GRPO scales a group's centred rewards into "
+          "advantages: by the group's standard deviation (trl's default), the whole batch's, or not "
+          "at all (Dr. GRPO)", choices=("group", "batch", "none")),
+    Field("rlhf.reward-aggregation", str, "sum-then-normalize", "how GRPO combines the two rewards: "
+          "mix them with the client's weights, then normalize in the group (trl's default); or "
+          "normalize each within the group first, so a weight acts on the reward's rank, not its "
+          "spread (GDPO)", choices=("sum-then-normalize", "normalize-then-sum")),
     Field("rlhf.beta", float, 0.2, "weight of the KL term toward the reference (base) model",
           check=_non_negative),
     Field("rlhf.proximal-mu", float, 0.01, "weight of the proximal term toward the round's global "
@@ -373,6 +380,8 @@ class RlhfSettings:
     num_generations: int
     max_completion_length: int
     sampling_temperature: float
+    scale_rewards: str
+    reward_aggregation: str
     beta: float
     proximal_mu: float
     aggregation_temperature: float

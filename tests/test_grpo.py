@@ -52,8 +52,12 @@ def _setup(**overrides):
     return cfg, model, tok, prompt_dataset(prompts.train)
 
 
-def test_the_reward_is_the_clients_weighted_sum_of_the_two_reward_models():
-    cfg, model, tok, ds = _setup()
+@pytest.mark.parametrize("aggregation", [{}, {"rlhf.reward-aggregation": "normalize-then-sum",
+                                              "rlhf.scale-rewards": "batch"}])
+def test_the_reward_is_the_clients_weighted_sum_of_the_two_reward_models(aggregation):
+    # whatever GRPO makes of the rewards for its advantages, the reward a client reports (what
+    # PFIT's server weights it by) stays the raw weighted sum
+    cfg, model, tok, ds = _setup(**aggregation)
     helpful, safe = ConstantReward("helpfulness", 2.0), ConstantReward("safety", -1.0)
     result = train_policy(model, tok, ds, [helpful, safe], Preference(0.3, 0.7), cfg.train, cfg.rlhf, seed=0)
     assert result.steps == 2
@@ -112,3 +116,16 @@ def test_a_sparse_update_carries_and_sends_only_the_chosen_layers_attention_lora
     # a task-tuning method ignores the RLHF keys and keeps LoRA everywhere
     model, _ = build_personalized_model(parse_run_config({**RLHF, "method": "pftt", "rlhf.sparse-k": 1}))
     assert {int(n.split(".layers.")[1].split(".")[0]) for n in trainable_names(model, ("lora_A",))} == {0, 1}
+
+
+def test_the_reward_scaling_and_aggregation_reach_grpo():
+    from pfl_app.rlhf.grpo import grpo_config
+
+    cfg = parse_run_config({**RLHF, "rlhf.scale-rewards": "none", "rlhf.reward-aggregation": "normalize-then-sum"})
+    args = grpo_config(cfg.train, cfg.rlhf, Preference(0.1, 0.9), 0, "unused")
+    assert args.scale_rewards == "none" and args.multi_objective_aggregation == "normalize_then_sum"
+    assert args.reward_weights == [0.1, 0.9]
+    default = grpo_config(cfg.train, parse_run_config(RLHF).rlhf, Preference(0.5, 0.5), 0, "unused")
+    assert default.scale_rewards == "group" and default.multi_objective_aggregation == "sum_then_normalize"
+    with pytest.raises(ValueError, match="rlhf.reward-aggregation.*sum-then-normalize, normalize-then-sum"):
+        parse_run_config({**RLHF, "rlhf.reward-aggregation": "mean"})

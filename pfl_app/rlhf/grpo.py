@@ -78,6 +78,8 @@ def grpo_config(settings: TrainSettings, rlhf: RlhfSettings, preference: Prefere
         num_generations=rlhf.num_generations,
         max_completion_length=rlhf.max_completion_length,
         temperature=rlhf.sampling_temperature,
+        scale_rewards=rlhf.scale_rewards,
+        multi_objective_aggregation=rlhf.reward_aggregation.replace("-", "_"),
         beta=rlhf.beta,
         reward_weights=preference.weights,
         logging_steps=1,  # the rewards are read back from the per-step logs
