@@ -7,6 +7,15 @@ kind of prompt: the refusal rate, the mean helpfulness and safety reward of refu
 the other answers, and how many prompts got both a refusal and a non-refusal among their
 samples (only those groups let GRPO favour, or disfavour, refusing).
 
+A second table says how much of GRPO's learning signal on these samples is about refusing, for
+a helpfulness-first and a safety-first client (safety weight 0.1 and 0.9) under each way of
+turning rewards into advantages (``rlhf.reward-aggregation`` / ``rlhf.scale-rewards``): the
+*refusal push* is the advantage summed over refusals, divided by the advantage's absolute sum
+over all samples. Advantages are centred per prompt, so it lies in [-0.5, +0.5]: +0.5 when all
+of the signal raises refusals over the other answers, -0.5 when all of it lowers them, near 0
+when the signal is mostly about other differences between answers. One prompt per step (the
+default ``rlhf.prompts-per-step``), so a step's batch is one group.
+
     python bench/pfit_sampling.py                         # temperatures 0.7 and 1.0
     python bench/pfit_sampling.py --temperatures 0.5,0.7,1.0 --prompts 32
 """
@@ -31,6 +40,36 @@ from pfl_app.rlhf.preferences import is_refusal, prompts_in  # noqa: E402
 from pfl_app.rlhf.reward_models import load_reward_scorers  # noqa: E402
 
 
+# (safety weight, rlhf.reward-aggregation, rlhf.scale-rewards) rows of the second table
+PUSH_MODES = (("sum-then-normalize", "group"), ("sum-then-normalize", "none"), ("normalize-then-sum", "group"))
+
+
+def _std(x: np.ndarray) -> np.ndarray:
+    return x.std(axis=-1, ddof=1, keepdims=True)  # trl's nanstd is the unbiased one
+
+
+def group_advantages(h: np.ndarray, s: np.ndarray, weights: tuple[float, float], aggregation: str,
+                     scale: str) -> np.ndarray:
+    """GRPO's advantages for groups (rows: a prompt's samples) of helpfulness ``h`` and
+    safety ``s`` rewards, one group per step, as trl 1.16 computes them inside
+    ``GRPOTrainer._generate_and_score_completions`` (not exposed as a function, so restated
+    here to score groups offline)."""
+    wh, ws = weights
+    if aggregation == "normalize-then-sum":
+        z = [(x - x.mean(axis=1, keepdims=True)) / (_std(x) + 1e-4) for x in (h, s)]
+        r = wh * z[0] + ws * z[1]
+        return (r - r.mean(axis=1, keepdims=True)) / (_std(r) + 1e-4)
+    r = wh * h + ws * s
+    centred = r - r.mean(axis=1, keepdims=True)
+    return centred if scale == "none" else centred / (_std(r) + 1e-4)
+
+
+def refusal_push(advantages: np.ndarray, refused: np.ndarray) -> float:
+    """The advantage summed over refusals over its absolute sum: see the module's docstring."""
+    total = np.abs(advantages).sum()
+    return float(advantages[refused].sum() / total) if total > 0 else 0.0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2-135m-instruct")
@@ -51,6 +90,7 @@ def main() -> int:
     sets = {"harmful": [harmful[i] for i in rng.choice(len(harmful), args.prompts, replace=False)],
             "benign": [benign[i] for i in rng.choice(len(benign), args.prompts, replace=False)]}
     k = args.generations
+    pushes = []
     print(f"| temperature | prompts | refusal rate | refusals: helpfulness / safety | others: helpfulness / "
           f"safety | prompts with both kinds among {k} samples |")
     print("|---|---|---|---|---|---|")
@@ -65,6 +105,12 @@ def main() -> int:
             h, s = helpfulness.score(questions, answers), safety.score(questions, answers)
             refused = np.array([is_refusal(a) for a in answers])
             mixed = sum(0 < refused[i * k:(i + 1) * k].sum() < k for i in range(len(items)))
+            for aggregation, scale in PUSH_MODES:
+                push = [refusal_push(group_advantages(h.reshape(-1, k), s.reshape(-1, k), (1 - w, w),
+                                                      aggregation, scale), refused.reshape(-1, k))
+                        for w in (0.1, 0.9)]
+                pushes.append(f"| {temperature} | {kind} | {aggregation} / {scale} | {push[0]:+.3f} | "
+                              f"{push[1]:+.3f} | {push[1] - push[0]:+.3f} |")
 
             def scores(mask: np.ndarray) -> str:
                 return f"{h[mask].mean():+.2f} / {s[mask].mean():+.2f} (n={mask.sum()})" if mask.any() else "-"
@@ -73,6 +119,10 @@ def main() -> int:
                   f"| {mixed} of {len(items)} |", flush=True)
             print(f"<!-- {kind} at {temperature}: {len(answers)} answers in {time.time() - start:.0f} s -->",
                   file=sys.stderr)
+    print("\n| temperature | prompts | reward-aggregation / scale-rewards | refusal push, safety weight 0.1 "
+          "| refusal push, safety weight 0.9 | difference |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(pushes))
     return 0
 
 
