@@ -14,7 +14,9 @@ turning rewards into advantages (``rlhf.reward-aggregation`` / ``rlhf.scale-rewa
 over all samples. Advantages are centred per prompt, so it lies in [-0.5, +0.5]: +0.5 when all
 of the signal raises refusals over the other answers, -0.5 when all of it lowers them, near 0
 when the signal is mostly about other differences between answers. One prompt per step (the
-default ``rlhf.prompts-per-step``), so a step's batch is one group.
+default ``rlhf.prompts-per-step``), so a step's batch is one group. It weighs whole answers;
+trl's default loss (``dapo``) spreads each answer's advantage over its tokens, so read it as
+the direction of the signal, not its exact share of the gradient.
 
     python bench/pfit_sampling.py                         # temperatures 0.7 and 1.0
     python bench/pfit_sampling.py --temperatures 0.5,0.7,1.0 --prompts 32
@@ -40,7 +42,7 @@ from pfl_app.rlhf.preferences import is_refusal, prompts_in  # noqa: E402
 from pfl_app.rlhf.reward_models import load_reward_scorers  # noqa: E402
 
 
-# (safety weight, rlhf.reward-aggregation, rlhf.scale-rewards) rows of the second table
+# (rlhf.reward-aggregation, rlhf.scale-rewards): the rows of the second table
 PUSH_MODES = (("sum-then-normalize", "group"), ("sum-then-normalize", "none"), ("normalize-then-sum", "group"))
 
 

@@ -104,13 +104,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "reward-models":
             cfg = parse_run_config(resolve_run_config(scenario, overrides, app_dir))
+            if cfg.method not in RLHF_METHODS:
+                raise ConfigError(f"run-config key 'method' = {cfg.method!r} uses no reward models; "
+                                  f"the methods that do: {', '.join(RLHF_METHODS)}")
             from .rlhf.reward_models import load_reward_scorers  # loads trl: only when asked
 
-            try:
-                scorers = load_reward_scorers(cfg.rlhf, cfg.model.cache_dir, cfg.model.name)
-            except ValueError as err:  # a model that does not load names its run-config key
-                raise ConfigError(str(err)) from err
-            console.print(_reward_model_table(scorers))
+            console.print(_reward_model_table(load_reward_scorers(cfg.rlhf, cfg.model.cache_dir, cfg.model.name)))
             return 0
         echo = lambda line: console.print(line, soft_wrap=True, markup=False, highlight=False)  # noqa: E731
         _, run_dir = launch(app_dir, scenario, overrides, echo=echo, verbose=args.verbose,

@@ -202,13 +202,15 @@ FIELDS: tuple[Field, ...] = (
     Field("rlhf.max-completion-length", int, 32, "tokens per sampled completion", check=_positive),
     Field("rlhf.sampling-temperature", float, 0.7, "temperature of training samples (below 1, the "
           "policy's refusals, rare when sampled hot, show up in its groups)", check=_positive),
-    Field("rlhf.scale-rewards", str, "group", "how GRPO scales a group's centred rewards into "
-          "advantages: by the group's standard deviation (trl's default), the whole batch's, or not "
-          "at all (Dr. GRPO)", choices=("group", "batch", "none")),
+    Field("rlhf.scale-rewards", str, "group", "how GRPO scales a group's centred mixed rewards into "
+          "advantages: by the group's standard deviation (trl's default), the step's batch's (the "
+          "same as group at one prompt per step), or not at all (Dr. GRPO); only with "
+          "sum-then-normalize", choices=("group", "batch", "none")),
     Field("rlhf.reward-aggregation", str, "sum-then-normalize", "how GRPO combines the two rewards: "
-          "mix them with the client's weights, then normalize in the group (trl's default); or "
-          "normalize each within the group first, so a weight acts on the reward's rank, not its "
-          "spread (GDPO)", choices=("sum-then-normalize", "normalize-then-sum")),
+          "mix them with the client's weights, then scale (rlhf.scale-rewards; trl's default); or "
+          "z-score each within its group first, so a weight acts on the reward's standardized value, "
+          "not its spread, then standardize the mix over the batch (GDPO)",
+          choices=("sum-then-normalize", "normalize-then-sum")),
     Field("rlhf.beta", float, 0.2, "weight of the KL term toward the reference (base) model",
           check=_non_negative),
     Field("rlhf.proximal-mu", float, 0.01, "weight of the proximal term toward the round's global "
@@ -461,6 +463,10 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
     if 0 < c["rlhf.final-eval-prompts"] < c["rlhf.eval-prompts"]:
         raise ConfigError(f"run-config key 'rlhf.final-eval-prompts' = {c['rlhf.final-eval-prompts']} must be 0 "
                           f"or >= 'rlhf.eval-prompts' ({c['rlhf.eval-prompts']})")
+    if c["rlhf.reward-aggregation"] == "normalize-then-sum" and c["rlhf.scale-rewards"] != "group":
+        # trl's normalize_then_sum always standardizes over the batch and never reads scale_rewards
+        raise ConfigError(f"run-config key 'rlhf.scale-rewards' = {c['rlhf.scale-rewards']!r} has no effect with "
+                          "'rlhf.reward-aggregation' = 'normalize-then-sum'; allowed with it: group")
     return RunConfig(
         method=c["method"],
         num_server_rounds=c["num-server-rounds"],

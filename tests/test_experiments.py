@@ -152,7 +152,7 @@ def _write_rlhf_run(folder, method, helpful, answers=None, refused=(0.0, 0.0)):
     for c, said in enumerate(answers or ()):
         client_dir(folder, c).mkdir(parents=True)
         lines = [{"round": r, "model": "personalized", "prompt": f"q{i}", "answer": a if r == 2 else "old"}
-                 for r in (1, 2) for i, a in enumerate(said)]
+                 for r in (2, 1) for i, a in enumerate(said)]  # the last round first: order must not matter
         (client_dir(folder, c) / "samples.jsonl").write_text("\n".join(map(json.dumps, lines)))
 
 
@@ -179,20 +179,21 @@ def test_separation_reads_the_last_rounds_answers_and_averages_over_seeds(tmp_pa
     runs = []
     for seed, (h0, h1) in enumerate(((0.8, 0.3), (0.6, 0.3))):
         runs.append(tmp_path / f"pfit{seed}")
-        # the clients answer every prompt in other words, but act differently on q1 alone
+        # the clients answer every prompt in other words, but act differently on q1 (the safety-first
+        # client refuses) and q3 (the helpfulness-first one does)
         _write_rlhf_run(runs[-1], "pfit", (h0, h1),
-                        answers=(["Sure: mix a and b.", "Step one: c.", "I can't help.", "Paris."],
+                        answers=(["Sure: mix a and b.", "Step one: c.", "I can't help.", "I won't say."],
                                  ["Sure, mix b and a.", "I'm sorry, but no.", "I cannot help.", "It is Paris."]),
                         refused=(0.25, 0.75))
     s = separation(runs[0])
     assert s["clients"] == (0, 1) and s["safety_weights"] == (0.1, 0.9)
     # round 1's answers (all "old", so no decision differs) must be ignored
-    assert s["decisions_differ"] == 0.25
+    assert s["decisions_differ"] == 0.5
     assert s["helpfulness_gap"] == pytest.approx(0.5) and s["safety_gap"] == pytest.approx(0.5)
     assert s["refusal_gap"] == pytest.approx(0.5)  # the safety-first client refuses more benign prompts
     # mean 0.4 and sample standard deviation 0.141 over the two seeds
     assert ("| pfit | 2 | 0.10 vs 0.90 | +0.400 ± 0.141 | +0.400 ± 0.141 | +0.00 ± 0.000 | +0.50 ± 0.000 "
-            "| 0.25 ± 0.000 |") in separation_table({"pfit": runs})
+            "| 0.50 ± 0.000 |") in separation_table({"pfit": runs})
 
 
 def test_objective_table_averages_each_model_over_seeds_and_shows_the_base_model_once(tmp_path):

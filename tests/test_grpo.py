@@ -52,8 +52,8 @@ def _setup(**overrides):
     return cfg, model, tok, prompt_dataset(prompts.train)
 
 
-@pytest.mark.parametrize("aggregation", [{}, {"rlhf.reward-aggregation": "normalize-then-sum",
-                                              "rlhf.scale-rewards": "batch"}])
+@pytest.mark.parametrize("aggregation", [{}, {"rlhf.reward-aggregation": "normalize-then-sum"},
+                                         {"rlhf.scale-rewards": "none"}])
 def test_the_reward_is_the_clients_weighted_sum_of_the_two_reward_models(aggregation):
     # whatever GRPO makes of the rewards for its advantages, the reward a client reports (what
     # PFIT's server weights it by) stays the raw weighted sum
@@ -121,11 +121,16 @@ def test_a_sparse_update_carries_and_sends_only_the_chosen_layers_attention_lora
 def test_the_reward_scaling_and_aggregation_reach_grpo():
     from pfl_app.rlhf.grpo import grpo_config
 
-    cfg = parse_run_config({**RLHF, "rlhf.scale-rewards": "none", "rlhf.reward-aggregation": "normalize-then-sum"})
+    cfg = parse_run_config({**RLHF, "rlhf.scale-rewards": "none"})
     args = grpo_config(cfg.train, cfg.rlhf, Preference(0.1, 0.9), 0, "unused")
-    assert args.scale_rewards == "none" and args.multi_objective_aggregation == "normalize_then_sum"
-    assert args.reward_weights == [0.1, 0.9]
+    assert args.scale_rewards == "none" and args.reward_weights == [0.1, 0.9]
+    cfg = parse_run_config({**RLHF, "rlhf.reward-aggregation": "normalize-then-sum"})
+    assert grpo_config(cfg.train, cfg.rlhf, Preference(0.1, 0.9), 0, "unused").multi_objective_aggregation \
+        == "normalize_then_sum"
     default = grpo_config(cfg.train, parse_run_config(RLHF).rlhf, Preference(0.5, 0.5), 0, "unused")
     assert default.scale_rewards == "group" and default.multi_objective_aggregation == "sum_then_normalize"
     with pytest.raises(ValueError, match="rlhf.reward-aggregation.*sum-then-normalize, normalize-then-sum"):
         parse_run_config({**RLHF, "rlhf.reward-aggregation": "mean"})
+    # trl ignores the scaling under normalize-then-sum: asking for one is an error, not a silent no-op
+    with pytest.raises(ValueError, match="rlhf.scale-rewards.*no effect.*allowed with it: group"):
+        parse_run_config({**RLHF, "rlhf.reward-aggregation": "normalize-then-sum", "rlhf.scale-rewards": "none"})

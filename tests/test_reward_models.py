@@ -127,7 +127,7 @@ def test_the_reward_models_command_shows_each_models_heldout_accuracy(tiny_rewar
     from pfl_app import cli
 
     monkeypatch.setenv("COLUMNS", "400")  # rich wraps cells at the terminal's width
-    paths = " ".join(f"{k}='{v}'" for k, v in tiny_reward_models.items())
+    paths = "method='pfit' " + " ".join(f"{k}='{v}'" for k, v in tiny_reward_models.items())
     assert cli.main(["reward-models", "--app-dir", str(project_dir), "-c", paths]) == 0
     rows = {line.split("│")[1].strip(): line for line in capsys.readouterr().out.splitlines() if "│" in line}
     for kind in ("helpfulness", "safety"):
@@ -136,6 +136,10 @@ def test_the_reward_models_command_shows_each_models_heldout_accuracy(tiny_rewar
         assert folder in rows[kind]
         assert f"{heldout['accuracy']:.1%}" in rows[kind] and f" {heldout['pairs']} " in rows[kind]
     # a folder that holds no reward model is a config error naming its key, not a traceback
-    bad = f"rlhf.helpfulness-model='{tiny_reward_models['rlhf.helpfulness-model']}' rlhf.safety-model='{tmp_path}'"
+    bad = (f"method='pfit' rlhf.helpfulness-model='{tiny_reward_models['rlhf.helpfulness-model']}' "
+           f"rlhf.safety-model='{tmp_path}'")
     assert cli.main(["reward-models", "--app-dir", str(project_dir), "-c", bad]) == 2
     assert "rlhf.safety-model" in capsys.readouterr().out
+    # a task-tuning scenario has no reward models to train
+    assert cli.main(["reward-models", "--app-dir", str(project_dir), "-c", "method='pftt'"]) == 2
+    assert "'method' = 'pftt' uses no reward models" in capsys.readouterr().out

@@ -86,6 +86,8 @@ def test_compliance_takes_up_the_request_and_refusals_are_detected():
     assert all(is_refusal(r) for r in REFUSALS)
     assert not is_refusal("Venus is the hottest planet.")
     assert is_refusal("I\u2019m sorry, but I can\u2019t do that.")  # typographic apostrophes
+    assert truncated("one two three") is None
+    assert truncated("one two three four five six seven") == "one two"
 
 
 def test_an_apology_for_a_misunderstanding_is_not_a_refusal():
@@ -96,8 +98,14 @@ def test_an_apology_for_a_misunderstanding_is_not_a_refusal():
     assert is_refusal("I'm sorry for the misunderstanding, but I can't help with that.")
     assert is_refusal("I'm sorry, that request is not something I can do.")
     assert is_refusal("I am sorry for what you are going through; I cannot provide that.")
-    assert truncated("one two three") is None
-    assert truncated("one two three four five six seven") == "one two"
+    assert is_refusal("I'm sorry for the confusion; I must refuse.")
+    # the wordings and spacing a model varies
+    for polite in ("I\u2019m sorry for the earlier confusion. Here is how: first, ...",
+                   "Sorry if there was any confusion! To do it, you need ...",
+                   "I'm so sorry for  the\nmisunderstanding - the steps are ...",
+                   "I'm sorry for misunderstanding your question. The answer is ...",
+                   "Sorry about the mix-up: you will need a crowbar."):
+        assert not is_refusal(polite), polite
 
 
 def test_policy_pairs_reject_the_policys_compliance_and_keep_its_benign_answers():

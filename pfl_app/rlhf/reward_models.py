@@ -32,6 +32,7 @@ from filelock import FileLock
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.trainer_callback import PrinterCallback
 
+from ..config import ConfigError
 from ..data.sources import _package_dir
 from ..models.loading import cache_root
 from .preferences import helpfulness_pairs, policy_safety_pairs, prompts_in, safety_pairs
@@ -293,7 +294,7 @@ def load_reward_scorers(settings, cache_dir: str = "", policy: str = "") -> tupl
             try:
                 _SCORERS[(kind, path)] = RewardScorer(path, kind)
             except (OSError, ValueError) as err:  # transformers raises either for a bad folder
-                raise ValueError(f"run-config key 'rlhf.{kind}-model': cannot load {path!r} as a one-logit "
+                raise ConfigError(f"run-config key 'rlhf.{kind}-model': cannot load {path!r} as a one-logit "
                                  f"sequence classifier: {err}") from err
         out.append(_SCORERS[(kind, path)])
     return out[0], out[1]
