@@ -60,7 +60,7 @@ def _reward_model_table(scorers) -> Table:
     user supplied without one)."""
     t = Table(title="reward models")
     for column in ("model", "path", "held-out pairs", "accuracy", "by kind"):
-        t.add_column(column)
+        t.add_column(column, overflow="fold")  # a narrow terminal wraps the path rather than cutting it
     for scorer in scorers:
         path = Path(scorer.path) / "metrics.json"
         heldout = json.loads(path.read_text()).get("heldout", {}) if path.exists() else {}
@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                                   f"the methods that do: {', '.join(RLHF_METHODS)}")
             from .rlhf.reward_models import load_reward_scorers  # loads trl: only when asked
 
+            console.print("loading the reward models; an embedded one not cached yet is trained first "
+                          "(a few minutes each on 2 CPU cores, once)")
             console.print(_reward_model_table(load_reward_scorers(cfg.rlhf, cfg.model.cache_dir, cfg.model.name)))
             return 0
         echo = lambda line: console.print(line, soft_wrap=True, markup=False, highlight=False)  # noqa: E731
