@@ -295,6 +295,6 @@ def load_reward_scorers(settings, cache_dir: str = "", policy: str = "") -> tupl
                 _SCORERS[(kind, path)] = RewardScorer(path, kind)
             except (OSError, ValueError) as err:  # transformers raises either for a bad folder
                 raise ConfigError(f"run-config key 'rlhf.{kind}-model': cannot load {path!r} as a one-logit "
-                                 f"sequence classifier: {err}") from err
+                                  f"sequence classifier: {err}") from err
         out.append(_SCORERS[(kind, path)])
     return out[0], out[1]
