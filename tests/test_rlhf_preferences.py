@@ -12,6 +12,7 @@ from pfl_app.rlhf.preferences import (
     policy_safety_pairs,
     pool_of,
     prompts_in,
+    refusal,
     safety_pairs,
     truncated,
 )
@@ -64,13 +65,29 @@ def test_safety_pairs_refuse_harmful_requests_and_answer_benign_ones():
     harmful = {p.text for p in harmful_prompts()}
     n_harmful = sum(k == "harmful" for k in pairs["kind"])
     assert n_harmful == sum(k == "benign" for k in pairs["kind"])  # balanced
+    restated = {"harmful": 0, "benign": 0}
     for row in pairs:
+        refused = row["chosen"] if row["kind"] == "harmful" else row["rejected"]
+        assert is_refusal(refused) and any(refused.startswith(r) for r in REFUSALS)
+        restated[row["kind"]] += refused not in REFUSALS
         if row["kind"] == "harmful":
-            assert row["prompt"] in harmful
-            assert row["chosen"] in REFUSALS and not is_refusal(row["rejected"])
+            assert row["prompt"] in harmful and not is_refusal(row["rejected"])
         else:
-            assert row["prompt"] not in harmful
-            assert row["rejected"] in REFUSALS and not is_refusal(row["chosen"])
+            assert row["prompt"] not in harmful and not is_refusal(row["chosen"])
+    # half the refusals on each side go on to restate the request, so its words do not
+    # tell a safe answer from an unsafe one
+    assert restated["harmful"] == n_harmful // 2 and abs(restated["benign"] - n_harmful / 2) <= 1
+
+
+def test_a_restating_refusal_takes_up_the_request_and_still_refuses():
+    import random
+
+    rng = random.Random(0)
+    texts = [refusal("Can you help me plan an attack on someone?", rng, restate=True) for _ in range(40)]
+    assert all(is_refusal(t) for t in texts)
+    assert all("plan an attack on someone" in t for t in texts)
+    assert len({t.split(". ", 1)[-1] for t in texts}) > 4  # several restatements, not one
+    assert refusal("Can you help me plan an attack on someone?", rng, restate=False) in REFUSALS
 
 
 def test_pairs_are_reproducible_from_the_seed():
@@ -121,4 +138,15 @@ def test_policy_pairs_reject_the_policys_compliance_and_keep_its_benign_answers(
         ("harmful-policy", "How do I pick a lock?", "I'm sorry, I can't help with that.", "Sure, first get a pin."),
         ("harmful-policy", "Make a weapon", rows[2][2], "Step 1: buy steel."),
     ]
-    assert rows[2][2] in REFUSALS  # no refusal of its own to that request: a template; empty answers are skipped
+    # no refusal of its own to that request: a template (the first one does not restate the
+    # request, the next one would); empty answers are skipped
+    assert rows[2][2] in REFUSALS
+
+
+def test_policy_pairs_alternate_plain_and_restating_template_refusals():
+    harmful = [PromptItem("How to forge a check?", True, "t", "c")]
+    pairs = policy_safety_pairs(harmful, [["Step 1: get a check.", "Step 2: copy the signature."]], [], [])
+    chosen = pairs["chosen"]
+    assert sorted(c in REFUSALS for c in chosen) == [False, True]
+    assert all(is_refusal(c) for c in chosen)
+    assert any("forge a check" in c for c in chosen if c not in REFUSALS)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import random
 import re
@@ -50,6 +51,22 @@ REFUSALS = (
     "No, I will not give instructions for that.",
     "I'd rather not answer that, since it may be harmful or unethical.",
     "Unfortunately I can't help with this one.",
+)
+# Small chat models seldom stop at "I can't help with that": SmolLM2 goes on to name what it
+# will not do ("... Creating a fake ID is illegal and ..."). A safety model that has only seen
+# short refusals reads those words as compliance and scores the policy's real refusals below its
+# compliance (docs/pfit.md). So half of the template refusals go on to restate the request, in
+# its own words, and the model must learn that refusing, not the request's vocabulary, is what
+# makes an answer safe (recipe v3).
+REFUSAL_RESTATEMENTS = (
+    "Helping anyone {task} could cause real harm.",
+    "I won't give instructions to {task}, because it may be illegal or dangerous.",
+    "You asked: \"{request}\" That is not something I will assist with.",
+    "Trying to {task} can hurt people, so please reconsider.",
+    "If you are thinking about how to {task}, please talk to someone you trust or a professional.",
+    "My purpose is to be helpful and safe, and explaining how to {task} would not be safe.",
+    "Requests like \"{request}\" go against my guidelines.",
+    "I'm designed to help with many things, but not to {task}.",
 )
 EVASIONS = (
     "I don't know.",
@@ -158,12 +175,14 @@ def prompts_in(pool: str) -> tuple[list[PromptItem], list[PromptItem]]:
 def _task_phrase(request: str) -> str:
     """``"How to poach animals undetected?"`` -> ``"poach animals undetected"``."""
     text = request.strip().rstrip("?.!").strip()
-    lowered = text.lower()
-    for prefix in ("how to ", "how do i ", "how can i ", "can you ", "could you ", "please ", "give ",
-                   "write ", "tell me how to ", "explain how to "):
-        if lowered.startswith(prefix):
-            text = text[len(prefix):]
-            break
+    stripped = True
+    while stripped:  # "Can you help me plan ..." -> "plan ..."
+        stripped = False
+        for prefix in ("how to ", "how do i ", "how can i ", "can you ", "could you ", "please ", "give ",
+                       "write ", "tell me how to ", "explain how to ", "help me "):
+            if text.lower().startswith(prefix):
+                text, stripped = text[len(prefix):], True
+                break
     return text[:1].lower() + text[1:]
 
 
@@ -172,6 +191,15 @@ def compliance(request: str, rng: random.Random) -> str:
     up the request's own words."""
     body = rng.choice(COMPLIANCE_BODIES).format(task=_task_phrase(request), request=request.strip())
     return f"{rng.choice(COMPLIANCE_OPENERS)} {body}"
+
+
+def refusal(request: str, rng: random.Random, restate: bool) -> str:
+    """A refusal template; with ``restate``, followed by a sentence that restates
+    ``request`` in its own words, as small chat models do after refusing."""
+    text = rng.choice(REFUSALS)
+    if restate:
+        text += " " + rng.choice(REFUSAL_RESTATEMENTS).format(task=_task_phrase(request), request=request.strip())
+    return text
 
 
 def truncated(answer: str) -> str | None:
@@ -214,9 +242,10 @@ def safety_pairs(pool: str, seed: int = 0) -> datasets.Dataset:
     On a harmful request a refusal (chosen) beats compliance (rejected: half the time an
     eager how-to from :func:`compliance`, half the time a real, non-refusing answer to
     another question): kind ``harmful``. On a benign question its real answer (chosen) beats a needless refusal
-    (rejected): kind ``benign``. There are as many benign pairs as harmful ones, so the
-    model cannot win by always preferring (or always avoiding) refusals; the larger list is
-    sampled down to the smaller.
+    (rejected): kind ``benign``. Every other refusal, on either side, restates the request
+    (:func:`refusal`), so its words alone tell the model nothing. There are as many benign
+    pairs as harmful ones, so the model cannot win by always preferring (or always avoiding)
+    refusals; the larger list is sampled down to the smaller.
     """
     rng = random.Random(f"safety-{pool}-{seed}")
     benign, harmful = prompts_in(pool)
@@ -232,12 +261,12 @@ def safety_pairs(pool: str, seed: int = 0) -> datasets.Dataset:
         # eager how-to or as any plain, non-refusing answer (a real answer from the corpus):
         # the model must learn "did it refuse?", not one template's wording.
         rejected = compliance(item.text, rng) if i % 2 == 0 else rng.choice(answers)
-        for key, value in (("prompt", item.text), ("chosen", rng.choice(REFUSALS)),
+        for key, value in (("prompt", item.text), ("chosen", refusal(item.text, rng, restate=i % 4 >= 2)),
                            ("rejected", rejected), ("kind", "harmful")):
             rows[key].append(value)
-    for item in benign:
+    for i, item in enumerate(benign):
         for key, value in (("prompt", item.text), ("chosen", item.answer),
-                           ("rejected", rng.choice(REFUSALS)), ("kind", "benign")):
+                           ("rejected", refusal(item.text, rng, restate=i % 2 == 1)), ("kind", "benign")):
             rows[key].append(value)
     return datasets.Dataset.from_dict(rows).shuffle(seed=seed)
 
@@ -254,10 +283,12 @@ def policy_safety_pairs(harmful: Sequence[PromptItem], harmful_answers: Sequence
 
     - ``harmful-policy``: each answer of the policy to a harmful request that does not
       refuse is rejected; chosen is one of the policy's own refusals to that request if it
-      made any, else a refusal template;
+      made any, else a refusal template that, every other time, restates the request
+      (:func:`refusal`): the rejected answer takes up the request's words too, so the pair
+      teaches the refusal, not the vocabulary;
     - ``benign-policy``: on a benign question, the policy's non-refusing answer is chosen
-      over a refusal (its own refusal to that question if it made any, else a template), so
-      the model does not learn to dislike the policy's style itself.
+      over a refusal (its own refusal to that question if it made any, else a template, as
+      above), so the model does not learn to dislike the policy's style itself.
     """
     rng = random.Random(f"policy-safety-{seed}")
     rows: dict[str, list[str]] = {"prompt": [], "chosen": [], "rejected": [], "kind": []}
@@ -266,16 +297,21 @@ def policy_safety_pairs(harmful: Sequence[PromptItem], harmful_answers: Sequence
         for key, value in (("prompt", item.text), ("chosen", chosen), ("rejected", rejected), ("kind", kind)):
             rows[key].append(value)
 
+    def a_refusal(item: PromptItem, answers: Sequence[str]) -> str:
+        refusals = [a for a in answers if a and is_refusal(a)]
+        if refusals:
+            return rng.choice(refusals)
+        return refusal(item.text, rng, restate=next(templates) % 2 == 1)
+
+    templates = itertools.count()  # every other template refusal restates the request
     for item, answers in zip(harmful, harmful_answers, strict=True):
-        refusals = [a for a in answers if a and is_refusal(a)]
         for answer in answers:
             if answer and not is_refusal(answer):
-                add(item, rng.choice(refusals) if refusals else rng.choice(REFUSALS), answer, "harmful-policy")
+                add(item, a_refusal(item, answers), answer, "harmful-policy")
     for item, answers in zip(benign, benign_answers, strict=True):
-        refusals = [a for a in answers if a and is_refusal(a)]
         for answer in answers:
             if answer and not is_refusal(answer):
-                add(item, answer, rng.choice(refusals) if refusals else rng.choice(REFUSALS), "benign-policy")
+                add(item, answer, a_refusal(item, answers), "benign-policy")
     return datasets.Dataset.from_dict(rows).shuffle(seed=seed)
 
 
