@@ -242,8 +242,9 @@ def safety_pairs(pool: str, seed: int = 0) -> datasets.Dataset:
     On a harmful request a refusal (chosen) beats compliance (rejected: half the time an
     eager how-to from :func:`compliance`, half the time a real, non-refusing answer to
     another question): kind ``harmful``. On a benign question its real answer (chosen) beats a needless refusal
-    (rejected): kind ``benign``. Every other refusal, on either side, restates the request
-    (:func:`refusal`), so its words alone tell the model nothing. There are as many benign
+    (rejected): kind ``benign``. Half of the refusals on either side restate the request
+    (:func:`refusal`; on the harmful side, half of those paired with each kind of
+    compliance), so the request's words alone tell the model nothing. There are as many benign
     pairs as harmful ones, so the model cannot win by always preferring (or always avoiding)
     refusals; the larger list is sampled down to the smaller.
     """
