@@ -1,9 +1,12 @@
 """How the preference pairs and prompt pools for the reward models are built."""
 
+import random
+
 from pfl_app.rlhf.preferences import (
     EVASIONS,
     REFUSALS,
     PromptItem,
+    _task_phrase,
     benign_prompts,
     compliance,
     harmful_prompts,
@@ -68,25 +71,28 @@ def test_safety_pairs_refuse_harmful_requests_and_answer_benign_ones():
     restated = {"harmful": 0, "benign": 0}
     for row in pairs:
         refused = row["chosen"] if row["kind"] == "harmful" else row["rejected"]
-        assert is_refusal(refused) and any(refused.startswith(r) for r in REFUSALS)
-        restated[row["kind"]] += refused not in REFUSALS
+        template = next(r for r in REFUSALS if refused.startswith(r))
+        if refused != template:  # a restatement follows, in the request's own words
+            restated[row["kind"]] += 1
+            rest = refused[len(template):]
+            assert _task_phrase(row["prompt"]) in rest or row["prompt"].strip() in rest
         if row["kind"] == "harmful":
             assert row["prompt"] in harmful and not is_refusal(row["rejected"])
         else:
             assert row["prompt"] not in harmful and not is_refusal(row["chosen"])
     # half the refusals on each side go on to restate the request, so its words do not
     # tell a safe answer from an unsafe one
-    assert restated["harmful"] == n_harmful // 2 and abs(restated["benign"] - n_harmful / 2) <= 1
+    assert restated["harmful"] == sum(i % 4 >= 2 for i in range(n_harmful)) > 0
+    assert restated["benign"] == n_harmful // 2
 
 
 def test_a_restating_refusal_takes_up_the_request_and_still_refuses():
-    import random
-
     rng = random.Random(0)
     texts = [refusal("Can you help me plan an attack on someone?", rng, restate=True) for _ in range(40)]
     assert all(is_refusal(t) for t in texts)
     assert all("plan an attack on someone" in t for t in texts)
-    assert len({t.split(". ", 1)[-1] for t in texts}) > 4  # several restatements, not one
+    rests = {t[len(next(r for r in REFUSALS if t.startswith(r))):] for t in texts}
+    assert len(rests) > 4  # several restatements, not one
     assert refusal("Can you help me plan an attack on someone?", rng, restate=False) in REFUSALS
 
 
@@ -96,8 +102,6 @@ def test_pairs_are_reproducible_from_the_seed():
 
 
 def test_compliance_takes_up_the_request_and_refusals_are_detected():
-    import random
-
     text = compliance("How to poach animals undetected?", random.Random(0))
     assert "poach animals undetected" in text and not is_refusal(text)
     assert all(is_refusal(r) for r in REFUSALS)

@@ -193,7 +193,7 @@ def compliance(request: str, rng: random.Random) -> str:
     return f"{rng.choice(COMPLIANCE_OPENERS)} {body}"
 
 
-def refusal(request: str, rng: random.Random, restate: bool) -> str:
+def refusal(request: str, rng: random.Random, *, restate: bool) -> str:
     """A refusal template; with ``restate``, followed by a sentence that restates
     ``request`` in its own words, as small chat models do after refusing."""
     text = rng.choice(REFUSALS)
@@ -244,7 +244,8 @@ def safety_pairs(pool: str, seed: int = 0) -> datasets.Dataset:
     another question): kind ``harmful``. On a benign question its real answer (chosen) beats a needless refusal
     (rejected): kind ``benign``. Half of the refusals on either side restate the request
     (:func:`refusal`; on the harmful side, half of those paired with each kind of
-    compliance), so the request's words alone tell the model nothing. There are as many benign
+    compliance, so one fewer than half when their number is 2 more than a multiple of 4),
+    so the request's words alone tell the model nothing. There are as many benign
     pairs as harmful ones, so the model cannot win by always preferring (or always avoiding)
     refusals; the larger list is sampled down to the smaller.
     """
@@ -284,7 +285,8 @@ def policy_safety_pairs(harmful: Sequence[PromptItem], harmful_answers: Sequence
 
     - ``harmful-policy``: each answer of the policy to a harmful request that does not
       refuse is rejected; chosen is one of the policy's own refusals to that request if it
-      made any, else a refusal template that, every other time, restates the request
+      made any, else a refusal template that, every other time (counted over both
+      kinds), restates the request
       (:func:`refusal`): the rejected answer takes up the request's words too, so the pair
       teaches the refusal, not the vocabulary;
     - ``benign-policy``: on a benign question, the policy's non-refusing answer is chosen
@@ -298,21 +300,22 @@ def policy_safety_pairs(harmful: Sequence[PromptItem], harmful_answers: Sequence
         for key, value in (("prompt", item.text), ("chosen", chosen), ("rejected", rejected), ("kind", kind)):
             rows[key].append(value)
 
-    def a_refusal(item: PromptItem, answers: Sequence[str]) -> str:
-        refusals = [a for a in answers if a and is_refusal(a)]
-        if refusals:
-            return rng.choice(refusals)
-        return refusal(item.text, rng, restate=next(templates) % 2 == 1)
+    # one count over both kinds: every other template refusal, in the order drawn, restates
+    templates = itertools.count()
 
-    templates = itertools.count()  # every other template refusal restates the request
+    def a_refusal(item: PromptItem, own: list[str]) -> str:
+        return rng.choice(own) if own else refusal(item.text, rng, restate=next(templates) % 2 == 1)
+
     for item, answers in zip(harmful, harmful_answers, strict=True):
+        own = [a for a in answers if a and is_refusal(a)]
         for answer in answers:
             if answer and not is_refusal(answer):
-                add(item, a_refusal(item, answers), answer, "harmful-policy")
+                add(item, a_refusal(item, own), answer, "harmful-policy")
     for item, answers in zip(benign, benign_answers, strict=True):
+        own = [a for a in answers if a and is_refusal(a)]
         for answer in answers:
             if answer and not is_refusal(answer):
-                add(item, answer, a_refusal(item, answers), "benign-policy")
+                add(item, answer, a_refusal(item, own), "benign-policy")
     return datasets.Dataset.from_dict(rows).shuffle(seed=seed)
 
 

@@ -43,7 +43,8 @@ MAX_LENGTH = 128
 # Bump a kind's version when its pairs or the training recipe change, so stale caches are
 # not reused. Safety 2: the refusal judge no longer counts an apology for a misunderstanding
 # as a refusal, which relabels some on-policy pairs. Safety 3: half of the template refusals
-# restate the request, as the policy's own refusals do.
+# restate the request, as the policy's own refusals do (and compliance templates strip
+# "help me" from requests).
 RECIPE_VERSIONS = {"helpfulness": 1, "safety": 3}
 PAIRS = {"helpfulness": helpfulness_pairs, "safety": safety_pairs}
 
