@@ -285,6 +285,19 @@ def run_status(run_id: str, env: dict[str, str], connection: str = CONNECTION) -
         raise LaunchError(f"cannot read the status of run {run_id}: {out.stdout}{out.stderr}") from err
 
 
+def run_log(run_id: str, env: dict[str, str], connection: str = CONNECTION, tail: int = 6000) -> str:
+    """The last ``tail`` characters of the run's ServerApp log (``flwr log --show``).
+
+    Deployment tests print this when a run fails, since the ServerApp runs in a process
+    the test does not own.
+    """
+    out = subprocess.run(
+        [_bin("flwr"), "log", run_id, connection, "--show"],
+        env=env, capture_output=True, text=True, check=False, timeout=60,
+    )
+    return (out.stdout + out.stderr)[-tail:]
+
+
 def submit_run(project_dir: Path, connection: str, flat: dict[str, Any], env: dict[str, str],
                federation: dict[str, int] | None = None) -> str:
     """``flwr run`` the app on ``connection`` with ``flat`` as its run config; return the run id.
