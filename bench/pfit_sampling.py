@@ -1,7 +1,9 @@
-"""How often the base policy refuses when GRPO samples it, and what the two reward models
-make of its refusals: the signal a client's RL has to work with.
+"""How often the policy that RLHF starts from refuses when GRPO samples it, and what the two
+reward models make of its refusals: the signal a client's RL has to work with.
 
-For each temperature, the base policy (no LoRA) samples ``--generations`` answers to each of
+The policy is the run config's starting point: the supervised warm-up's model
+(``rlhf.warmup-steps``, ``docs/pfit.md``), or ``model.name`` itself with
+``--set rlhf.warmup-steps=0``. For each temperature, it (no LoRA) samples ``--generations`` answers to each of
 ``--prompts`` held-out harmful and benign prompts, as GRPO does. Printed per temperature and
 kind of prompt: the refusal rate, the mean helpfulness and safety reward of refusals and of
 the other answers, and how many prompts got both a refusal and a non-refusal among their
@@ -20,6 +22,7 @@ the direction of the signal, not its exact share of the gradient.
 
     python bench/pfit_sampling.py                         # temperatures 0.7 and 1.0
     python bench/pfit_sampling.py --temperatures 0.5,0.7,1.0 --prompts 32
+    python bench/pfit_sampling.py --set rlhf.warmup-steps=0   # the model before the warm-up
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from pfl_app.config import parse_run_config  # noqa: E402
+from pfl_app.launch import parse_overrides  # noqa: E402
 from pfl_app.models.loading import load_causal_lm, load_tokenizer  # noqa: E402
+from pfl_app.models.personalized import base_policy  # noqa: E402
 from pfl_app.rlhf.evaluation import sample_answers  # noqa: E402
 from pfl_app.rlhf.preferences import is_refusal, prompts_in  # noqa: E402
 from pfl_app.rlhf.reward_models import load_reward_scorers  # noqa: E402
@@ -80,12 +85,15 @@ def main() -> int:
     p.add_argument("--generations", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="other run-config keys")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    cfg = parse_run_config({"model.name": args.model})
+    cfg = parse_run_config({"model.name": args.model, "method": "pfit", **parse_overrides(args.set)})
     tokenizer = load_tokenizer(cfg.model.name)
-    model = load_causal_lm(cfg.model.name).eval()
+    policy = base_policy(cfg)
+    print(f"policy: {policy}", file=sys.stderr)
+    model = load_causal_lm(policy).eval()
     helpfulness, safety = load_reward_scorers(cfg.rlhf, cfg.model.cache_dir, cfg.model.name)
     benign, harmful = prompts_in("heldout")
     rng = np.random.default_rng(args.seed)

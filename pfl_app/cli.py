@@ -19,7 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for name, text in (("run", "run a simulation to completion"), ("validate", "check a scenario and exit"),
                        ("reward-models", "train (once) or find a scenario's two reward models and show "
-                        "their held-out pairwise accuracy")):
+                        "their held-out pairwise accuracy, and its warmed-up starting policy")):
         s = sub.add_parser(name, help=text)
         s.add_argument("--scenario", default="simulation.toml",
                        help="scenario TOML with [federation] and [run-config] tables (default: simulation.toml)")
@@ -107,11 +107,13 @@ def main(argv: list[str] | None = None) -> int:
             if cfg.method not in RLHF_METHODS:
                 raise ConfigError(f"run-config key 'method' = {cfg.method!r} uses no reward models; "
                                   f"the methods that do: {', '.join(RLHF_METHODS)}")
-            from .rlhf.reward_models import load_reward_scorers  # loads trl: only when asked
+            from .rlhf.prepare import prepare_rlhf_models  # loads trl: only when asked
 
-            console.print("loading the reward models; an embedded one not cached yet is trained first "
-                          "(a few minutes each on 2 CPU cores, once)")
-            console.print(_reward_model_table(load_reward_scorers(cfg.rlhf, cfg.model.cache_dir, cfg.model.name)))
+            console.print("loading the reward models and the starting policy; an embedded one not cached yet "
+                          "is trained first (minutes each on 2 CPU cores, once)")
+            models = prepare_rlhf_models(cfg)
+            console.print(_reward_model_table(models.scorers))
+            console.print(f"starting policy: {models.policy}")
             return 0
         echo = lambda line: console.print(line, soft_wrap=True, markup=False, highlight=False)  # noqa: E731
         _, run_dir = launch(app_dir, scenario, overrides, echo=echo, verbose=args.verbose,

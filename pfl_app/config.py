@@ -220,6 +220,13 @@ FIELDS: tuple[Field, ...] = (
     Field("rlhf.policy-pairs", int, 192, "harmful prompts (and half as many benign ones) the policy "
           "answers twice each, so the embedded safety model also learns from the policy's own "
           "compliance and refusals; 0: template pairs only", check=_non_negative),
+    Field("rlhf.warmup-steps", int, 40, "steps of the supervised warm-up (trl SFTTrainer) that every "
+          "RLHF method's policy starts from, trained once and cached; 0: start from model.name as it is",
+          check=_non_negative),
+    Field("rlhf.warmup-refusal-share", float, 0.5, "share of the warm-up's harmful demonstrations "
+          "that refuse; the rest are the policy's own answers", check=_unit_interval),
+    Field("rlhf.warmup-prompts", int, 128, "harmful prompts of the warm-up's demonstrations (and half as "
+          "many benign ones, answered by the policy itself)", check=_positive),
     Field("rlhf.start-from", str, "personal", "pfit: what a client starts each round from: its own "
           "policy of the last round (held near the global one by rlhf.proximal-mu), or the global "
           "policy", START_POINTS),
@@ -388,6 +395,9 @@ class RlhfSettings:
     proximal_mu: float
     aggregation_temperature: float
     policy_pairs: int
+    warmup_steps: int
+    warmup_refusal_share: float
+    warmup_prompts: int
     start_from: str
     sparse_update: str
     sparse_k: int

@@ -80,4 +80,6 @@ TINY_RLHF = {
     "rlhf.num-generations": 2,
     "rlhf.train-prompts": 4,
     "rlhf.eval-prompts": 4,
+    # the supervised warm-up has tests of its own (test_warmup.py)
+    "rlhf.warmup-steps": 0,
 }

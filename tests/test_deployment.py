@@ -58,22 +58,6 @@ def _rows(run_dir):
             (json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines())}
 
 
-def test_deployment_completes_with_each_device_keeping_its_state(deployment, project_dir):
-    procs, env, nodes, tmp = deployment
-    config = {**TINY, "num-server-rounds": 2, "data.partitioner": "iid", "results-dir": str(tmp / "results"),
-              "run-name": "plain"}
-    run_id = flwr_run(project_dir, "loopback", config, env)
-    _assert_completed(run_id, "loopback", env)
-    # The app's progress line reaches the ServerApp log that `flwr log` shows.
-    assert "round 2/2 | up" in run_log(run_id, env, "loopback")
-    rows = _rows(tmp / "results" / "plain")
-    assert sorted(rows) == [(r, c) for r in (1, 2) for c in (0, 1)]
-    assert all(r["status"] == "ok" and r["bytes_up"] > 0 for r in rows.values())
-    # every device kept its own state on its own disk (node config state-dir)
-    assert (tmp / "device-0" / "plain" / "clients" / "client-000" / "lora" / "adapter_model.safetensors").exists()
-    assert (tmp / "device-1" / "plain" / "clients" / "client-001" / "local_tensors.safetensors").exists()
-
-
 def test_a_supernode_killed_and_restarted_keeps_its_lora(deployment, project_dir):
     procs, env, nodes, tmp = deployment
     # A killed node's pending reply never comes: the round goes on without it, with the one
@@ -142,6 +126,12 @@ def test_tls_with_node_auth_refuses_an_unregistered_node_and_trains_with_registe
         _assert_completed(run_id, "secure", env)
         rows = _rows(tmp_path / "results" / "secure")
         assert sorted(rows) == [(1, 0), (1, 1)]
+        assert all(r["status"] == "ok" and r["bytes_up"] > 0 for r in rows.values())
+        # every device kept its own state on its own disk (node config state-dir)
+        assert (tmp_path / "node-0" / "secure" / "clients" / "client-000" / "lora" / "adapter_model.safetensors").exists()
+        assert (tmp_path / "node-1" / "secure" / "clients" / "client-001" / "local_tensors.safetensors").exists()
+        # the app's progress line reaches the ServerApp log that `flwr log` shows
+        assert "round 1/1 | up" in run_log(run_id, env, "secure")
         assert not (tmp_path / "stranger").exists()  # the unregistered node never trained
         log = (tmp_path / "logs" / "stranger.log").read_text().lower()
         assert "failed to activate supernode" in log, log[-2000:]  # the SuperLink refused it

@@ -20,7 +20,8 @@ from pfl_app.rlhf.grpo import train_policy
 from .conftest import TINY
 
 RLHF = {**TINY, "method": "pfit", "rlhf.sparse-update": "dense", "rlhf.max-completion-length": 4,
-        "rlhf.prompts-per-step": 2, "rlhf.num-generations": 2, "rlhf.train-prompts": 4, "train.local-steps": 2}
+        "rlhf.prompts-per-step": 2, "rlhf.num-generations": 2, "rlhf.train-prompts": 4, "train.local-steps": 2,
+        "rlhf.warmup-steps": 0}
 
 
 class ConstantReward:

@@ -128,9 +128,12 @@ def test_the_reward_models_command_shows_each_models_heldout_accuracy(tiny_rewar
     from pfl_app import cli
 
     monkeypatch.setenv("COLUMNS", "400")  # rich wraps cells at the terminal's width
-    paths = "method='pfit' " + " ".join(f"{k}='{v}'" for k, v in tiny_reward_models.items())
+    # no warm-up: the command would train one on the scenario's real model
+    paths = "method='pfit' rlhf.warmup-steps=0 " + " ".join(f"{k}='{v}'" for k, v in tiny_reward_models.items())
     assert cli.main(["reward-models", "--app-dir", str(project_dir), "-c", paths]) == 0
-    rows = {line.split("│")[1].strip(): line for line in capsys.readouterr().out.splitlines() if "│" in line}
+    out = capsys.readouterr().out
+    assert "starting policy: smollm2-135m-instruct" in out
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if "│" in line}
     for kind in ("helpfulness", "safety"):
         folder = tiny_reward_models[f"rlhf.{kind}-model"]
         heldout = json.loads((Path(folder) / "metrics.json").read_text())["heldout"]

@@ -67,7 +67,8 @@ def test_a_window_covering_the_sequence_is_exact_causal_attention():
 def test_a_pfit_model_with_local_window_attention_generates_like_dense_on_short_prompts():
     outputs = {}
     for pattern in ("dense", "local-window"):
-        cfg = parse_run_config({**TINY, "method": "pfit", "rlhf.attention": pattern, "rlhf.attention-window": 512})
+        cfg = parse_run_config({**TINY, "method": "pfit", "rlhf.attention": pattern, "rlhf.attention-window": 512,
+                                "rlhf.warmup-steps": 0})
         model, tok = build_personalized_model(cfg)
         assert model.config._attn_implementation == ("sdpa" if pattern == "dense" else "pfl_window512_sinks4")
         batch = tok(["Hello there, how are", "Hi"], return_tensors="pt", padding=True, padding_side="left")

@@ -91,6 +91,16 @@ def lora_layers(cfg: RunConfig, num_layers: int) -> tuple[int, ...] | None:
     return sparse_layers(cfg.rlhf.sparse_update, cfg.rlhf.sparse_k, num_layers)
 
 
+def base_policy(cfg: RunConfig) -> str:
+    """What the model is built on: ``model.name``, or for RLHF methods the policy after the
+    supervised warm-up (``rlhf.warmup-steps``; trained once and cached)."""
+    if cfg.method not in RLHF_METHODS:
+        return cfg.model.name
+    from ..rlhf.warmup import policy_source  # trl loads slowly; RLHF runs only
+
+    return policy_source(cfg)
+
+
 def build_personalized_model(cfg: RunConfig) -> tuple[PeftModel, PreTrainedTokenizerBase]:
     """Load the base model, insert adapters and LoRA, and freeze everything else.
 
@@ -99,7 +109,7 @@ def build_personalized_model(cfg: RunConfig) -> tuple[PeftModel, PreTrainedToken
     """
     dual_lora = cfg.method in DUAL_LORA_METHODS
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir)
-    base = load_causal_lm(cfg.model.name, cfg.model.cache_dir, seed=cfg.seed)
+    base = load_causal_lm(base_policy(cfg), cfg.model.cache_dir, seed=cfg.seed)
     base.config.pad_token_id = tokenizer.pad_token_id
     if cfg.method in RLHF_METHODS and cfg.rlhf.attention == "local-window":
         base.set_attn_implementation(register_window_sink(cfg.rlhf.attention_window, cfg.rlhf.sink_tokens))

@@ -51,13 +51,17 @@ def check_client_prompts(cfg: RunConfig, grid: Grid) -> None:
 
 
 def prepare_reward_models(cfg: RunConfig) -> None:
-    """Load (and, the first time, train and cache) both reward models here, before any
-    client starts: a bad path fails the run at once, and clients never race to train."""
-    from ..rlhf.reward_models import load_reward_scorers  # trl's trainers load slowly; RLHF runs only
+    """Load (and, the first time, train and cache) both reward models and the warmed-up
+    policy here, before any client starts: a bad path fails the run at once, and clients
+    never race to train."""
+    from ..rlhf.prepare import prepare_rlhf_models  # trl's trainers load slowly; RLHF runs only
 
-    log(INFO, "pfl-app: loading the reward models (the embedded ones are trained once, a few minutes)")
-    for scorer in load_reward_scorers(cfg.rlhf, cfg.model.cache_dir, cfg.model.name):
+    log(INFO, "pfl-app: loading the reward models and the starting policy (the embedded ones are "
+        "trained once, a few minutes each)")
+    models = prepare_rlhf_models(cfg)
+    for scorer in models.scorers:
         log(INFO, "pfl-app: %s reward model: %s", scorer.__name__, scorer.path)
+    log(INFO, "pfl-app: starting policy: %s", models.policy)
 
 
 # Keys that may differ between a run and its resumption.
