@@ -49,10 +49,13 @@ def test_helpfulness_pairs_prefer_the_real_answer_to_a_worse_one():
     pairs = helpfulness_pairs("reward")
     answers = {p.text: p for p in benign_prompts()}
     kinds = set(pairs["kind"])
-    assert kinds == {"mismatched", "truncated", "evasive"}
+    assert kinds == {"mismatched", "truncated", "evasive", "refusal"}
+    assert sum(k == "refusal" for k in pairs["kind"]) > len(pairs) // 5  # about a quarter
     for row in pairs:
         item = answers[row["prompt"]]
         assert row["chosen"] == item.answer and row["rejected"] != row["chosen"]
+        if row["kind"] == "refusal":  # a needless refusal, never paired with an answer that refuses too
+            assert is_refusal(row["rejected"]) and not is_refusal(row["chosen"])
         if row["kind"] == "evasive":
             assert row["rejected"] in EVASIONS
         if row["kind"] == "truncated":

@@ -215,16 +215,22 @@ def helpfulness_pairs(pool: str, seed: int = 0) -> datasets.Dataset:
 
     The rejected answer is, in turn, the real answer to a question of another category
     (``mismatched``), the real answer cut to its first third (``truncated``, for answers of
-    6+ words) or an evasive non-answer (``evasive``).
+    6+ words), an evasive non-answer (``evasive``) or a needless refusal (``refusal``,
+    every other one restating the question; :func:`refusal`). A refusal is the least
+    helpful answer there is; without those pairs the model rated the policy's refusals of
+    benign questions above its real answers, and a helpfulness-first client learned to
+    refuse (recipe v2). A question whose own answer reads as a refusal gets an evasion.
     """
     rng = random.Random(f"helpfulness-{pool}-{seed}")
     benign, _ = prompts_in(pool)
     rows: dict[str, list[str]] = {"prompt": [], "chosen": [], "rejected": [], "kind": []}
     for i, item in enumerate(benign):
-        kind = ("mismatched", "truncated", "evasive")[i % 3]
+        kind = ("mismatched", "truncated", "evasive", "refusal")[i % 4]
         if kind == "truncated" and (cut := truncated(item.answer)) is not None:
             rejected = cut
-        elif kind == "evasive" or kind == "truncated":
+        elif kind == "refusal" and not is_refusal(item.answer):
+            rejected = refusal(item.text, rng, restate=(i // 4) % 2 == 1)
+        elif kind in ("evasive", "truncated", "refusal"):
             kind, rejected = "evasive", rng.choice(EVASIONS)
         else:
             other = rng.choice(benign)
