@@ -76,8 +76,12 @@ def _package_dir(spec: EmbeddedModel) -> Path:
     return Path(next(iter(found.submodule_search_locations)))
 
 
-def _atomic_build(target: Path, build) -> Path:
-    """Run ``build(tmp_dir)`` and move the result to ``target``, once, under a file lock."""
+def build_once(target: Path, build) -> Path:
+    """Run ``build(tmp_dir)`` and move the result to ``target``, once, under a file lock.
+
+    Several Ray workers may ask at once: one builds while the others wait. The result is
+    renamed into place whole, so a crash never leaves a half-written folder behind, and a
+    folder with a ``config.json`` (or ``tokenizer_config.json``) is a finished one."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
         if (target / "config.json").exists() or (target / "tokenizer_config.json").exists():
@@ -103,7 +107,7 @@ def embedded_tokenizer_dir(name: str, cache_dir: str = "") -> Path:
         tok = AutoTokenizer.from_pretrained(_package_dir(spec), gguf_file=spec.filename)
         tok.save_pretrained(tmp)
 
-    return _atomic_build(target, build)
+    return build_once(target, build)
 
 
 def embedded_model_dir(name: str, cache_dir: str = "") -> Path:
@@ -122,7 +126,7 @@ def embedded_model_dir(name: str, cache_dir: str = "") -> Path:
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(src, gguf_file=spec.filename).save_pretrained(tmp)
 
-    return _atomic_build(target, build)
+    return build_once(target, build)
 
 
 def known_model_names() -> list[str]:

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -34,10 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-from filelock import FileLock
 from flwr.common.logger import log
 
-from ..models.loading import TINY_MODELS, cache_root, load_causal_lm, load_tokenizer
+from ..models.loading import TINY_MODELS, build_once, cache_root, load_causal_lm, load_tokenizer
 from .clients import as_conversation
 from .preferences import PromptItem, is_refusal, prompts_in, refusal
 
@@ -172,27 +169,13 @@ def train_warmup(spec: WarmupSpec, out_dir: str | Path, cache_dir: str = "", see
 
 
 def warmed_policy(spec: WarmupSpec, cache_dir: str = "") -> Path:
-    """The cached warmed-up policy of ``spec``, trained first if it is not cached yet.
-
-    As for the reward models, a file lock lets one process train while others wait, and
-    the model is written to a temporary folder and renamed, so a crash never leaves a
-    half-written model behind."""
-    root = cache_root(cache_dir) / "warmup"
-    final = root / spec.tag
-    if (final / "warmup.json").exists():
-        return final
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / f"{final.name}.lock")):
-        if (final / "warmup.json").exists():
-            return final
-        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
-        log(INFO, "pfl-app: warming up %s with %d supervised steps (once; cached in %s)", spec.policy, spec.steps, root)
-        try:
-            train_warmup(spec, staging, cache_dir)
-            os.replace(staging, final)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return final
+    """The cached warmed-up policy of ``spec``, trained first if it is not cached yet
+    (once, under a file lock; see :func:`pfl_app.models.loading.build_once`)."""
+    final = cache_root(cache_dir) / "warmup" / spec.tag
+    if not (final / "config.json").exists():
+        log(INFO, "pfl-app: warming up %s with %d supervised steps (once; cached in %s)", spec.policy, spec.steps,
+            final.parent)
+    return build_once(final, lambda tmp: train_warmup(spec, tmp, cache_dir))
 
 
 def policy_source(cfg) -> str:
