@@ -8,6 +8,7 @@ import pytest
 from pfl_app.config import parse_run_config
 from pfl_app.rlhf.preferences import safety_pairs
 from pfl_app.rlhf.reward_models import (
+    RECIPE_VERSIONS as VERSIONS,
     RewardScorer,
     calibrate,
     embedded_reward_model,
@@ -72,7 +73,7 @@ def test_the_embedded_model_is_trained_once_then_read_from_the_cache(tmp_path, m
     monkeypatch.setattr(rm, "train_reward_model", fake_train)
     first = embedded_reward_model("helpfulness", 7, str(tmp_path))
     again = embedded_reward_model("helpfulness", 7, str(tmp_path))
-    assert first == again and calls == ["helpfulness"] and first.name.endswith("steps7-v1")
+    assert first == again and calls == ["helpfulness"] and first.name.endswith(f"steps7-v{VERSIONS['helpfulness']}")
     assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]  # no staging left
 
 
@@ -98,7 +99,7 @@ def test_the_safety_model_adds_on_policy_pairs_and_caches_them_under_the_policys
     spec = rm.PolicyPairs("some/policy", 8, 0.7, 16)
     safety = embedded_reward_model("safety", 7, str(tmp_path), spec)
     # the recipe version is in the name, so a new recipe never reuses an old one's cache
-    assert safety.name.startswith("safety-minilm-steps7-v3-on-policy-p8-") and sampled == [spec]
+    assert safety.name.startswith(f"safety-minilm-steps7-v{VERSIONS['safety']}-on-policy-p8-") and sampled == [spec]
     assert json.loads((safety / "metrics.json").read_text())["on_policy"] == {
         "policy": "some/policy", "prompts": 8, "temperature": 0.7, "max_new_tokens": 16}
     assert embedded_reward_model("safety", 7, str(tmp_path), spec) == safety and len(sampled) == 1
@@ -106,7 +107,8 @@ def test_the_safety_model_adds_on_policy_pairs_and_caches_them_under_the_policys
     assert embedded_reward_model("safety", 7, str(tmp_path), rm.PolicyPairs("some/policy", 8, 1.0, 16)) != safety
     helpful = embedded_reward_model("helpfulness", 7, str(tmp_path), spec)
     plain = embedded_reward_model("safety", 7, str(tmp_path), rm.PolicyPairs("some/policy", 0, 0.7, 16))
-    assert helpful.name == "helpfulness-minilm-steps7-v1" and plain.name == "safety-minilm-steps7-v3"
+    assert helpful.name == f"helpfulness-minilm-steps7-v{VERSIONS['helpfulness']}"
+    assert plain.name == f"safety-minilm-steps7-v{VERSIONS['safety']}"
     assert [t for t in trained if t[1] is not None] == [("safety", ("train", "heldout"))] * 2
 
 
