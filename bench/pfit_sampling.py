@@ -41,10 +41,9 @@ import numpy as np  # noqa: E402
 from pfl_app.config import parse_run_config  # noqa: E402
 from pfl_app.launch import parse_overrides  # noqa: E402
 from pfl_app.models.loading import load_causal_lm, load_tokenizer  # noqa: E402
-from pfl_app.models.personalized import base_policy  # noqa: E402
 from pfl_app.rlhf.evaluation import sample_answers  # noqa: E402
 from pfl_app.rlhf.preferences import is_refusal, prompts_in  # noqa: E402
-from pfl_app.rlhf.reward_models import load_reward_scorers  # noqa: E402
+from pfl_app.rlhf.prepare import prepare_rlhf_models  # noqa: E402
 
 
 # (rlhf.reward-aggregation, rlhf.scale-rewards): the rows of the second table
@@ -91,10 +90,10 @@ def main() -> int:
 
     cfg = parse_run_config({"model.name": args.model, "method": "pfit", **parse_overrides(args.set)})
     tokenizer = load_tokenizer(cfg.model.name)
-    policy = base_policy(cfg)
-    print(f"policy: {policy}", file=sys.stderr)
-    model = load_causal_lm(policy).eval()
-    helpfulness, safety = load_reward_scorers(cfg.rlhf, cfg.model.cache_dir, cfg.model.name)
+    models = prepare_rlhf_models(cfg)
+    print(f"policy: {models.policy}", file=sys.stderr)
+    model = load_causal_lm(models.policy).eval()
+    helpfulness, safety = models.scorers
     benign, harmful = prompts_in("heldout")
     rng = np.random.default_rng(args.seed)
     sets = {"harmful": [harmful[i] for i in rng.choice(len(harmful), args.prompts, replace=False)],

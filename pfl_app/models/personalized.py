@@ -96,9 +96,10 @@ def base_policy(cfg: RunConfig) -> str:
     supervised warm-up (``rlhf.warmup-steps``; trained once and cached)."""
     if cfg.method not in RLHF_METHODS:
         return cfg.model.name
-    from ..rlhf.warmup import policy_source  # trl loads slowly; RLHF runs only
+    from ..rlhf.warmup import warmed_policy, warmup_spec  # RLHF runs only
 
-    return policy_source(cfg)
+    spec = warmup_spec(cfg)
+    return str(warmed_policy(spec, cfg.model.cache_dir)) if spec is not None else cfg.model.name
 
 
 def build_personalized_model(cfg: RunConfig) -> tuple[PeftModel, PreTrainedTokenizerBase]:

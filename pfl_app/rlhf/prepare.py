@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..models.personalized import base_policy
 from .reward_models import RewardScorer, load_reward_scorers
-from .warmup import policy_source
 
 
 @dataclass(frozen=True)
@@ -22,4 +22,4 @@ def prepare_rlhf_models(cfg) -> RlhfModels:
     """Load, training and caching first where needed, a run's reward models, then its
     warmed-up policy (``rlhf.warmup-steps``; ``model.name`` itself when that is 0)."""
     scorers = load_reward_scorers(cfg.rlhf, cfg.model.cache_dir, cfg.model.name)
-    return RlhfModels(scorers=scorers, policy=policy_source(cfg))
+    return RlhfModels(scorers=scorers, policy=base_policy(cfg))

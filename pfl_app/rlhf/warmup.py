@@ -176,10 +176,3 @@ def warmed_policy(spec: WarmupSpec, cache_dir: str = "") -> Path:
         log(INFO, "pfl-app: warming up %s with %d supervised steps (once; cached in %s)", spec.policy, spec.steps,
             final.parent)
     return build_once(final, lambda tmp: train_warmup(spec, tmp, cache_dir))
-
-
-def policy_source(cfg) -> str:
-    """What an RLHF run loads as its base policy: the warmed-up model when
-    ``rlhf.warmup-steps`` > 0, else ``model.name``."""
-    spec = warmup_spec(cfg)
-    return str(warmed_policy(spec, cfg.model.cache_dir)) if spec is not None else cfg.model.name
