@@ -7,13 +7,15 @@ runs (last round). Writes the helpfulness-vs-safety plot and prints the table.
     python bench/pfit_compare.py --methods rlhf-fedavg,rlhf-local --with-runs results/pfit-default
     python bench/pfit_compare.py --seeds 0,1,2 --methods pfit,rlhf-fedavg,rlhf-local,rlhf-single
 
-The per-client table and the plot show the first seed; the separation table (how far apart
-the helpfulness-first and the safety-first client end up) averages over every seed.
+The per-client table and the plot show the lowest seed among the runs (``--with-runs``
+included); the separation table (how far apart the helpfulness-first and the safety-first
+client end up) averages over every seed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -25,6 +27,11 @@ from pfl_app.launch import launch, load_scenario, parse_overrides  # noqa: E402
 from pfl_app.plots import load_run, objective_table, plot_preferences, preference_table, separation_table  # noqa: E402,E501
 
 METHODS = ("pfit", "rlhf-fedavg", "rlhf-local")
+
+
+def run_seed(run_dir: Path) -> int:
+    """The seed a finished run was made with (its ``config.json``)."""
+    return int(json.loads((run_dir / "config.json").read_text())["run_config"]["seed"])
 
 
 def main() -> int:
@@ -53,7 +60,6 @@ def main() -> int:
         common["train.local-steps"] = args.steps
     seeds = [int(s) for s in args.seeds.split(",") if s]
     runs = [Path(r).resolve() for r in args.with_runs]
-    first_seed = list(runs)
     for seed in seeds:
         for method in [m for m in args.methods.split(",") if m]:
             print(f"== {method}, seed {seed} ==", flush=True)
@@ -61,8 +67,8 @@ def main() -> int:
                                                  "run-name": f"{method}-s{seed}-{os.getpid()}"},
                                 echo=lambda line: print(line, flush=True) if line.startswith("round") else None)
             runs.append(run_dir)
-            if seed == seeds[0]:
-                first_seed.append(run_dir)
+    lowest = min(run_seed(r) for r in runs)
+    first_seed = [r for r in runs if run_seed(r) == lowest]
     print()
     print(preference_table(first_seed))
     print()
