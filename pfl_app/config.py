@@ -230,6 +230,9 @@ FIELDS: tuple[Field, ...] = (
     Field("rlhf.start-from", str, "personal", "pfit: what a client starts each round from: its own "
           "policy of the last round (held near the global one by rlhf.proximal-mu), or the global "
           "policy", START_POINTS),
+    Field("rlhf.carry-optimizer", bool, False, "a client whose round starts from its own policy also "
+          "continues its optimizer's state (Adam's moments) from its last round, instead of a fresh "
+          "optimizer every round"),
     Field("rlhf.sparse-update", str, "last-k", "which layers carry the policy LoRA, are trained "
           "and sent: all (dense), the last k, or every k-th", SPARSE_UPDATES),
     Field("rlhf.sparse-k", int, 10, "k of rlhf.sparse-update", check=_positive),
@@ -399,6 +402,7 @@ class RlhfSettings:
     warmup_refusal_share: float
     warmup_prompts: int
     start_from: str
+    carry_optimizer: bool
     sparse_update: str
     sparse_k: int
     attention: str

@@ -94,6 +94,26 @@ def test_the_proximal_term_keeps_the_policy_near_the_global_weights():
     assert drifts[0] > 0 and drifts[1] < drifts[0]
 
 
+def test_a_round_can_continue_the_optimizer_state_of_the_last_one():
+    cfg, model, tok, ds = _setup()
+    rewards = [LengthReward(), ConstantReward("safety", 0.0)]
+    first = train_policy(model, tok, ds, rewards, Preference(1.0, 0.0), cfg.train, cfg.rlhf, seed=0)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    state = first.optimizer_state
+    assert {k.rpartition("::")[0] for k in state} == trainable
+    assert {k.rpartition("::")[2] for k in state} == {"step", "exp_avg", "exp_avg_sq"}
+    assert all(float(v) == 2 for k, v in state.items() if k.endswith("::step"))  # train.local-steps = 2
+    continued = train_policy(model, tok, ds, rewards, Preference(1.0, 0.0), cfg.train, cfg.rlhf, seed=1,
+                             optimizer_state=state)
+    fresh = train_policy(model, tok, ds, rewards, Preference(1.0, 0.0), cfg.train, cfg.rlhf, seed=1)
+    steps = {k: float(v) for k, v in continued.optimizer_state.items() if k.endswith("::step")}
+    assert set(steps.values()) == {4.0}  # Adam's step count and moments went on from the first call
+    assert all(float(v) == 2 for k, v in fresh.optimizer_state.items() if k.endswith("::step"))
+    key = next(k for k in state if k.endswith("::exp_avg_sq"))
+    assert continued.optimizer_state[key].shape == state[key].shape
+    assert not np.array_equal(continued.optimizer_state[key], fresh.optimizer_state[key])
+
+
 def test_sparse_layer_choices():
     assert sparse_layers("dense", 3, 30) is None
     assert sparse_layers("last-k", 3, 30) == (27, 28, 29)

@@ -101,7 +101,7 @@ def test_a_round_starts_from_the_clients_own_policy_or_the_global_one_and_is_anc
     ctx = _context(rc)
     seen = {}
 
-    def fake_train(model, tokenizer, prompts, scorers, preference, settings, rlhf, seed, anchor):
+    def fake_train(model, tokenizer, prompts, scorers, preference, settings, rlhf, seed, anchor, optimizer_state):
         seen["start"], seen["anchor"] = get_tensors(model, ("lora_A", "lora_B")), anchor
         with torch.no_grad():  # a stand-in for GRPO: move every trained tensor
             for p in model.parameters():
@@ -118,3 +118,33 @@ def test_a_round_starts_from_the_clients_own_policy_or_the_global_one_and_is_anc
     np.testing.assert_equal(seen["anchor"], glob2)  # the proximal term pulls toward the global policy
     np.testing.assert_equal(seen["start"], own1 if start_from == "personal" else glob2)
     assert any(not np.array_equal(own1[k], glob2[k]) for k in own1)
+
+
+@pytest.mark.parametrize("start_from,carry,continued", [("personal", True, True), ("global", True, False),
+                                                        ("personal", False, False)])
+def test_a_round_continues_the_optimizer_only_when_it_continues_the_clients_own_policy(
+        flower_identity, tiny_reward_models, tmp_path, monkeypatch, start_from, carry, continued):
+    from pfl_app.client import rlhf_client
+    from pfl_app.rlhf.grpo import PolicyResult
+
+    rc = _run_config(tiny_reward_models, **{"rlhf.carry-optimizer": carry})
+    seen = []
+
+    def fake_train(model, tokenizer, prompts, scorers, preference, settings, rlhf, seed, anchor, optimizer_state):
+        seen.append(optimizer_state)
+        return PolicyResult(0.0, 1, 0.0, 0.5, 0.5, 0.5, 0.0, 0.0,
+                            optimizer_state={"w::step": np.array([float(seed)], dtype=np.float32)})
+
+    monkeypatch.setattr(rlhf_client, "train_policy", fake_train)
+    ctx = _context(rc)
+    for rnd in (1, 2):
+        msg, _ = _message("train", rc, tmp_path, rnd=rnd, **{"start-from": start_from})
+        handle_train(msg, ctx)
+    assert seen[0] is None  # a first round has nothing to continue
+    if continued:
+        first_seed = parse_run_config(rc).seed + 7919
+        np.testing.assert_equal(seen[1], {"w::step": np.array([first_seed], dtype=np.float32)})
+        # kept on disk too, so a restarted node continues it
+        assert (client_dir(tmp_path, 0) / "optimizer_state.safetensors").exists()
+    else:
+        assert seen[1] is None

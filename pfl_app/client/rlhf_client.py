@@ -4,7 +4,9 @@ A client runs GRPO on its own prompts, rewarded by its own mix of the helpfulnes
 safety reward models (or the uniform mix when the server says ``preference=uniform``).
 It starts each round from the global policy LoRA it receives, or (``start-from`` =
 ``personal``, and always when nothing is shared) from its own LoRA of its last round, and
-keeps the LoRA it ends the round with: its personalized model.
+keeps the LoRA it ends the round with: its personalized model. A round that starts from the
+client's own policy can also continue its optimizer (``rlhf.carry-optimizer``), whose state
+is kept beside the LoRA, by round alike.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from ..rlhf.grpo import train_policy
 from ..rlhf.reward_models import load_reward_scorers
 from ..strategies.rlhf_base import LAST_ROUND_KEY, PREFERENCE_KEY, START_FROM_KEY
 from .personalized_client import ClientSession
+from .state import ClientState
 
 SAMPLES_FILE = "samples.jsonl"
+OPTIMIZER_STATE = "optimizer_state"
 
 
 class RlhfSession(ClientSession):
@@ -48,15 +52,35 @@ class RlhfSession(ClientSession):
         RLHF client keeps all it trains, shared or not."""
         return self.local_tensors(up_to_round, self.trained)
 
+    @property
+    def continues_own_policy(self) -> bool:
+        """Whether this round starts every trained tensor from the client's own last round:
+        nothing trained is shared, or ``start-from`` = ``personal`` (once it has a last round)."""
+        if self.state.load(self.round - 1) is None:
+            return False
+        personal = str(self.config.get(START_FROM_KEY, "global")) == "personal"
+        return personal or not any(g in self.shared for g in self.trained)
+
+    @functools.cached_property
+    def optimizer_state(self) -> ClientState:
+        return ClientState(self.state.context, self.state.directory, OPTIMIZER_STATE)
+
     def start_of_round(self) -> dict:
         """Initial values everywhere, the client's own tensors where nothing is shared, and
         where something is, the received global tensors, or with ``start-from`` =
         ``personal`` the client's own of its last round (once it has any)."""
         kept = self.kept(self.round - 1)
         start = {**self.bundle.initial_tensors(TENSOR_GROUPS), **self.received}
-        if str(self.config.get(START_FROM_KEY, "global")) == "personal" and self.state.load(self.round - 1):
+        if self.continues_own_policy:
             return {**start, **kept}
         return {**start, **{k: v for k, v in kept.items() if tensor_group(k) not in self.shared}}
+
+    def optimizer_start(self) -> dict | None:
+        """The optimizer state this round continues: its last round's, when
+        ``rlhf.carry-optimizer`` is on and the round continues the client's own policy."""
+        if not (self.cfg.rlhf.carry_optimizer and self.continues_own_policy):
+            return None
+        return self.optimizer_state.load(self.round - 1)
 
 
 def handle_train(msg: Message, context: Context) -> Message:
@@ -76,8 +100,11 @@ def handle_train(msg: Message, context: Context) -> Message:
         s.cfg.rlhf,
         seed=seed,
         anchor=s.anchor(),
+        optimizer_state=s.optimizer_start(),
     )
     s.state.save(get_tensors(s.bundle.model, s.trained), s.round, s.bundle.model)
+    if s.cfg.rlhf.carry_optimizer:
+        s.optimizer_state.save(result.optimizer_state, s.round)
     return s.reply(
         msg,
         arrays=get_tensors(s.bundle.model, s.shared),

@@ -18,10 +18,9 @@ from safetensors.numpy import load_file, save_file
 
 from ..records import from_arrayrecord, to_arrayrecord
 
+LOCAL_TENSORS = "local_tensors"
 STATE_KEY = "pfl.local-tensors"
-ROUND_KEY = "pfl.local-round"
 STATE_FILE = "local_tensors.safetensors"
-PREVIOUS_FILE = "local_tensors.previous.safetensors"
 LORA_DIR = "lora"
 
 
@@ -47,14 +46,21 @@ class ClientState:
         The node's context; its ``state`` RecordDict persists across rounds.
     directory : Path
         The client's folder on disk.
+    name : str
+        What is kept: the client's own model tensors (the default), or another set of
+        tensors versioned by round alike (an RLHF client's optimizer state); it names the
+        files and the ``context.state`` entries.
     """
 
-    def __init__(self, context: Context, directory: Path) -> None:
+    def __init__(self, context: Context, directory: Path, name: str = LOCAL_TENSORS) -> None:
         self.context = context
         self.directory = Path(directory)
+        self.file, self.previous_file = f"{name}.safetensors", f"{name}.previous.safetensors"
+        self.key = "pfl." + name.replace("_", "-")
+        self.round_key = self.key + "-round"
 
     def _from_disk(self, up_to_round: int) -> tuple[int, dict[str, np.ndarray]] | None:
-        for name in (STATE_FILE, PREVIOUS_FILE):
+        for name in (self.file, self.previous_file):
             path = self.directory / name
             if path.exists():
                 with safe_open(str(path), framework="numpy") as fh:
@@ -67,33 +73,33 @@ class ClientState:
         """The newest kept tensors saved at or before ``up_to_round``, from memory, else
         from disk; ``None`` if there are none (before the client's first round)."""
         state = self.context.state
-        if STATE_KEY in state.array_records and int(state[ROUND_KEY]["round"]) <= up_to_round:
-            return from_arrayrecord(state.array_records[STATE_KEY])
+        if self.key in state.array_records and int(state[self.round_key]["round"]) <= up_to_round:
+            return from_arrayrecord(state.array_records[self.key])
         found = self._from_disk(up_to_round)
         if found is None:
             return None
         saved_round, tensors = found
         # Put it back in memory so later rounds need not read the disk.
-        state[STATE_KEY] = to_arrayrecord(tensors)
-        state[ROUND_KEY] = ConfigRecord({"round": saved_round})
+        state[self.key] = to_arrayrecord(tensors)
+        state[self.round_key] = ConfigRecord({"round": saved_round})
         return tensors
 
     def save(self, tensors: dict[str, np.ndarray], server_round: int, peft_model=None) -> None:
         """Keep ``tensors`` as the state at the end of ``server_round``, in memory and on disk;
         with ``peft_model``, also save its LoRA in peft's format. Every file is written under
         a temporary name and renamed, so a crash leaves the previous copy intact."""
-        self.context.state[STATE_KEY] = to_arrayrecord(tensors)
-        self.context.state[ROUND_KEY] = ConfigRecord({"round": server_round})
+        self.context.state[self.key] = to_arrayrecord(tensors)
+        self.context.state[self.round_key] = ConfigRecord({"round": server_round})
         self.directory.mkdir(parents=True, exist_ok=True)
-        current = self.directory / STATE_FILE
-        tmp = self.directory / (STATE_FILE + ".tmp")
+        current = self.directory / self.file
+        tmp = self.directory / (self.file + ".tmp")
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
                   metadata={"round": str(server_round)})
         if current.exists():
             with safe_open(str(current), framework="numpy") as fh:
                 current_round = int((fh.metadata() or {}).get("round", 0))
             if current_round < server_round:  # redoing a round must not lose the one before
-                current.replace(self.directory / PREVIOUS_FILE)
+                current.replace(self.directory / self.previous_file)
         tmp.replace(current)
         if peft_model is not None:
             staging = self.directory / (LORA_DIR + ".tmp")

@@ -3,14 +3,16 @@
 The reward of a completion is ``w_h * helpfulness + w_s * safety`` with the client's own
 weights: trl's ``reward_weights`` does the weighting. The loss adds, to GRPO's, a KL term
 toward the *base* model (``beta``) and a proximal term ``mu / 2 * ||w - w_global||^2``
-toward the weights the round started from.
+toward the weights the round started from. A client that carries its own policy from
+round to round can carry its optimizer's state with it (:func:`optimizer_state`), so its
+training continues instead of restarting Adam every round.
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import fmean
 
 import numpy as np
@@ -23,11 +25,50 @@ from ..config import RlhfSettings, TrainSettings
 from ..training import anchor_tensors, local_run_args, restored_after_training, train_quietly
 from .clients import Preference
 
+OPTIMIZER_STATE_SEP = "::"
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer, model) -> dict[str, np.ndarray]:
+    """The optimizer's per-parameter state (Adam's step count and moments) as arrays named
+    ``<parameter name>::<entry>``, so it can be stored with the client's other tensors."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    out = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for entry, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value):
+                    out[f"{names[id(p)]}{OPTIMIZER_STATE_SEP}{entry}"] = value.detach().cpu().numpy().copy()
+    return out
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, model, state: Mapping[str, np.ndarray]) -> int:
+    """Put ``state`` (from :func:`optimizer_state`) back into a fresh optimizer over the
+    same parameters; return how many parameters got theirs. A parameter's ``step`` is a
+    scalar, its moments have the parameter's shape."""
+    by_param: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in state.items():
+        name, _, entry = key.rpartition(OPTIMIZER_STATE_SEP)
+        by_param.setdefault(name, {})[entry] = value
+    trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    loaded = 0
+    for name, p in model.named_parameters():
+        if id(p) not in trained or name not in by_param:
+            continue
+        optimizer.state[p] = {
+            entry: (torch.tensor(float(np.asarray(v).reshape(-1)[0]), dtype=torch.float32) if entry == "step"
+                    else torch.as_tensor(np.asarray(v), dtype=p.dtype, device=p.device).reshape(p.shape).clone())
+            for entry, v in by_param[name].items()
+        }
+        loaded += 1
+    return loaded
+
+
 class ProximalGRPOTrainer(GRPOTrainer):
     """trl's GRPOTrainer plus a proximal term ``mu / 2 * ||w - anchor||^2`` over the
-    parameters named in ``anchor``."""
+    parameters named in ``anchor``; given ``optimizer_state``, its optimizer starts from it."""
 
-    def __init__(self, *, args: GRPOConfig, anchor: Mapping[str, torch.Tensor], mu: float, **kwargs) -> None:
+    def __init__(self, *, args: GRPOConfig, anchor: Mapping[str, torch.Tensor], mu: float,
+                 optimizer_state: Mapping[str, np.ndarray] | None = None, **kwargs) -> None:
         # Given a peft model and beta > 0, trl copies the policy's adapter into a "ref"
         # adapter, making the round's starting point the reference. RLHF's reference is the
         # base model, which trl uses (LoRA disabled) when it finds no "ref" adapter; so the
@@ -37,6 +78,13 @@ class ProximalGRPOTrainer(GRPOTrainer):
         super().__init__(args=args, **kwargs)
         self.beta = args.beta = beta
         self.anchor, self.mu = dict(anchor), mu
+        self.initial_optimizer_state = dict(optimizer_state or {})
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.initial_optimizer_state:
+            load_optimizer_state(optimizer, self.model if model is None else model, self.initial_optimizer_state)
+        return optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
@@ -60,6 +108,8 @@ class PolicyResult:
     reward_safety: float
     kl: float
     step_seconds: float
+    #: The optimizer's state at the end (see :func:`optimizer_state`).
+    optimizer_state: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
 
 def _mean(history: Sequence[dict], key: str) -> float:
@@ -96,10 +146,12 @@ def train_policy(
     rlhf: RlhfSettings,
     seed: int,
     anchor: Mapping[str, np.ndarray] | None = None,
+    optimizer_state: Mapping[str, np.ndarray] | None = None,
 ) -> PolicyResult:
     """Run ``settings.local_steps`` GRPO steps on ``prompts`` (see
     :func:`pfl_app.rlhf.clients.prompt_dataset`), updating the parameters that require
-    grad; ``reward_funcs`` are the (helpfulness, safety) scorers."""
+    grad; ``reward_funcs`` are the (helpfulness, safety) scorers. ``optimizer_state`` (from
+    an earlier call's result) continues that call's optimizer instead of a fresh one."""
     if len(prompts) < rlhf.prompts_per_step:
         raise ValueError(f"a client has {len(prompts)} training prompts, fewer than run-config key "
                          f"'rlhf.prompts-per-step' = {rlhf.prompts_per_step}")
@@ -107,6 +159,7 @@ def train_policy(
         trainer = ProximalGRPOTrainer(
             anchor=anchor_tensors(anchor),
             mu=rlhf.proximal_mu,
+            optimizer_state=optimizer_state,
             model=model,
             reward_funcs=list(reward_funcs),
             args=grpo_config(settings, rlhf, preference, seed, out),
@@ -114,6 +167,7 @@ def train_policy(
             processing_class=tokenizer,
         )
         output, seconds = train_quietly(trainer)
+        final_state = optimizer_state_of(trainer)
     model.eval()
     history = [h for h in trainer.state.log_history if "reward" in h]
     return PolicyResult(
@@ -125,4 +179,11 @@ def train_policy(
         reward_safety=_mean(history, f"rewards/{reward_funcs[1].__name__}/mean"),
         kl=_mean(history, "kl"),
         step_seconds=_mean(history, "step_time"),
+        optimizer_state=final_state,
     )
+
+
+def optimizer_state_of(trainer: GRPOTrainer) -> dict[str, np.ndarray]:
+    """:func:`optimizer_state` of a trainer that has trained (accelerate wraps its optimizer)."""
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+    return optimizer_state(optimizer, trainer.model)
