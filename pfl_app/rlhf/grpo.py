@@ -86,14 +86,18 @@ class ProximalGRPOTrainer(GRPOTrainer):
             load_optimizer_state(optimizer, self.model if model is None else model, self.initial_optimizer_state)
         return optimizer
 
+    def proximal_term(self, model) -> torch.Tensor | float:
+        """``mu / 2 * ||w - anchor||^2`` (0 when off), scaled as trl scales GRPO's loss for
+        gradient accumulation."""
+        if not (self.mu > 0 and self.anchor):
+            return 0.0
+        drift = sum(((p - self.anchor[n].to(p.device)) ** 2).sum()
+                    for n, p in model.named_parameters() if n in self.anchor)
+        return 0.5 * self.mu * drift / self.current_gradient_accumulation_steps
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-        if self.mu > 0 and self.anchor:
-            drift = sum(((p - self.anchor[n].to(p.device)) ** 2).sum()
-                        for n, p in model.named_parameters() if n in self.anchor)
-            # trl scales GRPO's loss for gradient accumulation itself; scale ours alike.
-            loss = loss + 0.5 * self.mu * drift / self.current_gradient_accumulation_steps
-        return loss
+        return loss + self.proximal_term(model)
 
 
 @dataclass(frozen=True)
