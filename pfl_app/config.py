@@ -230,7 +230,7 @@ FIELDS: tuple[Field, ...] = (
     Field("rlhf.start-from", str, "personal", "pfit: what a client starts each round from: its own "
           "policy of the last round (held near the global one by rlhf.proximal-mu), or the global "
           "policy", START_POINTS),
-    Field("rlhf.carry-optimizer", bool, False, "a client whose round starts from its own policy also "
+    Field("rlhf.carry-optimizer", bool, True, "a client whose round starts from its own policy also "
           "continues its optimizer's state (Adam's moments) from its last round, instead of a fresh "
           "optimizer every round"),
     Field("rlhf.sparse-update", str, "last-k", "which layers carry the policy LoRA, are trained "
