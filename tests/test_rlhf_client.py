@@ -148,3 +148,5 @@ def test_a_round_continues_the_optimizer_only_when_it_continues_the_clients_own_
         assert (client_dir(tmp_path, 0) / "optimizer_state.safetensors").exists()
     else:
         assert seen[1] is None
+    # a client restarted from the global policy every round keeps no optimizer state at all
+    assert (client_dir(tmp_path, 0) / "optimizer_state.safetensors").exists() == (start_from == "personal" and carry)

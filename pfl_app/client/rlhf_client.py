@@ -53,13 +53,16 @@ class RlhfSession(ClientSession):
         return self.local_tensors(up_to_round, self.trained)
 
     @property
-    def continues_own_policy(self) -> bool:
-        """Whether this round starts every trained tensor from the client's own last round:
-        nothing trained is shared, or ``start-from`` = ``personal`` (once it has a last round)."""
-        if self.state.load(self.round - 1) is None:
-            return False
+    def carries_own_policy(self) -> bool:
+        """Whether the client's rounds go on from its own policy: ``start-from`` =
+        ``personal``, or nothing it trains is shared."""
         personal = str(self.config.get(START_FROM_KEY, "global")) == "personal"
         return personal or not any(g in self.shared for g in self.trained)
+
+    @property
+    def continues_own_policy(self) -> bool:
+        """Whether this round starts every trained tensor from the client's own last round."""
+        return self.carries_own_policy and self.state.load(self.round - 1) is not None
 
     @functools.cached_property
     def optimizer_state(self) -> ClientState:
@@ -103,7 +106,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         optimizer_state=s.optimizer_start(),
     )
     s.state.save(get_tensors(s.bundle.model, s.trained), s.round, s.bundle.model)
-    if s.cfg.rlhf.carry_optimizer:
+    if s.cfg.rlhf.carry_optimizer and s.carries_own_policy:  # else no round would continue it
         s.optimizer_state.save(result.optimizer_state, s.round)
     return s.reply(
         msg,
