@@ -34,6 +34,7 @@ import torch  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
 
+from pfl_app.client.personalized_client import round_seed  # noqa: E402
 from pfl_app.client.state import client_dir  # noqa: E402
 from pfl_app.config import parse_run_config  # noqa: E402
 from pfl_app.models.personalized import build_personalized_model, set_tensors, set_trainable  # noqa: E402
@@ -105,7 +106,7 @@ def main() -> int:
     set_tensors(model, before[args.client])
     set_trainable(model, ("lora_A", "lora_B"))
     settings = replace(cfg.train, local_steps=args.steps or cfg.train.local_steps)
-    seed = cfg.seed + 7919 * rnd + args.client  # the seed the client's last round used
+    seed = round_seed(cfg.seed, rnd, args.client)  # the seed the client's last round used
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as out:
         trainer = GradientSplit(

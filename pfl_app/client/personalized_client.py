@@ -53,6 +53,12 @@ def _check_received(bundle: ModelBundle, shared: tuple[str, ...], tensors: Mappi
         )
 
 
+def round_seed(seed: int, server_round: int, client_id: int) -> int:
+    """The seed of a client's local training in one round: distinct per round and client,
+    the same on a rerun."""
+    return seed + 7919 * server_round + client_id
+
+
 class ClientSession:
     """What one message needs: config, model, data, groups and the client's state."""
 
@@ -137,7 +143,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         s.bundle.tokenizer,
         examples,
         settings,
-        seed=s.cfg.seed + 7919 * s.round + seed_client,
+        seed=round_seed(s.cfg.seed, s.round, seed_client),
         max_length=s.cfg.model.max_length,
         # FedProx (Flower's strategy) sends proximal-mu; the anchor is the global value of
         # every shared tensor this client trains.

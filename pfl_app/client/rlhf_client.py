@@ -24,7 +24,7 @@ from ..rlhf.evaluation import evaluate_policy
 from ..rlhf.grpo import train_policy
 from ..rlhf.reward_models import load_reward_scorers
 from ..strategies.rlhf_base import LAST_ROUND_KEY, PREFERENCE_KEY, START_FROM_KEY
-from .personalized_client import ClientSession
+from .personalized_client import ClientSession, round_seed
 from .state import ClientState
 
 SAMPLES_FILE = "samples.jsonl"
@@ -91,7 +91,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     s = RlhfSession(msg, context)
     set_tensors(s.bundle.model, s.start_of_round())
     set_trainable(s.bundle.model, s.trained)
-    seed = s.cfg.seed + 7919 * s.round + s.client_id
+    seed = round_seed(s.cfg.seed, s.round, s.client_id)
     torch.manual_seed(seed)
     result = train_policy(
         s.bundle.model,
