@@ -31,22 +31,16 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from safetensors import safe_open  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
 
 from pfl_app.client.personalized_client import round_seed  # noqa: E402
-from pfl_app.client.state import client_dir  # noqa: E402
+from pfl_app.client.state import client_dir, saved_round  # noqa: E402
 from pfl_app.config import parse_run_config  # noqa: E402
 from pfl_app.models.personalized import build_personalized_model, set_tensors, set_trainable  # noqa: E402
 from pfl_app.rlhf import grpo  # noqa: E402
 from pfl_app.rlhf.clients import client_preference, client_prompts, prompt_dataset  # noqa: E402
 from pfl_app.rlhf.reward_models import load_reward_scorers  # noqa: E402
 from pfl_app.training import anchor_tensors  # noqa: E402
-
-
-def _round_of(path: Path) -> int:
-    with safe_open(str(path), framework="numpy") as fh:
-        return int((fh.metadata() or {}).get("round", 0))
 
 
 def distance(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
@@ -85,7 +79,7 @@ def main() -> int:
         d = client_dir(run, c)
         last[c], before[c] = load_file(str(d / "local_tensors.safetensors")), \
             load_file(str(d / "local_tensors.previous.safetensors"))
-    rnd = _round_of(client_dir(run, args.client) / "local_tensors.safetensors")
+    rnd = saved_round(client_dir(run, args.client) / "local_tensors.safetensors")
     glob = load_file(str(run / "checkpoints" / f"round-{rnd - 1:04d}" / "shared.safetensors"))
     print(f"run {run.name}: {cfg.method}, seed {cfg.seed}, {num_clients} clients; round {rnd} (the last)"
           + (f", anchored to the global policy of round {rnd - 1}" if glob else ""))

@@ -32,6 +32,12 @@ def client_dir(run_dir: str | Path, client_id: int, state_dir: str | None = None
     return base / "clients" / f"client-{client_id:03d}"
 
 
+def saved_round(path: str | Path) -> int:
+    """The round a state file written by :meth:`ClientState.save` ends (0 if unrecorded)."""
+    with safe_open(str(path), framework="numpy") as fh:
+        return int((fh.metadata() or {}).get("round", 0))
+
+
 class ClientState:
     """Load and save the tensors a client keeps to itself, by round.
 
@@ -62,11 +68,8 @@ class ClientState:
     def _from_disk(self, up_to_round: int) -> tuple[int, dict[str, np.ndarray]] | None:
         for name in (self.file, self.previous_file):
             path = self.directory / name
-            if path.exists():
-                with safe_open(str(path), framework="numpy") as fh:
-                    saved_round = int((fh.metadata() or {}).get("round", 0))
-                if saved_round <= up_to_round:
-                    return saved_round, load_file(str(path))
+            if path.exists() and (found := saved_round(path)) <= up_to_round:
+                return found, load_file(str(path))
         return None
 
     def load(self, up_to_round: int = 1 << 30) -> dict[str, np.ndarray] | None:
@@ -78,10 +81,10 @@ class ClientState:
         found = self._from_disk(up_to_round)
         if found is None:
             return None
-        saved_round, tensors = found
+        found_round, tensors = found
         # Put it back in memory so later rounds need not read the disk.
         state[self.key] = to_arrayrecord(tensors)
-        state[self.round_key] = ConfigRecord({"round": saved_round})
+        state[self.round_key] = ConfigRecord({"round": found_round})
         return tensors
 
     def save(self, tensors: dict[str, np.ndarray], server_round: int, peft_model=None) -> None:
@@ -95,11 +98,9 @@ class ClientState:
         tmp = self.directory / (self.file + ".tmp")
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
                   metadata={"round": str(server_round)})
-        if current.exists():
-            with safe_open(str(current), framework="numpy") as fh:
-                current_round = int((fh.metadata() or {}).get("round", 0))
-            if current_round < server_round:  # redoing a round must not lose the one before
-                current.replace(self.directory / self.previous_file)
+        # Redoing a round must not lose the one before.
+        if current.exists() and saved_round(current) < server_round:
+            current.replace(self.directory / self.previous_file)
         tmp.replace(current)
         if peft_model is not None:
             staging = self.directory / (LORA_DIR + ".tmp")
