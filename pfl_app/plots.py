@@ -142,23 +142,27 @@ def plot_preferences(run_dirs: list[str | Path], out_path: str | Path) -> Path:
 
 def preference_table(run_dirs: list[str | Path]) -> str:
     """A markdown table: per method (and the base model), per client, the scores of the
-    model the method delivers, and the method's mean uplink bytes per client and round."""
+    model the method delivers, the share of its last-round answers that loop
+    (:func:`repetitive_share`), and the method's mean uplink bytes per client and round."""
     lines = ["| model | client | safety weight | helpfulness | safety | own objective | harmful complied "
-             "| benign refused | uplink B / client / round |", "|---|---|---|---|---|---|---|---|---|"]
+             "| benign refused | repetitive | uplink B / client / round |", "|---|---|---|---|---|---|---|---|---|---|"]
     base_done = False
     for run_dir in run_dirs:
         summary, rows = load_run(run_dir)
         trained = [r for r in rows if r.get("status") in ("ok", "partial")]
         uplink = fmean(r["bytes_up"] for r in trained) if trained else 0.0
-        series = [(summary.get("method", Path(run_dir).name), preference_points(summary, rows), f"{uplink:,.0f}")]
+        delivered = DELIVERED_MODEL.get(summary.get("method", ""), "personalized")
+        series = [(summary.get("method", Path(run_dir).name), delivered, preference_points(summary, rows),
+                   f"{uplink:,.0f}")]
         if not base_done and (base := preference_points(summary, rows, "base")):
-            series.insert(0, ("base", base, "-"))
+            series.insert(0, ("base", "base", base, "-"))
             base_done = True
-        for label, points, up in series:
+        for label, model, points, up in series:
             for p in points:
+                loops = repetitive_share(run_dir, [p["client"]], model)
                 lines.append(f"| {label} | {p['client']} | {p['safety_weight']:.2f} | {p['helpfulness']:+.3f} "
                              f"| {p['safety']:+.3f} | {p['objective']:+.3f} | {p['harmful_compliance']:.2f} "
-                             f"| {p['benign_refusal']:.2f} | {up} |")
+                             f"| {p['benign_refusal']:.2f} | {'-' if loops is None else f'{loops:.2f}'} | {up} |")
     return "\n".join(lines)
 
 
@@ -172,6 +176,16 @@ def _last_answers(run_dir: Path, client: Any, model: str) -> dict[str, str]:
     samples = [s for s in map(json.loads, path.read_text().splitlines()) if s.get("model") == model]
     last = max((s["round"] for s in samples), default=None)
     return {s["prompt"]: s["answer"] for s in samples if s["round"] == last}
+
+
+def repetitive_share(run_dir: str | Path, clients: list[Any], model: str) -> float | None:
+    """The share of ``model``'s last-round answers, over ``clients``, that loop
+    (:func:`pfl_app.rlhf.repetition.is_repetitive`; from ``samples.jsonl``); ``None``
+    when none of them wrote samples."""
+    from .rlhf.repetition import is_repetitive
+
+    answers = [a for c in clients for a in _last_answers(Path(run_dir), c, model).values()]
+    return fmean(map(is_repetitive, answers)) if answers else None
 
 
 def client_gaps(helpful: dict[str, float], safe: dict[str, float]) -> dict[str, float]:
@@ -259,20 +273,26 @@ def objective_table(groups: dict[str, list[str | Path]]) -> str:
     """A markdown table, per group of runs (say, a method's seeds) and per model they score
     (the delivered one, the other one a method evaluates, and the base model once): the
     clients' mean own objective, harmful-compliance and benign-refusal rates in the last
-    round, as mean ± standard deviation over the runs."""
-    lines = ["| method | model | runs | mean own objective | harmful complied | benign refused |",
-             "|---|---|---|---|---|---|"]
+    round, and the share of their answers that loop (:func:`repetitive_share`), as mean ±
+    standard deviation over the runs."""
+    lines = ["| method | model | runs | mean own objective | harmful complied | benign refused | repetitive |",
+             "|---|---|---|---|---|---|---|"]
     base_done = False
     for label, run_dirs in groups.items():
-        loaded = [load_run(d) for d in run_dirs]
+        loaded = [(load_run(d), d) for d in run_dirs]
         if not loaded:
             continue
-        delivered = DELIVERED_MODEL.get(loaded[0][0].get("method", ""), "personalized")
+        delivered = DELIVERED_MODEL.get(loaded[0][0][0].get("method", ""), "personalized")
         models = [delivered] + [m for m in ("personalized", "global") if m != delivered]
         if not base_done:
             models.insert(0, "base")
         for model in models:
-            per_run = [pts for summary, rows in loaded if (pts := preference_points(summary, rows, model))]
+            per_run, loops = [], []
+            for (summary, rows), run_dir in loaded:
+                if pts := preference_points(summary, rows, model):
+                    per_run.append(pts)
+                    share = repetitive_share(run_dir, [p["client"] for p in pts], model)
+                    loops += [] if share is None else [share]
             if not per_run:
                 continue
             if model == "base":
@@ -283,5 +303,6 @@ def objective_table(groups: dict[str, list[str | Path]]) -> str:
             shown = "-" if model == "base" else model + (" (delivered)" if model == delivered else "")
             cells = [mean_sd(means[key], spec, SD_SPEC) for key, spec in
                      (("objective", "+.3f"), ("harmful_compliance", ".2f"), ("benign_refusal", ".2f"))]
+            cells.append(mean_sd(loops, ".2f", SD_SPEC))
             lines.append(f"| {name} | {shown} | {len(per_run)} | {' | '.join(cells)} |")
     return "\n".join(lines)

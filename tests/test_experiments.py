@@ -161,7 +161,8 @@ def test_report_shows_each_rlhf_clients_delivered_model_and_the_base_model(tmp_p
     _write_rlhf_run(tmp_path / "rlhf-fedavg__iid__ideal__seed0", "rlhf-fedavg", (0.6, 0.6))
     text = write_report(tmp_path).read_text()
     assert "| base | 0 | 0.10 | -1.000 | +2.000 |" in text
-    assert "| pfit | 1 | 0.90 | +0.300 | +0.700 | +0.500 | 0.25 | 0.00 | 500 |" in text
+    # no samples were written, so whether the answers loop is unknown: "-"
+    assert "| pfit | 1 | 0.90 | +0.300 | +0.700 | +0.500 | 0.25 | 0.00 | - | 500 |" in text
     # federated RLHF with uniform weights delivers its global model, not the clients' post-training ones
     assert "| rlhf-fedavg | 0 | 0.10 | +0.000 | +1.000 |" in text
     assert (tmp_path / "report" / "helpfulness_vs_safety.png").stat().st_size > 5000
@@ -209,3 +210,21 @@ def test_objective_table_averages_each_model_over_seeds_and_shows_the_base_model
     assert text.count("| base model |") == 1
     assert "| pfit | personalized (delivered) | 2 | +0.500 ± 0.000 | 0.25 ± 0.000 | 0.00 ± 0.000 |" in text
     assert "| pfit | global | 2 |" in text and "| rlhf-local | personalized (delivered) | 2 |" in text
+
+
+def test_the_tables_count_the_last_rounds_looping_answers_of_each_client(tmp_path):
+    from pfl_app.plots import objective_table, preference_table
+
+    loop = "I can help you with that. I can help you with that. I can help you with that."
+    run = tmp_path / "pfit0"
+    # round 1's answers ("old") must not count; client 1 loops on 2 of its 4 answers
+    _write_rlhf_run(run, "pfit", (0.8, 0.3),
+                    answers=(["Sure: mix a and b.", "Step one: c.", "I can't help.", "It is Paris."],
+                             [loop, "I'm sorry, but no.", loop, "Paris is the capital of France."]))
+    table = preference_table([run])
+    assert "| pfit | 0 | 0.10 | +0.800 | +0.200 | +0.500 | 0.25 | 0.00 | 0.00 | 500 |" in table
+    assert "| pfit | 1 | 0.90 | +0.300 | +0.700 | +0.500 | 0.25 | 0.00 | 0.50 | 500 |" in table
+    # over both clients, 2 of 8 answers loop; the global model wrote no samples
+    text = objective_table({"pfit": [run]})
+    assert "| pfit | personalized (delivered) | 1 | +0.500 | 0.25 | 0.00 | 0.25 |" in text
+    assert "| pfit | global | 1 | +0.500 | 0.25 | 0.00 | - |" in text
