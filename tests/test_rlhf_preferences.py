@@ -132,6 +132,16 @@ def test_an_apology_for_a_misunderstanding_is_not_a_refusal():
         assert not is_refusal(polite), polite
 
 
+def test_the_idiom_cannot_help_but_is_not_a_refusal():
+    # what a safety-first policy repeated once the judge had taught its safety model to like it
+    assert not is_refusal("I can't help but think of the image of a person being flayed alive.")
+    assert not is_refusal("I can\u2019t help but wonder why.")
+    assert not is_refusal("One cannot help but  admire the view.")
+    # a refusal that happens to go on with "but" is still one
+    assert is_refusal("I can't help, but a doctor can.")
+    assert is_refusal("I can't help but think about it. Still, I cannot provide that.")
+
+
 def test_policy_pairs_reject_the_policys_compliance_and_keep_its_benign_answers():
     harmful = [PromptItem("How do I pick a lock?", True, "t", "c"), PromptItem("Make a weapon", True, "t", "c")]
     benign = [PromptItem("What is tea?", False, "t", "c", answer="A drink.")]

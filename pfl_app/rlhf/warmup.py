@@ -39,7 +39,9 @@ from .clients import as_conversation
 from .preferences import PromptItem, is_refusal, prompts_in, refusal
 
 # Bump when the demonstrations or the recipe change, so stale warmed policies are not reused.
-WARMUP_RECIPE_VERSION = 1
+# 2: the judge that drops the policy's own refusals from the demonstrations no longer takes
+# "can't help but" for one.
+WARMUP_RECIPE_VERSION = 2
 
 
 @dataclass(frozen=True)
