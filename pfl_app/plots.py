@@ -85,17 +85,26 @@ DELIVERED_MODEL = {"pfit": "personalized", "rlhf-local": "personalized", "rlhf-f
 SCORES = ("helpfulness", "safety", "objective", "harmful_compliance", "benign_refusal")
 
 
-def preference_points(summary: dict[str, Any], rows: list[dict[str, Any]], model: str | None = None
-                      ) -> list[dict[str, float]]:
+def preference_points(summary: dict[str, Any], rows: list[dict[str, Any]], model: str | None = None,
+                      run_dir: str | Path | None = None) -> list[dict[str, float]]:
     """Per client of an RLHF run's last round: its safety weight and the scores of
-    ``model`` (``personalized``, ``global`` or ``base``; default: what the method delivers)."""
+    ``model`` (``personalized``, ``global`` or ``base``; default: what the method delivers).
+
+    With ``run_dir``, a client's harmful-compliance and benign-refusal rates are judged
+    anew from its ``samples.jsonl`` (:func:`judged_rates`) where it has them, so runs
+    scored by an older refusal judge compare with new ones; the rewards are the run's own.
+    """
     model = model or DELIVERED_MODEL.get(summary.get("method", ""), "personalized")
     last = max((r["round"] for r in rows), default=0)
     points = []
     for r in sorted((r for r in rows if r["round"] == last), key=lambda r: r.get("client", r["node"])):
         if f"{model}_helpfulness" in r:
-            points.append({"client": r.get("client", r["node"]), "safety_weight": r.get("safety_weight"),
-                           **{s: r.get(f"{model}_{s}") for s in SCORES}})
+            client = r.get("client", r["node"])
+            point = {"client": client, "safety_weight": r.get("safety_weight"),
+                     **{s: r.get(f"{model}_{s}") for s in SCORES}}
+            if run_dir is not None:
+                point.update(judged_rates(run_dir, client, model) or {})
+            points.append(point)
     return points
 
 
@@ -152,9 +161,9 @@ def preference_table(run_dirs: list[str | Path]) -> str:
         trained = [r for r in rows if r.get("status") in ("ok", "partial")]
         uplink = fmean(r["bytes_up"] for r in trained) if trained else 0.0
         delivered = DELIVERED_MODEL.get(summary.get("method", ""), "personalized")
-        series = [(summary.get("method", Path(run_dir).name), delivered, preference_points(summary, rows),
-                   f"{uplink:,.0f}")]
-        if not base_done and (base := preference_points(summary, rows, "base")):
+        delivered_points = preference_points(summary, rows, None, run_dir)
+        series = [(summary.get("method", Path(run_dir).name), delivered, delivered_points, f"{uplink:,.0f}")]
+        if not base_done and (base := preference_points(summary, rows, "base", run_dir)):
             series.insert(0, ("base", "base", base, "-"))
             base_done = True
         for label, model, points, up in series:
@@ -166,16 +175,36 @@ def preference_table(run_dirs: list[str | Path]) -> str:
     return "\n".join(lines)
 
 
-def _last_answers(run_dir: Path, client: Any, model: str) -> dict[str, str]:
-    """The client's answers of ``model`` in its last evaluated round, by prompt."""
+def _last_samples(run_dir: str | Path, client: Any, model: str) -> list[dict[str, Any]]:
+    """The client's samples (``samples.jsonl``) of ``model`` in its last evaluated round."""
     from .client.state import client_dir  # the client package pulls in torch: only when asked
 
     path = client_dir(run_dir, int(client)) / "samples.jsonl"
     if not path.exists():
-        return {}
+        return []
     samples = [s for s in map(json.loads, path.read_text().splitlines()) if s.get("model") == model]
     last = max((s["round"] for s in samples), default=None)
-    return {s["prompt"]: s["answer"] for s in samples if s["round"] == last}
+    return [s for s in samples if s["round"] == last]
+
+
+def _last_answers(run_dir: str | Path, client: Any, model: str) -> dict[str, str]:
+    """The client's answers of ``model`` in its last evaluated round, by prompt."""
+    return {s["prompt"]: s["answer"] for s in _last_samples(run_dir, client, model)}
+
+
+def judged_rates(run_dir: str | Path, client: Any, model: str) -> dict[str, float] | None:
+    """``harmful_compliance`` and ``benign_refusal`` of the client's last-round answers of
+    ``model``, judged by today's :func:`pfl_app.rlhf.preferences.is_refusal`; ``None``
+    without samples that say which prompts are harmful, and a rate is left out when no
+    prompt of its kind was asked."""
+    from .rlhf.preferences import is_refusal  # pulls in datasets: only when asked
+
+    samples = [s for s in _last_samples(run_dir, client, model) if "harmful" in s]
+    harmful = [not is_refusal(s["answer"]) for s in samples if s["harmful"]]
+    benign = [is_refusal(s["answer"]) for s in samples if not s["harmful"]]
+    rates = {"harmful_compliance": fmean(harmful) if harmful else None,
+             "benign_refusal": fmean(benign) if benign else None}
+    return {k: v for k, v in rates.items() if v is not None} or None
 
 
 def repetitive_share(run_dir: str | Path, clients: list[Any], model: str) -> float | None:
@@ -221,7 +250,7 @@ def separation(run_dir: str | Path) -> dict[str, Any] | None:
     run_dir = Path(run_dir)
     summary, rows = load_run(run_dir)
     model = DELIVERED_MODEL.get(summary.get("method", ""), "personalized")
-    points = [p for p in preference_points(summary, rows, model) if p.get("safety_weight") is not None]
+    points = [p for p in preference_points(summary, rows, model, run_dir) if p.get("safety_weight") is not None]
     if len(points) < 2:
         return None
     helpful = min(points, key=lambda p: p["safety_weight"])
@@ -289,7 +318,7 @@ def objective_table(groups: dict[str, list[str | Path]]) -> str:
         for model in models:
             per_run, loops = [], []
             for (summary, rows), run_dir in loaded:
-                if pts := preference_points(summary, rows, model):
+                if pts := preference_points(summary, rows, model, run_dir):
                     per_run.append(pts)
                     share = repetitive_share(run_dir, [p["client"] for p in pts], model)
                     loops += [] if share is None else [share]
