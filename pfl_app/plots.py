@@ -1,4 +1,5 @@
-"""Plots of finished runs: accuracy against uplink bytes and against simulated time."""
+"""Plots and tables of finished runs: accuracy against uplink bytes and simulated time, and
+RLHF clients' preference scores."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display is needed or assumed
 import matplotlib.pyplot as plt  # noqa: E402
+
+from .rlhf.repetition import is_repetitive  # noqa: E402
 
 
 def load_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -211,9 +214,7 @@ def repetitive_share(run_dir: str | Path, clients: list[Any], model: str) -> flo
     """The share of ``model``'s last-round answers, over ``clients``, that loop
     (:func:`pfl_app.rlhf.repetition.is_repetitive`; from ``samples.jsonl``); ``None``
     when none of them wrote samples."""
-    from .rlhf.repetition import is_repetitive
-
-    answers = [a for c in clients for a in _last_answers(Path(run_dir), c, model).values()]
+    answers = [a for c in clients for a in _last_answers(run_dir, c, model).values()]
     return fmean(map(is_repetitive, answers)) if answers else None
 
 
