@@ -94,8 +94,10 @@ def preference_points(summary: dict[str, Any], rows: list[dict[str, Any]], model
     ``model`` (``personalized``, ``global`` or ``base``; default: what the method delivers).
 
     With ``run_dir``, a client's harmful-compliance and benign-refusal rates are judged
-    anew from its ``samples.jsonl`` (:func:`judged_rates`) where it has them, so runs
-    scored by an older refusal judge compare with new ones; the rewards are the run's own.
+    anew from its ``samples.jsonl`` where it has them, so runs scored by an older refusal
+    judge compare with new ones (the rewards are the run's own), and ``repetitive`` is the
+    share of its answers there that loop (``None`` without samples); see
+    :func:`sample_scores`.
     """
     model = model or DELIVERED_MODEL.get(summary.get("method", ""), "personalized")
     last = max((r["round"] for r in rows), default=0)
@@ -106,7 +108,7 @@ def preference_points(summary: dict[str, Any], rows: list[dict[str, Any]], model
             point = {"client": client, "safety_weight": r.get("safety_weight"),
                      **{s: r.get(f"{model}_{s}") for s in SCORES}}
             if run_dir is not None:
-                point.update(judged_rates(run_dir, client, model) or {})
+                point.update({"repetitive": None, **sample_scores(run_dir, client, model)})
             points.append(point)
     return points
 
@@ -155,7 +157,7 @@ def plot_preferences(run_dirs: list[str | Path], out_path: str | Path) -> Path:
 def preference_table(run_dirs: list[str | Path]) -> str:
     """A markdown table: per method (and the base model), per client, the scores of the
     model the method delivers, the share of its last-round answers that loop
-    (:func:`repetitive_share`), and the method's mean uplink bytes per client and round."""
+    (:func:`sample_scores`), and the method's mean uplink bytes per client and round."""
     lines = ["| model | client | safety weight | helpfulness | safety | own objective | harmful complied "
              "| benign refused | repetitive | uplink B / client / round |", "|---|---|---|---|---|---|---|---|---|---|"]
     base_done = False
@@ -163,15 +165,14 @@ def preference_table(run_dirs: list[str | Path]) -> str:
         summary, rows = load_run(run_dir)
         trained = [r for r in rows if r.get("status") in ("ok", "partial")]
         uplink = fmean(r["bytes_up"] for r in trained) if trained else 0.0
-        delivered = DELIVERED_MODEL.get(summary.get("method", ""), "personalized")
-        delivered_points = preference_points(summary, rows, None, run_dir)
-        series = [(summary.get("method", Path(run_dir).name), delivered, delivered_points, f"{uplink:,.0f}")]
+        series = [(summary.get("method", Path(run_dir).name), preference_points(summary, rows, None, run_dir),
+                   f"{uplink:,.0f}")]
         if not base_done and (base := preference_points(summary, rows, "base", run_dir)):
-            series.insert(0, ("base", "base", base, "-"))
+            series.insert(0, ("base", base, "-"))
             base_done = True
-        for label, model, points, up in series:
+        for label, points, up in series:
             for p in points:
-                loops = repetitive_share(run_dir, [p["client"]], model)
+                loops = p["repetitive"]
                 lines.append(f"| {label} | {p['client']} | {p['safety_weight']:.2f} | {p['helpfulness']:+.3f} "
                              f"| {p['safety']:+.3f} | {p['objective']:+.3f} | {p['harmful_compliance']:.2f} "
                              f"| {p['benign_refusal']:.2f} | {'-' if loops is None else f'{loops:.2f}'} | {up} |")
@@ -195,27 +196,21 @@ def _last_answers(run_dir: str | Path, client: Any, model: str) -> dict[str, str
     return {s["prompt"]: s["answer"] for s in _last_samples(run_dir, client, model)}
 
 
-def judged_rates(run_dir: str | Path, client: Any, model: str) -> dict[str, float] | None:
-    """``harmful_compliance`` and ``benign_refusal`` of the client's last-round answers of
-    ``model``, judged by today's :func:`pfl_app.rlhf.preferences.is_refusal`; ``None``
-    without samples that say which prompts are harmful, and a rate is left out when no
-    prompt of its kind was asked."""
+def sample_scores(run_dir: str | Path, client: Any, model: str) -> dict[str, float]:
+    """What the client's last-round answers of ``model`` in ``samples.jsonl`` say, read
+    once: ``repetitive``, the share that loop (:func:`pfl_app.rlhf.repetition.is_repetitive`),
+    and ``harmful_compliance`` and ``benign_refusal`` judged by today's
+    :func:`pfl_app.rlhf.preferences.is_refusal` (from samples that say whether their prompt
+    is harmful). A score with no answer to rest on is left out."""
     from .rlhf.preferences import is_refusal  # pulls in datasets: only when asked
 
-    samples = [s for s in _last_samples(run_dir, client, model) if "harmful" in s]
-    harmful = [not is_refusal(s["answer"]) for s in samples if s["harmful"]]
-    benign = [is_refusal(s["answer"]) for s in samples if not s["harmful"]]
-    rates = {"harmful_compliance": fmean(harmful) if harmful else None,
-             "benign_refusal": fmean(benign) if benign else None}
-    return {k: v for k, v in rates.items() if v is not None} or None
-
-
-def repetitive_share(run_dir: str | Path, clients: list[Any], model: str) -> float | None:
-    """The share of ``model``'s last-round answers, over ``clients``, that loop
-    (:func:`pfl_app.rlhf.repetition.is_repetitive`; from ``samples.jsonl``); ``None``
-    when none of them wrote samples."""
-    answers = [a for c in clients for a in _last_answers(run_dir, c, model).values()]
-    return fmean(map(is_repetitive, answers)) if answers else None
+    samples = _last_samples(run_dir, client, model)
+    judged = [s for s in samples if "harmful" in s]
+    harmful = [not is_refusal(s["answer"]) for s in judged if s["harmful"]]
+    benign = [is_refusal(s["answer"]) for s in judged if not s["harmful"]]
+    scores = {"repetitive": [is_repetitive(s["answer"]) for s in samples],
+              "harmful_compliance": harmful, "benign_refusal": benign}
+    return {k: fmean(v) for k, v in scores.items() if v}
 
 
 def client_gaps(helpful: dict[str, float], safe: dict[str, float]) -> dict[str, float]:
@@ -303,26 +298,24 @@ def objective_table(groups: dict[str, list[str | Path]]) -> str:
     """A markdown table, per group of runs (say, a method's seeds) and per model they score
     (the delivered one, the other one a method evaluates, and the base model once): the
     clients' mean own objective, harmful-compliance and benign-refusal rates in the last
-    round, and the share of their answers that loop (:func:`repetitive_share`), as mean ±
-    standard deviation over the runs."""
+    round, and the share of their answers that loop (:func:`sample_scores`; a run's mean
+    over its clients that wrote samples), as mean ± standard deviation over the runs."""
     lines = ["| method | model | runs | mean own objective | harmful complied | benign refused | repetitive |",
              "|---|---|---|---|---|---|---|"]
     base_done = False
     for label, run_dirs in groups.items():
-        loaded = [(load_run(d), d) for d in run_dirs]
+        loaded = [(d, *load_run(d)) for d in run_dirs]
         if not loaded:
             continue
-        delivered = DELIVERED_MODEL.get(loaded[0][0][0].get("method", ""), "personalized")
+        delivered = DELIVERED_MODEL.get(loaded[0][1].get("method", ""), "personalized")
         models = [delivered] + [m for m in ("personalized", "global") if m != delivered]
         if not base_done:
             models.insert(0, "base")
         for model in models:
-            per_run, loops = [], []
-            for (summary, rows), run_dir in loaded:
-                if pts := preference_points(summary, rows, model, run_dir):
-                    per_run.append(pts)
-                    share = repetitive_share(run_dir, [p["client"] for p in pts], model)
-                    loops += [] if share is None else [share]
+            per_run = [pts for run_dir, summary, rows in loaded
+                       if (pts := preference_points(summary, rows, model, run_dir))]
+            loops = [fmean(shares) for pts in per_run
+                     if (shares := [p["repetitive"] for p in pts if p["repetitive"] is not None])]
             if not per_run:
                 continue
             if model == "base":

@@ -44,8 +44,9 @@ MAX_LENGTH = 128
 # not reused. Safety 2: the refusal judge no longer counts an apology for a misunderstanding
 # as a refusal, which relabels some on-policy pairs. Safety 3: half of the template refusals
 # restate the request, as the policy's own refusals do (and compliance templates strip
-# "help me" from requests). Safety 4: the judge no longer counts the idiom "can't help but"
-# as a refusal, which relabels some on-policy pairs. Helpfulness 2: a needless refusal of a
+# "help me" from requests). Safety 4: the judge that labels on-policy pairs no longer counts
+# the idiom "can't help but" as a refusal (on SmolLM2's answers no label changed, and v4
+# trained bit-identical to v3). Helpfulness 2: a needless refusal of a
 # benign question is one of the rejected answers.
 RECIPE_VERSIONS = {"helpfulness": 2, "safety": 4}
 PAIRS = {"helpfulness": helpfulness_pairs, "safety": safety_pairs}
