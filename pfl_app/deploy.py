@@ -8,14 +8,13 @@ environment of :data:`pfl_app.launch.FLOWER_ENV`.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .launch import FLOWER_ENV, LaunchError, _bin, run_status, stop_process_group, submit_run
+from .launch import LaunchError, _bin, flower_env, run_status, stop_process_group, submit_run
 
 
 @dataclass(frozen=True)
@@ -90,10 +89,12 @@ class Processes:
 
 
 def deployment_env(flwr_home: Path, project_dir: Path) -> dict[str, str]:
-    return {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(flwr_home), "PFL_APP_HOME": str(project_dir)}
+    """The environment of every deployment process: the one ``flwr run`` gets here."""
+    return flower_env(flwr_home, project_dir)
 
 
-def wait_for_port(port: int, timeout: float = 60.0) -> None:
+def wait_for_port(port: int, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
+    """Wait until something listens on ``port``; with ``process``, fail as soon as it exits."""
     import socket
 
     deadline = time.time() + timeout
@@ -101,6 +102,9 @@ def wait_for_port(port: int, timeout: float = 60.0) -> None:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
+        if process is not None and process.poll() is not None:
+            raise LaunchError(f"{process.args[0]} exited with code {process.returncode} before listening on "
+                              f"port {port}; see its log")
         time.sleep(0.3)
     raise TimeoutError(f"nothing listens on port {port} after {timeout:g} s")
 

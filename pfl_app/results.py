@@ -77,6 +77,17 @@ def round_air_time(rows: list[dict[str, Any]], deadline_s: float) -> float:
     return channel_round_air_time(times, deadline_s if deadline_s > 0 else None)
 
 
+def client_of(rows: list[dict[str, Any]]) -> dict[int, Any]:
+    """Map each row's index to the client it is about.
+
+    A reply the SuperLink writes for a node that went silent (a killed SuperNode) names
+    only the node. It belongs to whichever client that node answered for earlier in the
+    run; a node never seen with a client keeps its node id, so it is still counted.
+    """
+    known = {r["node"]: r["client"] for r in rows if "client" in r and "node" in r}
+    return {i: r.get("client", known.get(r.get("node"), r.get("node"))) for i, r in enumerate(rows)}
+
+
 def _mean(rows: list[dict], key: str) -> float | None:
     values = [r[key] for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
     return fmean(values) if values else None
@@ -167,13 +178,14 @@ class RunRecorder:
 
     def summary(self) -> dict[str, Any]:
         """The run's headline numbers (see ``docs/results-format.md``)."""
-        last = [r for r in self.rows if r["round"] == self.rounds_completed]
+        owner = client_of(self.rows)
+        last = [(owner[i], r) for i, r in enumerate(self.rows) if r["round"] == self.rounds_completed]
         summary: dict[str, Any] = {
             "method": self.cfg.method,
             "model": self.cfg.model.name,
             "num_server_rounds": self.cfg.num_server_rounds,
             "rounds_completed": self.rounds_completed,
-            "clients": len({r.get("client", r["node"]) for r in self.rows}),
+            "clients": len(set(owner.values())),
             "uplink_bytes_total": int(sum(r["bytes_up"] for r in self.rows)),
             "downlink_bytes_total": int(sum(r["bytes_down"] for r in self.rows)),
             "updates_delivered": sum(r.get("status") in ("ok", "partial") for r in self.rows),
@@ -187,15 +199,18 @@ class RunRecorder:
             "simulated_time_s_total": self.simulated_time_s,
             "wall_time_s": round(self._wall(), 3),
         }
-        scores = sorted({k for r in last for k in r if k.startswith(SCORE_PREFIXES)})
+        scores = sorted({k for _, r in last for k in r if k.startswith(SCORE_PREFIXES)})
         for key in sorted(set(scores) | set(TASK_SCORES)):
-            summary[f"{key}_mean"] = _mean(last, key)
-        summary["per_client"] = {
-            str(r.get("client", r["node"])): {
-                k: r.get(k) for k in ("task", "safety_weight", *scores) if k in r or k in TASK_SCORES
-            }
-            for r in last
-        }
+            summary[f"{key}_mean"] = _mean([r for _, r in last], key)
+        per_client: dict[str, dict[str, Any]] = {}
+        for client, r in last:
+            entry = per_client.setdefault(str(client), {})
+            for k in ("task", "safety_weight", *scores, *TASK_SCORES):
+                # A client can have two rows in a round (its old node's error reply and its
+                # restarted node's answer): a value never gives way to a missing one.
+                if r.get(k) is not None or (k in TASK_SCORES and k not in entry):
+                    entry[k] = r.get(k)
+        summary["per_client"] = per_client
         return summary
 
     def save_shared(self, tensors: Mapping[str, np.ndarray]) -> None:

@@ -47,6 +47,29 @@ def test_recorder_writes_rows_and_a_summary(tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text()) == json.loads(json.dumps(summary))
 
 
+def test_a_silent_nodes_error_reply_counts_as_the_client_it_served(tmp_path):
+    # A SuperNode killed after round 1 comes back under a new node id; the SuperLink answers
+    # its old node's round-2 message with an error that names only the node.
+    cfg = parse_run_config({"num-server-rounds": 2})
+    rec = RunRecorder(tmp_path / "run", cfg)
+    rec.round_done(1, [_row(1, 0, 100, 0.5), _row(1, 1, 100, 0.7)])
+    unavailable = {"round": 2, "node": 100, "bytes_up": 0, "bytes_down": 0, "status": "error",
+                   "error": "Node Unavailable"}
+    rec.round_done(2, [unavailable, {**_row(2, 0, 100, 0.6), "node": 555}, _row(2, 1, 100, 0.8)])
+    summary = rec.finish({})
+    assert summary["clients"] == 2 and summary["client_failures"] == 1
+    assert set(summary["per_client"]) == {"0", "1"}
+    assert summary["per_client"]["0"]["personalized_accuracy"] == 0.6  # the error reply hides nothing
+
+
+def test_a_node_that_never_named_its_client_is_still_counted(tmp_path):
+    rec = RunRecorder(tmp_path / "run", parse_run_config({"num-server-rounds": 1}))
+    rec.round_done(1, [_row(1, 0, 100, 0.5), {"round": 1, "node": 7, "bytes_up": 0, "bytes_down": 0,
+                                              "status": "error"}])
+    summary = rec.finish({})
+    assert summary["clients"] == 2 and set(summary["per_client"]) == {"0", "7"}
+
+
 def test_a_run_folder_is_never_overwritten(tmp_path):
     cfg = parse_run_config({})
     rec = RunRecorder(tmp_path / "run", cfg)

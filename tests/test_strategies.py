@@ -85,6 +85,27 @@ def test_a_round_with_no_usable_update_keeps_the_old_tensors(flower_identity):
     assert strategy.aggregate_train(1, [failed, _reply(msgs[22], {})]) == (None, None)
 
 
+def test_a_silent_nodes_error_from_the_superlink_is_booked_to_that_node(flower_identity):
+    from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
+
+    strategy = PFTT(method="pftt", min_available_nodes=2, min_train_nodes=2)
+    msgs, rows = _round(strategy, [11, 22], {ADAPTER: np.zeros(3, np.float32)})
+    for i, m in enumerate(msgs.values()):  # what the grid does when it sends them
+        m.metadata.__dict__["_message_id"] = f"ins-{i}"
+    # The SuperLink's own reply for a node whose heartbeat stopped (from node id 1).
+    unavailable = create_message_error_unavailable_res_message(msgs[22].metadata, "node_unavail")
+    assert unavailable.metadata.src_node_id not in (11, 22)
+    strategy.aggregate_train(1, [_reply(msgs[11], {ADAPTER: np.ones(3, np.float32)}), unavailable])
+    evaluate = {m.metadata.dst_node_id: m for m in strategy.configure_evaluate(
+        1, to_arrayrecord({ADAPTER: np.ones(3, np.float32)}), ConfigRecord(), FakeGrid([11, 22]))}
+    strategy.aggregate_evaluate(1, [Message(RecordDict({"metrics": MetricRecord({"num-examples": 1})}),
+                                            reply_to=evaluate[11])])
+    by_node = {r["node"]: r for r in rows}
+    assert set(by_node) == {11, 22}
+    assert by_node[22]["status"] == "error" and "heartbeat" in by_node[22]["error"]
+    assert by_node[22]["bytes_down"] > 0  # the instruction it never answered
+
+
 def test_bytes_are_measured_on_the_messages_both_ways(flower_identity):
     strategy = SendAll(method="send-all", min_available_nodes=1, min_train_nodes=1, min_evaluate_nodes=1)
     glob = {ADAPTER: np.zeros((4, 4), np.float32), LORA_A: np.zeros(8, np.float32)}

@@ -79,6 +79,7 @@ class PersonalizedFedAvg(FedAvg):
         self._current: dict = {}
         self._evaluated: ArrayRecord | None = None
         self._sent = 0
+        self._addressed: list[Message] = []
         self.rejected: list[tuple[int, int, str]] = []
 
     # -- hooks for subclasses -------------------------------------------------------
@@ -116,7 +117,19 @@ class PersonalizedFedAvg(FedAvg):
         for m in messages:
             ledger.downlink(m.metadata.dst_node_id, message_bytes(m))
         self._sent = len(messages)
+        self._addressed = messages  # the grid gives each its message id when it sends it
         return messages
+
+    def node_of(self, reply: Message) -> int:
+        """The node a reply is about: the one its instruction went to.
+
+        Not always the reply's sender: when a node stops sending heartbeats (a killed
+        SuperNode), the SuperLink answers for it with an error from its own node id.
+        """
+        for sent in self._addressed:
+            if sent.metadata.message_id and sent.metadata.message_id == reply.metadata.reply_to_message_id:
+                return sent.metadata.dst_node_id
+        return reply.metadata.src_node_id
 
     def _with_groups(self, config: ConfigRecord) -> ConfigRecord:
         config["shared-groups"] = format_groups(self.shared_groups)
@@ -163,7 +176,7 @@ class PersonalizedFedAvg(FedAvg):
         ok = []
         replies = list(replies)
         for msg in replies:
-            node = msg.metadata.src_node_id
+            node = self.node_of(msg)
             if msg.has_error():
                 log(WARNING, "round %d: node %d failed: %s", server_round, node, msg.error.reason)
                 # Tracebacks relayed by Ray end with the exception itself: keep the end.
@@ -199,7 +212,7 @@ class PersonalizedFedAvg(FedAvg):
         # (node, records for Flower's helpers, decoded tensors, arrival mask or None)
         accepted: list[tuple[int, RecordDict, dict, dict | None]] = []
         for msg in self._received(server_round, replies):
-            node = msg.metadata.src_node_id
+            node = self.node_of(msg)
             status = msg.content.config_records.get(STATUS_KEY)
             outcome = str(status["outcome"]) if status is not None else "delivered"
             if outcome == "lost":
@@ -266,7 +279,7 @@ class PersonalizedFedAvg(FedAvg):
         for msg in ok:
             m = msg.content.metric_records["metrics"]
             ledger.note(
-                msg.metadata.src_node_id,
+                self.node_of(msg),
                 num_test_examples=int(m["num-examples"]),
                 **{k.replace("-", "_"): float(v) for k, v in m.items() if k != "num-examples"},
             )
