@@ -59,9 +59,10 @@ class RlhfSession(ClientSession):
         personal = str(self.config.get(START_FROM_KEY, "global")) == "personal"
         return personal or not any(g in self.shared for g in self.trained)
 
-    @property
+    @functools.cached_property
     def continues_own_policy(self) -> bool:
-        """Whether this round starts every trained tensor from the client's own last round."""
+        """Whether this round starts every trained tensor from the client's own last round
+        (asked before the round's state is saved: cached so both asks agree)."""
         return self.carries_own_policy and self.state.load(self.round - 1) is not None
 
     @functools.cached_property
