@@ -14,14 +14,26 @@ from .conftest import TINY
 pytestmark = pytest.mark.simulation
 
 
-def test_pftt_simulation_with_two_tasks_completes_and_writes_results(tmp_path, project_dir):
-    scenario = Scenario(
-        federation={"num-supernodes": 3, "client-resources-num-cpus": 1},
-        run_config={**TINY, "num-server-rounds": 2, "data.tasks": "bbc-news,chatterbot-qa",
-                    "data.partitioner": "iid", "results-dir": str(tmp_path), "run-name": "sim"},
-    )
+# One uninterrupted two-task run serves two tests: its results are checked, and a run with
+# the same config killed after round 1 and resumed must reproduce its numbers.
+TWO_TASKS = {**TINY, "num-server-rounds": 2, "data.tasks": "bbc-news,chatterbot-qa", "data.partitioner": "iid"}
+TWO_TASKS_FEDERATION = {"num-supernodes": 3, "client-resources-num-cpus": 1}
+
+
+@pytest.fixture(scope="module")
+def two_task_run(tmp_path_factory):
+    from pathlib import Path
+
+    project_dir = Path(__file__).resolve().parents[1]
+    results = tmp_path_factory.mktemp("two-tasks")
     lines = []
+    scenario = Scenario(TWO_TASKS_FEDERATION, {**TWO_TASKS, "results-dir": str(results), "run-name": "sim"})
     status, run_dir = launch(project_dir, scenario, {}, echo=lines.append)
+    return status, run_dir, lines
+
+
+def test_pftt_simulation_with_two_tasks_completes_and_writes_results(two_task_run):
+    status, run_dir, lines = two_task_run
     assert status["status"] == "finished:completed"
     assert any(line.startswith("round 2/2") for line in lines)  # progress was shown
 
@@ -108,20 +120,20 @@ def _kill_tree(proc):
     psutil.wait_procs(family, timeout=30)
 
 
-def test_a_run_killed_hard_resumes_from_its_last_round_and_matches_an_uninterrupted_one(tmp_path, project_dir):
+def test_a_run_killed_hard_resumes_from_its_last_round_and_matches_an_uninterrupted_one(
+    tmp_path, project_dir, two_task_run
+):
     import os
     import subprocess
     import sys
     import time
 
-    config = {**TINY, "num-server-rounds": 2, "data.partitioner": "iid", "results-dir": str(tmp_path)}
-    federation = {"num-supernodes": 2, "client-resources-num-cpus": 1}
-    _, straight = launch(project_dir, Scenario(federation, {**config, "run-name": "straight"}), {}, echo=lambda _l: None)
-
+    _, straight, _ = two_task_run
+    config = {**TWO_TASKS, "results-dir": str(tmp_path), "run-name": "crashed"}
     scenario = tmp_path / "crash.toml"
     scenario.write_text(
-        "[federation]\nnum-supernodes = 2\nclient-resources-num-cpus = 1\n[run-config]\n"
-        + "".join(f"{k} = {json.dumps(v)}\n" for k, v in {**config, "run-name": "crashed"}.items())
+        "[federation]\n" + "".join(f"{k} = {v}\n" for k, v in TWO_TASKS_FEDERATION.items()) + "[run-config]\n"
+        + "".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items())
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "pfl_app", "run", "--app-dir", str(project_dir), "--scenario", str(scenario)],
@@ -143,7 +155,7 @@ def test_a_run_killed_hard_resumes_from_its_last_round_and_matches_an_uninterrup
 
     assert cli_main(["run", "--app-dir", str(project_dir), "--resume-from", str(crashed)]) == 0
     rows = [json.loads(line) for line in (crashed / "metrics.jsonl").read_text().splitlines()]
-    assert sorted((r["round"], r["client"]) for r in rows) == [(r, c) for r in (1, 2) for c in (0, 1)]
+    assert sorted((r["round"], r["client"]) for r in rows) == [(r, c) for r in (1, 2) for c in (0, 1, 2)]
     summary = json.loads((crashed / "summary.json").read_text())
     assert summary["rounds_completed"] == 2
     reference = {(r["round"], r["client"]): r for r in
