@@ -44,3 +44,23 @@ def test_run_name_and_results_dir_are_pinned(tmp_path):
 
 def test_unflatten_round_trips():
     assert _unflatten({"a.b": 1, "a.c": 2, "d": 3}) == {"a": {"b": 1, "c": 2}, "d": 3}
+
+
+def test_waiting_for_a_port_fails_at_once_when_its_process_has_exited():
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from pfl_app.deploy import wait_for_port
+    from pfl_app.launch import LaunchError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    proc.wait()
+    start = time.time()
+    with pytest.raises(LaunchError, match="exited with code 3"):
+        wait_for_port(port, timeout=30, process=proc)
+    assert time.time() - start < 5
