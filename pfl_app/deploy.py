@@ -2,8 +2,8 @@
 
 Used by ``scripts/deploy/`` and the deployment tests. On one machine everything listens on
 loopback; across devices, run :func:`superlink_command` on the server and
-:func:`supernode_command` on each device (see docs/deployment.md). Every process gets the
-environment of :data:`pfl_app.launch.FLOWER_ENV`.
+:func:`supernode_command` on each device (see docs/deployment.md). Give :class:`Processes` the
+environment of :func:`pfl_app.launch.flower_env`, as ``flwr run`` gets it here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .launch import LaunchError, _bin, flower_env, run_status, stop_process_group, submit_run
+from .launch import LaunchError, _bin, run_status, stop_process_group, submit_run
 
 
 @dataclass(frozen=True)
@@ -86,27 +86,6 @@ class Processes:
     def stop_all(self) -> None:
         for name in list(self.procs):
             self.stop(name)
-
-
-def deployment_env(flwr_home: Path, project_dir: Path) -> dict[str, str]:
-    """The environment of every deployment process: the one ``flwr run`` gets here."""
-    return flower_env(flwr_home, project_dir)
-
-
-def wait_for_port(port: int, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
-    """Wait until something listens on ``port``; with ``process``, fail as soon as it exits."""
-    import socket
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if process is not None and process.poll() is not None:
-            raise LaunchError(f"{process.args[0]} exited with code {process.returncode} before listening on "
-                              f"port {port}; see its log")
-        time.sleep(0.3)
-    raise TimeoutError(f"nothing listens on port {port} after {timeout:g} s")
 
 
 def flwr_run(project_dir: Path, connection: str, run_config: dict, env: dict[str, str]) -> str:

@@ -169,10 +169,29 @@ def resolve_run_config(scenario: Scenario, overrides: dict[str, Any], project_di
     return flat
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
+    """Wait until something listens on 127.0.0.1:``port``.
+
+    Raises :class:`LaunchError` as soon as ``process`` (the one that should open the port)
+    has exited, and ``TimeoutError`` after ``timeout`` seconds.
+    """
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if process is not None and process.poll() is not None:
+            raise LaunchError(f"{process.args[0]} exited with code {process.returncode} before listening on "
+                              f"port {port}; see its log")
+        time.sleep(0.3)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout:g} s")
 
 
 def check_ray_address(address: str, timeout: float = 5.0) -> None:
@@ -233,7 +252,7 @@ def private_superlink(project_dir: Path, ray_address: str | None = None) -> Iter
         the environment as it is: a local Ray instance, unless ``RAY_ADDRESS`` is set already.
     """
     home = Path(tempfile.mkdtemp(prefix="pfl-flwr-home-"))
-    port = _free_port()
+    port = free_port()
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
         f'address = "127.0.0.1:{port}"\ninsecure = true\n'
@@ -253,19 +272,15 @@ def private_superlink(project_dir: Path, ray_address: str | None = None) -> Iter
         start_new_session=True,
     )
     try:
-        deadline = time.time() + 60
-        while True:
-            if proc.poll() is not None:
-                # The folder is removed on the way out: put the log's end in the message.
-                log.flush()
-                tail = (home / "superlink.log").read_text(errors="replace").strip().splitlines()[-15:]
-                raise LaunchError("the SuperLink exited at start:\n" + "\n".join(tail))
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.time() > deadline:
-                raise LaunchError(f"the SuperLink did not open port {port} within 60 s")
-            time.sleep(0.3)
+        try:
+            wait_for_port(port, 60.0, proc)
+        except TimeoutError as err:
+            raise LaunchError(f"the SuperLink did not open port {port} within 60 s") from err
+        except LaunchError:
+            # The folder is removed on the way out: put the log's end in the message.
+            log.flush()
+            tail = (home / "superlink.log").read_text(errors="replace").strip().splitlines()[-15:]
+            raise LaunchError("the SuperLink exited at start:\n" + "\n".join(tail)) from None
         yield env, home
     finally:
         stop_process_group(proc)

@@ -2,45 +2,36 @@
 
 import json
 import signal
-import socket
 import time
 
 import pytest
 
 from pfl_app.deploy import (
     Processes,
-    deployment_env,
     flwr_run,
     supernode_command,
     superlink_command,
-    wait_for_port,
     wait_for_run,
     write_connection,
 )
-from pfl_app.launch import run_log
+from pfl_app.launch import flower_env, free_port, run_log, wait_for_port
 
 from .conftest import TINY
 
 pytestmark = pytest.mark.simulation
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def deployment(tmp_path, project_dir):
     home = tmp_path / "flwr-home"
-    env = deployment_env(home, project_dir)
+    env = flower_env(home, project_dir)
     procs = Processes(env, tmp_path / "logs")
-    port = _free_port()
+    port = free_port()
     wait_for_port(port, process=procs.start("superlink", superlink_command(port)))
     write_connection(home, "loopback", f"127.0.0.1:{port}")
     nodes = {}
     for i in range(2):
-        nodes[i] = supernode_command(f"127.0.0.1:{port}", _free_port(), i, 2, state_dir=tmp_path / f"device-{i}")
+        nodes[i] = supernode_command(f"127.0.0.1:{port}", free_port(), i, 2, state_dir=tmp_path / f"device-{i}")
         procs.start(f"supernode-{i}", nodes[i])
     yield procs, env, nodes, tmp_path
     procs.stop_all()
@@ -103,9 +94,9 @@ def test_tls_with_node_auth_refuses_an_unregistered_node_and_trains_with_registe
     for name in ("node-0", "node-1", "stranger"):
         subprocess.run(["bash", str(scripts / "make-node-key.sh"), str(keys / name)], check=True, capture_output=True)
     home = tmp_path / "flwr-home"
-    env = deployment_env(home, project_dir)
+    env = flower_env(home, project_dir)
     procs = Processes(env, tmp_path / "logs")
-    port = _free_port()
+    port = free_port()
     try:
         superlink = procs.start("superlink", superlink_command(
             port, tls=Tls(certs / "ca.crt", certs / "server.pem", certs / "server.key"),
@@ -117,10 +108,10 @@ def test_tls_with_node_auth_refuses_an_unregistered_node_and_trains_with_registe
                                  env=env, capture_output=True, text=True)
             assert out.returncode == 0, out.stdout + out.stderr
         for i, name in enumerate(("node-0", "node-1")):
-            procs.start(name, supernode_command(f"127.0.0.1:{port}", _free_port(), i, 2,
+            procs.start(name, supernode_command(f"127.0.0.1:{port}", free_port(), i, 2,
                                                 state_dir=tmp_path / name, root_cert=certs / "ca.crt",
                                                 auth_key=keys / name))
-        stranger = procs.start("stranger", supernode_command(f"127.0.0.1:{port}", _free_port(), 1, 2,
+        stranger = procs.start("stranger", supernode_command(f"127.0.0.1:{port}", free_port(), 1, 2,
                                                              state_dir=tmp_path / "stranger",
                                                              root_cert=certs / "ca.crt", auth_key=keys / "stranger"))
         config = {**TINY, "num-server-rounds": 1, "data.partitioner": "iid",

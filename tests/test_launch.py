@@ -47,17 +47,13 @@ def test_unflatten_round_trips():
 
 
 def test_waiting_for_a_port_fails_at_once_when_its_process_has_exited():
-    import socket
     import subprocess
     import sys
     import time
 
-    from pfl_app.deploy import wait_for_port
-    from pfl_app.launch import LaunchError
+    from pfl_app.launch import LaunchError, free_port, wait_for_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
     proc.wait()
     start = time.time()

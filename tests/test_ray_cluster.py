@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,19 +36,13 @@ import psutil
 import pytest
 
 from pfl_app import cli
-from pfl_app.launch import LaunchError, Scenario, launch
+from pfl_app.launch import LaunchError, Scenario, free_port, launch
 
 from .conftest import TINY
 
 pytestmark = pytest.mark.simulation
 
 RAY = str(Path(sys.executable).parent / "ray")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ray_env() -> dict[str, str]:
@@ -65,13 +58,13 @@ class LocalRayCluster:
     def __init__(self):
         # Short and under /tmp: Ray puts Unix sockets in it (a path limit of ~107 characters).
         self.temp_dir = Path(tempfile.mkdtemp(prefix="pfl-ray-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.groups: list[int] = []
 
     def start(self, workers: int = 1) -> None:
         self._start("head", "--head", "--port", str(self.port), "--include-dashboard=false",
-                    "--dashboard-port", str(_free_port()), "--ray-client-server-port", str(_free_port()),
+                    "--dashboard-port", str(free_port()), "--ray-client-server-port", str(free_port()),
                     "--temp-dir", str(self.temp_dir))
         for i in range(workers):
             # The worker takes the head's temp dir from the cluster.
@@ -80,7 +73,7 @@ class LocalRayCluster:
 
     def _start(self, name: str, *args: str) -> None:
         cmd = [RAY, "start", *args, "--num-cpus", "1", "--object-store-memory", str(100 * 2**20),
-               "--dashboard-agent-listen-port", str(_free_port()), "--disable-usage-stats"]
+               "--dashboard-agent-listen-port", str(free_port()), "--disable-usage-stats"]
         with open(self.temp_dir / f"{name}.out", "wb") as log:
             proc = subprocess.Popen(cmd, env=_ray_env(), stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
@@ -163,7 +156,7 @@ def test_an_unreachable_ray_address_fails_before_anything_starts(tmp_path, proje
     # Ray would retry it without end and the run would hang; no cluster is needed here.
     scenario = Scenario(run_config={**TINY, "results-dir": str(tmp_path), "run-name": "nowhere"})
     with pytest.raises(LaunchError, match="cannot reach the Ray cluster"):
-        launch(project_dir, scenario, {}, echo=lambda _line: None, ray_address=f"127.0.0.1:{_free_port()}")
+        launch(project_dir, scenario, {}, echo=lambda _line: None, ray_address=f"127.0.0.1:{free_port()}")
     assert not any(tmp_path.iterdir())
 
 
