@@ -77,15 +77,15 @@ def round_air_time(rows: list[dict[str, Any]], deadline_s: float) -> float:
     return channel_round_air_time(times, deadline_s if deadline_s > 0 else None)
 
 
-def client_of(rows: list[dict[str, Any]]) -> dict[int, Any]:
-    """Map each row's index to the client it is about.
+def client_of(rows: list[dict[str, Any]]) -> list[Any]:
+    """The client each row is about, row by row.
 
     A reply the SuperLink writes for a node that went silent (a killed SuperNode) names
     only the node. It belongs to whichever client that node answered for earlier in the
     run; a node never seen with a client keeps its node id, so it is still counted.
     """
     known = {r["node"]: r["client"] for r in rows if "client" in r and "node" in r}
-    return {i: r.get("client", known.get(r.get("node"), r.get("node"))) for i, r in enumerate(rows)}
+    return [r.get("client", known.get(r.get("node"), r.get("node"))) for r in rows]
 
 
 def _mean(rows: list[dict], key: str) -> float | None:
@@ -179,13 +179,13 @@ class RunRecorder:
     def summary(self) -> dict[str, Any]:
         """The run's headline numbers (see ``docs/results-format.md``)."""
         owner = client_of(self.rows)
-        last = [(owner[i], r) for i, r in enumerate(self.rows) if r["round"] == self.rounds_completed]
+        last = [(client, r) for client, r in zip(owner, self.rows) if r["round"] == self.rounds_completed]
         summary: dict[str, Any] = {
             "method": self.cfg.method,
             "model": self.cfg.model.name,
             "num_server_rounds": self.cfg.num_server_rounds,
             "rounds_completed": self.rounds_completed,
-            "clients": len(set(owner.values())),
+            "clients": len(set(owner)),
             "uplink_bytes_total": int(sum(r["bytes_up"] for r in self.rows)),
             "downlink_bytes_total": int(sum(r["bytes_down"] for r in self.rows)),
             "updates_delivered": sum(r.get("status") in ("ok", "partial") for r in self.rows),

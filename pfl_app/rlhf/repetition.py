@@ -1,8 +1,9 @@
 """Whether an answer loops: a degeneration that RL on small models leaves behind.
 
 A policy pushed hard by a small reward model can settle on a phrase ("I can't help but
-think ...", "I can help you with that.") and repeat it until the token budget ends. Its rewards and refusal rate then say little about what it learned, so the tables
-report how many answers loop. Counting repeated word n-grams is a few lines; the metric
+think ...", "I can help you with that.") and repeat it until the token budget ends. Its
+rewards and refusal rate then say little about what it learned, so the tables report how
+many answers loop. Counting repeated word n-grams is a few lines; the metric
 libraries that compute distinct-n need a hub download, hence this module.
 """
 
