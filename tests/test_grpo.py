@@ -15,7 +15,7 @@ from pfl_app.models.personalized import (
 )
 from pfl_app.records import to_arrayrecord
 from pfl_app.rlhf.clients import Preference, client_prompts, prompt_dataset
-from pfl_app.rlhf.grpo import train_policy
+from pfl_app.rlhf.grpo import load_optimizer_state, optimizer_state, train_policy
 
 from .conftest import TINY
 
@@ -112,6 +112,23 @@ def test_a_round_can_continue_the_optimizer_state_of_the_last_one():
     key = next(k for k in state if k.endswith("::exp_avg_sq"))
     assert continued.optimizer_state[key].shape == state[key].shape
     assert not np.array_equal(continued.optimizer_state[key], fresh.optimizer_state[key])
+
+
+def test_a_stored_optimizer_state_loads_only_into_parameters_it_names():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    model[1].weight.requires_grad_(False)  # frozen: no optimizer state of its own
+    trained = [p for p in model.parameters() if p.requires_grad]
+    first = torch.optim.Adam(trained)
+    model(torch.ones(1, 3)).sum().backward()
+    first.step()
+    state = optimizer_state(first, model)
+    assert {k.rpartition("::")[0] for k in state} == {"0.weight", "0.bias", "1.bias"}
+    state["2.weight::step"] = np.array(1.0)  # a parameter this model does not have
+    fresh = torch.optim.Adam(trained)
+    assert load_optimizer_state(fresh, model, state) == 3
+    assert float(fresh.state[model[0].weight]["step"]) == 1.0
+    assert torch.equal(fresh.state[model[0].weight]["exp_avg"], first.state[model[0].weight]["exp_avg"])
+    assert model[1].weight not in fresh.state
 
 
 def test_sparse_layer_choices():

@@ -13,11 +13,13 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from logging import WARNING
 from statistics import fmean
 
 import numpy as np
 import torch
 from datasets import Dataset
+from flwr.common.logger import log
 from transformers import PreTrainedTokenizerBase
 from trl import GRPOConfig, GRPOTrainer
 
@@ -83,7 +85,12 @@ class ProximalGRPOTrainer(GRPOTrainer):
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
         if self.initial_optimizer_state:
-            load_optimizer_state(optimizer, self.model if model is None else model, self.initial_optimizer_state)
+            loaded = load_optimizer_state(optimizer, self.model if model is None else model,
+                                          self.initial_optimizer_state)
+            stored = len({k.rpartition(OPTIMIZER_STATE_SEP)[0] for k in self.initial_optimizer_state})
+            if loaded < stored:  # a state from another model or sparse-layer choice
+                log(WARNING, "carried optimizer state: %d of %d parameters matched the policy; "
+                    "the rest start from a fresh Adam", loaded, stored)
         return optimizer
 
     def proximal_term(self, model) -> torch.Tensor | float:
