@@ -22,7 +22,7 @@ from statistics import fmean
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pfl_app.plots import DELIVERED_MODEL, _last_samples  # noqa: E402
+from pfl_app.plots import DELIVERED_MODEL, last_samples  # noqa: E402
 from pfl_app.rlhf.preferences import is_refusal  # noqa: E402
 
 # Decline phrases the judge has no marker for (the ones seen in the committed runs' answers).
@@ -50,7 +50,7 @@ def main() -> int:
         method = json.loads((run / "config.json").read_text())["run_config"]["method"]
         clients = sorted(int(p.name.rsplit("-", 1)[1]) for p in (run / "clients").iterdir())
         for model in (DELIVERED_MODEL.get(method, "personalized"), "base"):
-            cells = [compliance(_last_samples(run, c, model)) for c in clients]
+            cells = [compliance(last_samples(run, c, model)) for c in clients]
             print(f"| {run.parent.name}/{run.name} | {model} | " + " / ".join(f"{a:.2f} -> {b:.2f}" for a, b in cells) + " |")
     return 0
 

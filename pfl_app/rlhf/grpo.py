@@ -45,8 +45,9 @@ def optimizer_state(optimizer: torch.optim.Optimizer, model) -> dict[str, np.nda
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, model, state: Mapping[str, np.ndarray]) -> int:
     """Put ``state`` (from :func:`optimizer_state`) back into a fresh optimizer over the
-    same parameters; return how many parameters got theirs. A parameter's ``step`` is a
-    scalar, its moments have the parameter's shape."""
+    same parameters; return how many parameters got theirs, and log a warning when that is
+    fewer than ``state`` names (a state from another model or sparse-layer choice). A
+    parameter's ``step`` is a scalar, its moments have the parameter's shape."""
     by_param: dict[str, dict[str, np.ndarray]] = {}
     for key, value in state.items():
         name, _, entry = key.rpartition(OPTIMIZER_STATE_SEP)
@@ -62,6 +63,9 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, model, state: Mapping
             for entry, v in by_param[name].items()
         }
         loaded += 1
+    if loaded < len(by_param):
+        log(WARNING, "carried optimizer state: %d of %d parameters matched the policy; "
+            "the rest start from a fresh Adam", loaded, len(by_param))
     return loaded
 
 
@@ -85,12 +89,7 @@ class ProximalGRPOTrainer(GRPOTrainer):
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
         if self.initial_optimizer_state:
-            loaded = load_optimizer_state(optimizer, self.model if model is None else model,
-                                          self.initial_optimizer_state)
-            stored = len({k.rpartition(OPTIMIZER_STATE_SEP)[0] for k in self.initial_optimizer_state})
-            if loaded < stored:  # a state from another model or sparse-layer choice
-                log(WARNING, "carried optimizer state: %d of %d parameters matched the policy; "
-                    "the rest start from a fresh Adam", loaded, stored)
+            load_optimizer_state(optimizer, self.model if model is None else model, self.initial_optimizer_state)
         return optimizer
 
     def proximal_term(self, model) -> torch.Tensor | float:
