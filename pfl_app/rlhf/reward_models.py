@@ -46,9 +46,11 @@ MAX_LENGTH = 128
 # restate the request, as the policy's own refusals do (and compliance templates strip
 # "help me" from requests). Safety 4: the judge that labels on-policy pairs no longer counts
 # the idiom "can't help but" as a refusal (on SmolLM2's answers no label changed, and v4
-# trained bit-identical to v3). Helpfulness 2: a needless refusal of a
-# benign question is one of the rejected answers.
-RECIPE_VERSIONS = {"helpfulness": 2, "safety": 4}
+# trained bit-identical to v3). Safety 5: the judge counts SmolLM2's commonest decline
+# ("as a chatbot, I'm not equipped to / I don't have the ability to ...") as a refusal; up
+# to v4 those declines were rejected answers in the on-policy pairs. Helpfulness 2: a
+# needless refusal of a benign question is one of the rejected answers.
+RECIPE_VERSIONS = {"helpfulness": 2, "safety": 5}
 PAIRS = {"helpfulness": helpfulness_pairs, "safety": safety_pairs}
 
 

@@ -40,8 +40,9 @@ from .preferences import PromptItem, is_refusal, prompts_in, refusal
 
 # Bump when the demonstrations or the recipe change, so stale warmed policies are not reused.
 # 2: the judge that drops the policy's own refusals from the demonstrations no longer takes
-# "can't help but" for one (on SmolLM2 it picked the same demonstrations as v1).
-WARMUP_RECIPE_VERSION = 2
+# "can't help but" for one (on SmolLM2 it picked the same demonstrations as v1). 3: it
+# counts "I'm not equipped to / I don't have the ability to ..." as a refusal.
+WARMUP_RECIPE_VERSION = 3
 
 
 @dataclass(frozen=True)
