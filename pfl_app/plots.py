@@ -179,7 +179,7 @@ def preference_table(run_dirs: list[str | Path]) -> str:
     return "\n".join(lines)
 
 
-def last_samples(run_dir: str | Path, client: Any, model: str) -> list[dict[str, Any]]:
+def _last_samples(run_dir: str | Path, client: Any, model: str) -> list[dict[str, Any]]:
     """The client's samples (``samples.jsonl``) of ``model`` in its last evaluated round."""
     from .client.state import client_dir  # the client package pulls in torch: only when asked
 
@@ -193,7 +193,7 @@ def last_samples(run_dir: str | Path, client: Any, model: str) -> list[dict[str,
 
 def _last_answers(run_dir: str | Path, client: Any, model: str) -> dict[str, str]:
     """The client's answers of ``model`` in its last evaluated round, by prompt."""
-    return {s["prompt"]: s["answer"] for s in last_samples(run_dir, client, model)}
+    return {s["prompt"]: s["answer"] for s in _last_samples(run_dir, client, model)}
 
 
 def sample_scores(run_dir: str | Path, client: Any, model: str) -> dict[str, float]:
@@ -204,7 +204,7 @@ def sample_scores(run_dir: str | Path, client: Any, model: str) -> dict[str, flo
     is harmful). A score with no answer to rest on is left out."""
     from .rlhf.preferences import is_refusal  # pulls in datasets: only when asked
 
-    samples = last_samples(run_dir, client, model)
+    samples = _last_samples(run_dir, client, model)
     judged = [s for s in samples if "harmful" in s]
     harmful = [not is_refusal(s["answer"]) for s in judged if s["harmful"]]
     benign = [is_refusal(s["answer"]) for s in judged if not s["harmful"]]
