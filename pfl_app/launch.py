@@ -77,14 +77,26 @@ def load_scenario(path: str | Path | None) -> Scenario:
     unknown = sorted(set(raw) - {"federation", "run-config"})
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {unknown}; allowed: [federation], [run-config]")
-    fed = dict(raw.get("federation", {}))
-    bad = sorted(set(fed) - set(FEDERATION_KEYS))
+    fed = check_federation(raw.get("federation", {}), str(path))
+    return Scenario(fed, _flatten(raw.get("run-config", {})))
+
+
+def check_federation(table: Any, where: str) -> dict[str, int]:
+    """Check a ``[federation]`` table (of a scenario or a grid file) and return it with its
+    defaults filled in.
+
+    Raises ``ConfigError`` naming ``where``, the key and what it allows.
+    """
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [federation] must be a table of {', '.join(FEDERATION_KEYS)}")
+    bad = sorted(set(table) - set(FEDERATION_KEYS))
     if bad:
-        raise ConfigError(f"{path}: unknown [federation] key(s) {bad}; allowed: {', '.join(FEDERATION_KEYS)}")
-    for key, value in fed.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "num-supernodes" else 0):
-            raise ConfigError(f"{path}: [federation] {key} must be a whole number >= 1, got {value!r}")
-    return Scenario({"num-supernodes": 2, **fed}, _flatten(raw.get("run-config", {})))
+        raise ConfigError(f"{where}: unknown [federation] key(s) {bad}; allowed: {', '.join(FEDERATION_KEYS)}")
+    for key, value in table.items():
+        least = 1 if key == "num-supernodes" else 0
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{where}: [federation] {key} must be a whole number >= {least}, got {value!r}")
+    return {"num-supernodes": 2, **table}
 
 
 def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
