@@ -96,18 +96,83 @@ def commit(run_dir: Path, server_round: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def read(run_dir: Path) -> Checkpoint | None:
-    """The committed checkpoint of a run, or ``None`` if no round was committed."""
+class CheckpointError(ValueError):
+    """A run's checkpoints cannot be trusted to continue it."""
+
+
+def read(run_dir: Path, num_rounds: int | None = None, warn=None) -> Checkpoint | None:
+    """The committed checkpoint of a run, or ``None`` if no round was committed.
+
+    Before a run continues from it, the checkpoint is checked: a missing pointer beside
+    round folders, a round beyond ``num_rounds``, or a pointer that cannot be read is
+    refused; a round folder whose files cannot be read is named, and the previous kept
+    round is used instead if it is intact (``warn(message)`` is told so).
+
+    Raises
+    ------
+    CheckpointError
+        Naming the file at fault and what to do.
+    """
     run_dir = Path(run_dir)
     pointer = run_dir / POINTER
+    folders = sorted((p for p in (run_dir / FOLDER).glob("round-*") if p.is_dir()), reverse=True)
     if not pointer.exists():
+        if folders:
+            # Starting over would silently throw the finished rounds away.
+            raise CheckpointError(
+                f"{pointer} is missing, but {run_dir / FOLDER} holds {', '.join(p.name for p in folders)}: "
+                f"refusing to start over. Restore {POINTER}, e.g. "
+                f'{{"round": {_round_of(folders[0])}, "folder": "{FOLDER}/{folders[0].name}"}}, or start a new run'
+            )
         return None
-    folder = run_dir / json.loads(pointer.read_text())["folder"]
-    state = json.loads((folder / "state.json").read_text())
+    try:
+        info = json.loads(pointer.read_text())
+        committed, folder = int(info["round"]), run_dir / str(info["folder"])
+    except (ValueError, KeyError, TypeError, OSError) as err:
+        raise CheckpointError(f"{pointer} is damaged ({err}); it should read "
+                              '{"round": N, "folder": "checkpoints/round-000N"}') from None
+    if num_rounds is not None and committed > num_rounds:
+        raise CheckpointError(
+            f"{pointer} says round {committed} is finished, beyond num-server-rounds = {num_rounds}: "
+            "this run is complete, or its config is not the one it ran with"
+        )
+    candidates = [folder] + [p for p in folders if _round_of(p) < committed]
+    problems = []
+    for candidate in candidates:
+        try:
+            checkpoint = _load(candidate)
+        except CheckpointError as err:
+            problems.append(str(err))
+            continue
+        if problems and warn is not None:
+            warn(f"{problems[-1]}; continuing from the kept checkpoint of round {checkpoint.round} instead")
+        return checkpoint
+    raise CheckpointError("no intact checkpoint to continue from: " + "; ".join(problems))
+
+
+def _round_of(folder: Path) -> int:
+    return int(folder.name.removeprefix("round-"))
+
+
+def _load(folder: Path) -> Checkpoint:
+    """Load one round folder, naming the file that cannot be read."""
+    def attempt(name, loader):
+        path = folder / name
+        try:
+            return loader(path)
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own error type
+            raise CheckpointError(f"{path} cannot be read ({type(err).__name__}: {err})") from None
+
+    def read_state(path: Path) -> dict[str, Any]:
+        state = json.loads(path.read_text())
+        return {"round": int(state["round"]), "counters": dict(state["counters"]),
+                "python_random": list(state["python_random"])}
+
+    state = attempt("state.json", read_state)
     return Checkpoint(
-        round=int(state["round"]),
-        shared=load_file(str(folder / "shared.safetensors")),
-        strategy_state=load_file(str(folder / "strategy.safetensors")),
+        round=state["round"],
+        shared=attempt("shared.safetensors", lambda p: load_file(str(p))),
+        strategy_state=attempt("strategy.safetensors", lambda p: load_file(str(p))),
         counters={**state["counters"], "python_random": state["python_random"]},
     )
 

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .config import RLHF_METHODS, ConfigError, parse_run_config
-from .launch import LaunchError, launch, load_scenario, parse_overrides, resolve_run_config, resume_scenario
+from .launch import Interrupted, LaunchError, check_run, launch, load_scenario, parse_overrides, resolve_run_config, resume_scenario
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,10 +72,27 @@ def _reward_model_table(scorers) -> Table:
     return t
 
 
+def check_run_folders(runs: list[str]) -> None:
+    """Raise ``ConfigError`` naming the first folder that holds no run's ``metrics.jsonl``."""
+    for run in runs:
+        path = Path(run)
+        if not path.is_dir():
+            raise ConfigError(f"{run}: no such folder (pfl-app plot takes run folders, results/<run>)")
+        metrics = path / "metrics.jsonl"
+        if not metrics.is_file() or not metrics.read_text(errors="replace").strip():
+            raise ConfigError(f"{run} holds no run: no rounds in {metrics.name} (a run folder is "
+                              "results/<run-name>, with config.json and metrics.jsonl)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(highlight=False)
     if args.command == "plot":
+        try:
+            check_run_folders(args.runs)
+        except ConfigError as err:
+            console.print(f"[red]config error:[/red] {escape(str(err))}")
+            return 2
         from .plots import load_run, plot_preferences, plot_runs, preference_table, separation_table
 
         rlhf = [r for r in args.runs if load_run(r)[0].get("method") in RLHF_METHODS]
@@ -88,18 +106,32 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"wrote {path}")
         return 0
     try:
-        scenario = load_scenario(args.scenario if Path(args.scenario).exists() or args.scenario != "simulation.toml" else None)
+        explicit_scenario = args.scenario != "simulation.toml"
+        scenario = load_scenario(args.scenario if Path(args.scenario).exists() or explicit_scenario else None)
         if args.num_clients is not None:
             if args.num_clients < 1:
                 raise ConfigError("--num-clients must be >= 1")
             scenario.federation["num-supernodes"] = args.num_clients
         overrides = parse_overrides(args.run_config)
         app_dir = Path(args.app_dir).resolve()
+        if not app_dir.is_dir() or not (app_dir / "pyproject.toml").is_file():
+            raise ConfigError(f"--app-dir {app_dir} is not a Flower app folder (no pyproject.toml there)")
         if getattr(args, "resume_from", None):
-            scenario, saved = resume_scenario(args.resume_from)
+            saved_scenario, saved = resume_scenario(args.resume_from)
+            if args.num_clients is not None or explicit_scenario:
+                # A run continues on the federation it started with.
+                differ = {k: (v, scenario.federation.get(k)) for k, v in saved_scenario.federation.items()
+                          if scenario.federation.get(k, v) != v}
+                if differ:
+                    raise ConfigError(
+                        f"--resume-from {args.resume_from}: the run ran with [federation] "
+                        + ", ".join(f"{k} = {old}, not {new}" for k, (old, new) in differ.items())
+                        + "; resume it on its own federation (leave out --num-clients and --scenario)")
+            scenario = saved_scenario
             overrides = {**saved, **overrides}
         if args.command == "validate":
             flat = resolve_run_config(scenario, overrides, app_dir)
+            check_run(scenario, flat)
             console.print_json(json.dumps({"federation": scenario.federation, "run-config": flat}))
             return 0
         if args.command == "reward-models":
@@ -119,10 +151,15 @@ def main(argv: list[str] | None = None) -> int:
         _, run_dir = launch(app_dir, scenario, overrides, echo=echo, verbose=args.verbose,
                            ray_address=args.ray_address)
     except ConfigError as err:
-        console.print(f"[red]config error:[/red] {err}")
+        # escape: user text such as "[federation]" is not rich markup
+        console.print(f"[red]config error:[/red] {escape(str(err))}")
         return 2
+    except Interrupted as err:
+        console.print(f"[yellow]interrupted:[/yellow] {escape(str(err))}; every process of the run was stopped, "
+                      "and its folder keeps every finished round (pfl-app run --resume-from continues it)")
+        return 128 + err.signum
     except LaunchError as err:
-        console.print(f"[red]run failed:[/red] {err}")
+        console.print(f"[red]run failed:[/red] {escape(str(err))}")
         return 1
     summary = json.loads((run_dir / "summary.json").read_text())
     console.print(_summary_table(summary))

@@ -11,6 +11,7 @@ validated :class:`RunConfig` before any training starts.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,10 @@ ATTENTION_PATTERNS = ("dense", "local-window")
 NON_LINEARITIES = ("relu", "gelu", "silu", "tanh")
 LOSS_MODES = ("whole", "partial")
 SERVER_OPTIMIZERS = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedavgm")
+
+
+# Keys that may differ between a run and its resumption.
+RESUME_FREE_KEYS = ("resume-from", "run-name", "results-dir", "round-timeout-s")
 
 
 class ConfigError(ValueError):
@@ -98,6 +103,17 @@ def _retransmissions(v: int) -> str | None:
     return None if v >= -1 else "-1 (the profile's own) or a whole number >= 0"
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_=+-][A-Za-z0-9._=+-]*")
+
+
+def safe_name_problem(v: str) -> str | None:
+    """What a name used as one path component must be, or ``None`` if ``v`` is one:
+    letters, digits and ``. _ = + -``, not starting with a dot (no ``/``, no ``..``)."""
+    if v == "" or (_SAFE_NAME.fullmatch(v) and len(v) <= 200):
+        return None
+    return "a plain folder name: letters, digits and . _ = + - (not starting with '.'), at most 200 characters"
+
+
 def _csv_nonempty(v: str) -> str | None:
     return None if [s for s in v.split(",") if s.strip()] else "a comma-separated, non-empty list"
 
@@ -107,7 +123,8 @@ FIELDS: tuple[Field, ...] = (
     Field("method", str, "pftt", "federated method: what is trained, sent and kept", METHODS),
     Field("num-server-rounds", int, 3, "federated rounds", check=_positive),
     Field("seed", int, 0, "seed for model init, data split and sampling", check=_non_negative),
-    Field("run-name", str, "", "results sub-folder; empty: <method>-<UTC timestamp>"),
+    Field("run-name", str, "", "results sub-folder; empty: <method>-<UTC timestamp>",
+          check=safe_name_problem),
     Field("results-dir", str, "results", "where runs are written; relative paths resolve "
           "against $PFL_APP_HOME, else the SuperLink's working directory"),
     Field("resume-from", str, "", "a run folder to continue from its last finished round; "
@@ -474,6 +491,13 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
         raise ConfigError("run-config keys 'faults.fail-fraction' + 'faults.corrupt-fraction' must be <= 1")
     if c["wireless.distance-max"] < c["wireless.distance-min"]:
         raise ConfigError("run-config key 'wireless.distance-max' must be >= 'wireless.distance-min'")
+    if c["wireless.distance-max"] > 0 and c["wireless.distance-min"] <= 0:
+        # The first client would sit at 0 m, where the log-distance path loss has no value.
+        raise ConfigError(
+            f"run-config key 'wireless.distance-min' = {c['wireless.distance-min']:g} must be > 0 when "
+            f"'wireless.distance-max' = {c['wireless.distance-max']:g} spreads the clients; allowed: "
+            "0 < distance-min <= distance-max"
+        )
     if 0 < c["rlhf.final-eval-prompts"] < c["rlhf.eval-prompts"]:
         raise ConfigError(f"run-config key 'rlhf.final-eval-prompts' = {c['rlhf.final-eval-prompts']} must be 0 "
                           f"or >= 'rlhf.eval-prompts' ({c['rlhf.eval-prompts']})")

@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 from contextlib import contextmanager
@@ -34,7 +35,9 @@ from typing import Any, Iterator
 
 import tomli_w
 
-from .config import ConfigError, parse_run_config, validate_flat
+from .config import RESUME_FREE_KEYS, ConfigError, parse_run_config, validate_flat
+from .process_guard import TOKEN_VAR, Guard, new_token, stop_token_processes
+from .runlock import LAUNCHER_LOCK, SERVERAPP_LOCK, RunFolderLocked, RunLock, check_unlocked
 
 FLOWER_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
@@ -70,15 +73,35 @@ def load_scenario(path: str | Path | None) -> Scenario:
     if path is None:
         return Scenario()
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"scenario file {path} does not exist")
-    with open(path, "rb") as fh:
-        raw = tomllib.load(fh)
+    raw = read_toml(path, "scenario file")
     unknown = sorted(set(raw) - {"federation", "run-config"})
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {unknown}; allowed: [federation], [run-config]")
     fed = check_federation(raw.get("federation", {}), str(path))
-    return Scenario(fed, _flatten(raw.get("run-config", {})))
+    return Scenario(fed, _flatten(_table(raw, "run-config", path)))
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """Read a TOML file, or raise ``ConfigError`` naming it (and the line of a syntax error)."""
+    if not path.exists():
+        raise ConfigError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} is not a file (a TOML file is expected)")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {err.start})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{what} {path} is not valid TOML: {err}") from None
+    except OSError as err:
+        raise ConfigError(f"{what} {path} cannot be read: {err.strerror}") from None
+
+
+def _table(raw: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table of keys, got {type(value).__name__} {value!r}")
+    return value
 
 
 def check_federation(table: Any, where: str) -> dict[str, int]:
@@ -128,12 +151,18 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         for pair in _split_pairs(item):
             key, sep, value = pair.partition("=")
-            if not sep:
+            key = key.strip()
+            if not sep or not key:
                 raise ConfigError(f"override {pair!r} is not of the form key=value")
             try:
-                out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+                parsed = tomllib.loads(f"v = {value.strip()}")["v"]
             except tomllib.TOMLDecodeError:
-                out[key.strip()] = value.strip()  # a bare word: take it as a string
+                parsed = value.strip()  # a bare word: take it as a string
+            if key in out:
+                # Which one wins would be a guess about the user's intent.
+                raise ConfigError(f"run-config key '{key}' is given twice in the overrides "
+                                  f"({out[key]!r} and {parsed!r}); give it once")
+            out[key] = parsed
     return out
 
 
@@ -160,13 +189,31 @@ def resume_scenario(run_dir: str | Path) -> tuple[Scenario, dict[str, Any]]:
     """The scenario and overrides that continue the run in ``run_dir`` after a crash: its
     own federation and run config, plus ``resume-from``."""
     run_dir = Path(run_dir).expanduser().resolve()
+    if not run_dir.is_dir():
+        raise ConfigError(f"--resume-from {run_dir}: no such folder")
     config = run_dir / "config.json"
     if not config.exists():
         raise ConfigError(f"--resume-from {run_dir}: no config.json there; is it a run folder?")
-    flat = json.loads(config.read_text())["run_config"]
+    saved = read_json(config, "--resume-from")
+    flat = saved.get("run_config") if isinstance(saved, dict) else None
+    if not isinstance(flat, dict):
+        raise ConfigError(f"--resume-from: {config} holds no 'run_config' table; it is not a run's config.json")
     fed_file = run_dir / FEDERATION_FILE
-    federation = json.loads(fed_file.read_text()) if fed_file.exists() else {"num-supernodes": 2}
+    federation = {"num-supernodes": 2}
+    if fed_file.exists():
+        federation = check_federation(read_json(fed_file, "--resume-from"), str(fed_file))
     return Scenario(federation, {}), {**flat, "resume-from": str(run_dir)}
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Read a JSON file a run wrote, or raise ``ConfigError`` naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{what}: {path} is damaged (not valid JSON: {err}); restore it from a backup, "
+                          "or start a new run") from None
+    except OSError as err:
+        raise ConfigError(f"{what}: {path} cannot be read: {err.strerror}") from None
 
 
 def resolve_run_config(scenario: Scenario, overrides: dict[str, Any], project_dir: Path) -> dict[str, Any]:
@@ -174,11 +221,22 @@ def resolve_run_config(scenario: Scenario, overrides: dict[str, Any], project_di
     ``results-dir`` so that the launcher knows where the results will be."""
     flat = validate_flat({**scenario.run_config, **overrides})
     results = Path(flat["results-dir"]).expanduser()
-    flat["results-dir"] = str(results if results.is_absolute() else (project_dir / results).resolve())
+    results = results if results.is_absolute() else (project_dir / results).resolve()
+    if results.exists() and not results.is_dir():
+        raise ConfigError(f"run-config key 'results-dir' = {str(results)!r} is a file; a folder is expected")
+    flat["results-dir"] = str(results)
     if not flat["run-name"]:
         flat["run-name"] = f"{flat['method']}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     parse_run_config(flat)  # the typed checks too
     return flat
+
+
+def check_run(scenario: Scenario, flat: dict[str, Any]) -> None:
+    """The pre-flight checks (:mod:`pfl_app.preflight`) for this scenario's federation:
+    the model, every client's data, and the minimums against the number of clients."""
+    from .preflight import preflight  # loads datasets and tokenizers: only when asked
+
+    preflight(parse_run_config(flat), scenario.federation["num-supernodes"])
 
 
 def free_port() -> int:
@@ -252,7 +310,8 @@ def stop_process_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeou
 
 
 @contextmanager
-def private_superlink(project_dir: Path, ray_address: str | None = None) -> Iterator[tuple[dict[str, str], Path]]:
+def private_superlink(project_dir: Path, ray_address: str | None = None,
+                      token: str | None = None) -> Iterator[tuple[dict[str, str], Path]]:
     """Start a simulation SuperLink on a free port; yield ``(env, flwr_home)``.
 
     Parameters
@@ -262,6 +321,9 @@ def private_superlink(project_dir: Path, ray_address: str | None = None) -> Iter
     ray_address
         ``HOST:PORT`` of an existing Ray cluster for the simulation's clients. ``None`` keeps
         the environment as it is: a local Ray instance, unless ``RAY_ADDRESS`` is set already.
+    token
+        Marks every process started from here (see :mod:`pfl_app.process_guard`), so that
+        all of them can be found and stopped, in whatever session Ray puts them.
     """
     home = Path(tempfile.mkdtemp(prefix="pfl-flwr-home-"))
     port = free_port()
@@ -270,6 +332,8 @@ def private_superlink(project_dir: Path, ray_address: str | None = None) -> Iter
         f'address = "127.0.0.1:{port}"\ninsecure = true\n'
     )
     env = flower_env(home, project_dir)
+    if token:
+        env[TOKEN_VAR] = token
     if ray_address:
         # Flower's Ray backend calls ray.init() without an address, so Ray takes the
         # cluster from RAY_ADDRESS in flwr-simulation's environment, inherited from here.
@@ -354,14 +418,22 @@ def submit_and_follow(
     run_id = submit_run(project_dir, CONNECTION, flat, env, federation)
     fed = " ".join(f"{k}={v}" for k, v in federation.items())
     echo(f"run {run_id} submitted ({fed})")
-    with subprocess.Popen(
+    follower = subprocess.Popen(
         [_bin("flwr"), "log", run_id, CONNECTION, "--stream"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-    ) as follower:
+    )
+    try:
         assert follower.stdout is not None
         for line in follower.stdout:
             if verbose or not any(n in line for n in _NOISE):
                 echo(line.rstrip("\n"))
+    finally:
+        # Not Popen's context manager: on an interrupt it would wait for a stream that
+        # ends only when the SuperLink, stopped after this, is gone.
+        if follower.poll() is None:
+            follower.kill()
+        follower.wait()
+        follower.stdout.close()
     # The log stream ends when the run ends; the status may lag by a moment.
     for _ in range(50):
         status = run_status(run_id, env)
@@ -409,25 +481,106 @@ def launch(
     """
     project_dir = project_dir.resolve()
     flat = resolve_run_config(scenario, overrides, project_dir)
-    if ray_address:
-        check_ray_address(ray_address)
     run_dir = Path(flat["results-dir"]) / flat["run-name"]
     if flat["resume-from"]:
-        run_dir = Path(flat["resume-from"])
+        run_dir = Path(flat["resume-from"]).expanduser().resolve()
+        check_resume(run_dir, flat)
     elif (run_dir / "metrics.jsonl").exists():
         raise ConfigError(f"{run_dir} already holds a run; pick another run-name, or resume it")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # What a resumption needs besides the run config: the federation it ran on.
-    (run_dir / FEDERATION_FILE).write_text(json.dumps(scenario.federation))
-    echo(f"preparing model {flat['model.name']} ...")
-    prepare_model(flat)
+    echo("checking the model and the data ...")
+    check_run(scenario, flat)
     if ray_address:
-        echo(f"clients run on the Ray cluster at {ray_address}")
-    with private_superlink(project_dir, ray_address) as (env, _home):
-        status = submit_and_follow(project_dir, flat, scenario.federation, env, echo, verbose)
+        check_ray_address(ray_address)
+    made = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"run-config key 'results-dir': cannot make the run folder {run_dir}: "
+                          f"{err.strerror}") from None
+    try:
+        lock = RunLock(run_dir, LAUNCHER_LOCK, "pfl-app run")
+        check_unlocked(run_dir, (SERVERAPP_LOCK,))  # an orphaned ServerApp of an earlier launch
+    except RunFolderLocked as err:
+        if made:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise ConfigError(str(err)) from None
+    token = new_token()
+    guard = Guard(token, keep_fds=(lock.fd,))
+    try:
+        with signals_raise():
+            if not flat["resume-from"]:
+                # What a resumption needs besides the run config: the federation it ran on.
+                (run_dir / FEDERATION_FILE).write_text(json.dumps(scenario.federation))
+            echo(f"preparing model {flat['model.name']} ...")
+            prepare_model(flat)
+            if ray_address:
+                echo(f"clients run on the Ray cluster at {ray_address}")
+            with private_superlink(project_dir, ray_address, token) as (env, _home):
+                status = submit_and_follow(project_dir, flat, scenario.federation, env, echo, verbose)
+    finally:
+        # Whatever ended the launch: no process of it outlives it.
+        stop_token_processes(token)
+        guard.release()
+        lock.release()
     if status.get("status") != "finished:completed":
         raise LaunchError(
             f"run {status.get('run-id')} ended as {status.get('status')!r} "
-            f"({status.get('status-details', '')}); see the log above"
+            f"({status.get('status-details', '')}); see the log above. The run folder {run_dir} keeps "
+            "every finished round"
         )
     return status, run_dir
+
+
+class Interrupted(LaunchError):
+    """The launcher was asked to stop (SIGINT, SIGTERM or SIGHUP) and stopped its run."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+@contextmanager
+def signals_raise() -> Iterator[None]:
+    """Turn SIGINT, SIGTERM and SIGHUP into :class:`Interrupted`, so that the ``finally``
+    blocks that stop the run's processes run for them as for any error."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread
+        return
+
+    def raise_interrupted(signum, _frame):
+        raise Interrupted(signum)
+
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, raise_interrupted) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def check_resume(run_dir: Path, flat: dict[str, Any]) -> None:
+    """Check, before anything starts, that ``run_dir`` can be continued with ``flat``: its
+    config matches, and its checkpoints can be trusted (:func:`pfl_app.checkpoint.read`).
+
+    Raises ``ConfigError`` naming the keys or the file at fault.
+    """
+    from .checkpoint import CheckpointError, read
+
+    saved = read_json(run_dir / "config.json", "--resume-from")
+    saved = saved.get("run_config") if isinstance(saved, dict) else None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"--resume-from: {run_dir / 'config.json'} holds no run config")
+    differ = sorted(k for k in set(saved) | set(flat)
+                    if k not in RESUME_FREE_KEYS and saved.get(k) != flat.get(k))
+    if differ:
+        raise ConfigError(f"--resume-from {run_dir}: the run config differs from the run's in {differ} "
+                          f"({', '.join(f'{k}: {saved.get(k)!r} -> {flat.get(k)!r}' for k in differ)}); "
+                          "a run continues with its own config")
+    if (run_dir / "summary.json").exists() and not (run_dir / "checkpoint.json").exists():
+        raise ConfigError(f"--resume-from {run_dir}: the run has a summary.json but no checkpoint.json; "
+                          "nothing can be continued from it")
+    try:
+        read(run_dir, int(flat["num-server-rounds"]))
+    except CheckpointError as err:
+        raise ConfigError(f"--resume-from: {err}") from None

@@ -71,6 +71,39 @@ def label_token_ids(task: Task, tokenizer: PreTrainedTokenizerBase) -> list[list
     return [_ids(tokenizer, " " + name) for name in task.label_names]
 
 
+# Fewest tokens of the example's own text a sequence must keep.
+MIN_TEXT_TOKENS = 8
+
+
+def _classification_frame(task: Task, tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    header = _ids(tokenizer, f"Classify the text as one of: {', '.join(task.label_names)}.\nText:")
+    return header, _ids(tokenizer, "\nLabel:")
+
+
+def text_budget(task: Task, tokenizer: PreTrainedTokenizerBase, max_length: int) -> int:
+    """Tokens of text a sequence of ``max_length`` keeps: for classification what the
+    instruction, the longest label and EOS leave; for generation the prompt's half.
+
+    Raises ``ValueError`` naming ``model.max-length`` when that is under
+    :data:`MIN_TEXT_TOKENS`, so a run fails before training, not in round 1.
+    """
+    if task.kind == CLASSIFICATION:
+        header, footer = _classification_frame(task, tokenizer)
+        eos = 1 if tokenizer.eos_token_id is not None else 0
+        longest = max(map(len, label_token_ids(task, tokenizer)))
+        budget = max_length - len(header) - len(footer) - longest - eos
+        need = max_length - budget + MIN_TEXT_TOKENS
+    else:
+        budget = max_length // 2
+        need = 2 * MIN_TEXT_TOKENS
+    if budget < MIN_TEXT_TOKENS:
+        raise ValueError(
+            f"model.max-length={max_length} leaves {budget} tokens for the text of "
+            f"{task.name!r} (the {task.kind} prompt takes the rest); allowed: >= {need}"
+        )
+    return budget
+
+
 def tokenize(task: Task, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int) -> Dataset:
     """Turn a standardized dataset into ``input_ids``, ``completion_mask`` and ``label``.
 
@@ -79,15 +112,10 @@ def tokenize(task: Task, dataset: Dataset, tokenizer: PreTrainedTokenizerBase, m
     """
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     rows: dict[str, list] = {"input_ids": [], "completion_mask": [], "label": []}
+    budget = text_budget(task, tokenizer, max_length)
     if task.kind == CLASSIFICATION:
-        header = _ids(tokenizer, f"Classify the text as one of: {', '.join(task.label_names)}.\nText:")
-        footer = _ids(tokenizer, "\nLabel:")
+        header, footer = _classification_frame(task, tokenizer)
         labels = label_token_ids(task, tokenizer)
-        budget = max_length - len(header) - len(footer) - max(map(len, labels)) - len(eos)
-        if budget < 8:
-            raise ValueError(
-                f"model.max-length={max_length} leaves {budget} tokens for the text; raise it"
-            )
         for text, label in zip(dataset["text"], dataset["label"]):
             prompt = header + _ids(tokenizer, " " + text)[:budget] + footer
             answer = labels[label] + eos

@@ -12,7 +12,9 @@ used for natural-id partitioning.
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
+import json
 import re
 from pathlib import Path
 
@@ -37,6 +39,8 @@ _COLUMN_KEYS = (
 )
 
 _WHITESPACE = re.compile(r"\s+")
+# ``package.module:function`` (a Hub id never holds a colon).
+_FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 def load_source(
@@ -53,8 +57,11 @@ def load_source(
     Parameters
     ----------
     name : str
-        One of :data:`EMBEDDED_SOURCES`, a local ``.jsonl``/``.json``/
-        ``.csv``/``.parquet`` file, or a Hugging Face Hub dataset id.
+        One of :data:`EMBEDDED_SOURCES`; a local ``.jsonl``/``.json``/
+        ``.csv``/``.parquet`` file; a folder written by
+        ``datasets.Dataset.save_to_disk``; ``package.module:function``, a
+        function of the user's own package that returns a ``datasets.Dataset``;
+        or a Hugging Face Hub dataset id (see :func:`source_form`).
     text_column, label_column : str
         Input columns of a classification set (renamed to ``text``/``label``).
     prompt_column, completion_column : str
@@ -84,29 +91,188 @@ def load_source(
         prompt_column=prompt_column,
         completion_column=completion_column,
     )
-    if name in EMBEDDED_SOURCES:
+    form = source_form(name)
+    if form == "embedded":
         return _load_embedded(name)
-
-    suffix = Path(name).suffix.lower()
-    if suffix in LOCAL_SUFFIXES:
+    if form == "file":
         path = Path(name).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"Data file not found: {str(path)!r}")
-        ds = datasets.load_dataset(
-            LOCAL_SUFFIXES[suffix], data_files=str(path), split="train"
-        )
+        ds = _load_file(path)
         return standardize(ds, origin=f"file {str(path)!r}", **columns)
-
-    if Path(name).expanduser().exists():
-        # An existing local path would otherwise be sent to the Hub, which
-        # gives a confusing error.
-        raise ValueError(
-            f"Unsupported data file {name!r}: allowed suffixes are "
-            f"{', '.join(LOCAL_SUFFIXES)}."
-        )
-
+    if form == "folder":
+        path = Path(name).expanduser()
+        return standardize(_load_saved(path), origin=f"folder {str(path)!r}", **columns)
+    if form == "function":
+        return standardize(_call_function(name), origin=f"function {name!r}", **columns)
     ds = _load_hub(name, split)
     return standardize(ds, origin=f"Hub dataset {name!r}", **columns)
+
+
+def source_form(name: str) -> str:
+    """Tell which kind of source ``name`` is, without loading it.
+
+    Returns
+    -------
+    str
+        ``"embedded"``, ``"file"`` (a local file with a supported suffix),
+        ``"folder"`` (an existing folder: a ``save_to_disk`` dataset),
+        ``"function"`` (``package.module:function``) or ``"hub"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``name`` is written as a local path (it has a data-file suffix, or
+        starts with ``/``, ``.`` or ``~``) but nothing is there; sending it to
+        the Hub would only give a confusing error.
+    ValueError
+        ``name`` is an existing file with an unsupported suffix.
+    """
+    if name in EMBEDDED_SOURCES:
+        return "embedded"
+    if _FUNCTION.match(name):
+        return "function"
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return "folder"
+    if path.is_file():
+        if path.suffix.lower() in LOCAL_SUFFIXES:
+            return "file"
+        raise ValueError(
+            f"Unsupported data file {name!r}: allowed suffixes are "
+            f"{', '.join(LOCAL_SUFFIXES)}, or a folder written by "
+            "Dataset.save_to_disk."
+        )
+    if path.suffix.lower() in LOCAL_SUFFIXES or name.startswith(("/", ".", "~")):
+        raise FileNotFoundError(f"Data file not found: {str(path)!r}")
+    return "hub"
+
+
+def _load_file(path: Path) -> datasets.Dataset:
+    """Read a local data file into memory, naming the file (and line) when it is broken.
+
+    In memory, like the embedded corpora: a file-backed dataset makes later
+    ``keep_in_memory`` splits fail, and user data in a client is small.
+    """
+    suffix = path.suffix.lower()
+    if suffix != ".parquet":
+        _check_text_file(path, suffix)
+    try:
+        ds = datasets.load_dataset(
+            LOCAL_SUFFIXES[suffix], data_files=str(path), split="train",
+            keep_in_memory=True,
+        )
+    except Exception as exc:  # noqa: BLE001 - pyarrow/datasets raise many kinds
+        cause = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        if exc.__cause__ is not None and str(exc.__cause__).strip():
+            cause = str(exc.__cause__).strip().splitlines()[0]
+        raise ValueError(
+            f"Cannot read file {str(path)!r} as {LOCAL_SUFFIXES[suffix].upper()}: {cause}"
+        ) from exc
+    if ds.num_rows == 0:
+        raise ValueError(f"File {str(path)!r} holds no rows.")
+    return ds
+
+
+def _check_text_file(path: Path, suffix: str) -> None:
+    """Check the encoding, and for JSON the syntax, naming the line at fault."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ValueError(
+            f"File {str(path)!r} is not UTF-8 text: byte {exc.start} (line {line}) "
+            f"cannot be decoded. Save it as UTF-8."
+        ) from None
+    if not text.strip():
+        raise ValueError(f"File {str(path)!r} is empty.")
+    if suffix == ".jsonl":
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"File {str(path)!r}, line {number}: not valid JSON ({exc.msg}, "
+                    f"column {exc.colno})."
+                ) from None
+            if not isinstance(row, dict):
+                raise ValueError(
+                    f"File {str(path)!r}, line {number}: each line must be a JSON "
+                    f"object (one row), got {type(row).__name__}."
+                )
+    elif suffix == ".json":
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            # A .json file may also be JSON Lines; datasets reads both.
+            if not all(_is_json(line) for line in text.splitlines() if line.strip()):
+                raise ValueError(
+                    f"File {str(path)!r}, line {exc.lineno}: not valid JSON ({exc.msg})."
+                ) from None
+
+
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def _load_saved(path: Path) -> datasets.Dataset:
+    """A folder written by ``Dataset.save_to_disk`` (or ``DatasetDict.save_to_disk``:
+    its ``train`` split, or its only one)."""
+    markers = ("dataset_info.json", "state.json", "dataset_dict.json")
+    if not any((path / m).exists() for m in markers):
+        raise ValueError(
+            f"Folder {str(path)!r} is not a dataset written by Dataset.save_to_disk "
+            f"(it has none of {', '.join(markers)})."
+        )
+    try:
+        loaded = datasets.load_from_disk(str(path), keep_in_memory=True)
+    except Exception as exc:  # noqa: BLE001 - datasets raises several kinds here
+        raise ValueError(f"Cannot load the saved dataset in {str(path)!r}: {exc}") from exc
+    return _one_split(loaded, f"folder {str(path)!r}")
+
+
+def _call_function(spec: str) -> datasets.Dataset:
+    """Import ``package.module:function`` and call it with no arguments."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(
+            f"Cannot import {module_name!r} for data source {spec!r}: {exc}. The module "
+            "must be importable where the clients run (installed in their Python "
+            "environment, or on PYTHONPATH)."
+        ) from exc
+    func = getattr(module, attr, None)
+    if not callable(func):
+        raise ValueError(f"Data source {spec!r}: module {module_name!r} has no function {attr!r}.")
+    try:
+        result = func()
+    except Exception as exc:  # noqa: BLE001 - the user's code: report whatever it raised
+        raise ValueError(f"Data source {spec!r} raised {type(exc).__name__}: {exc}") from exc
+    return _one_split(result, f"function {spec!r}")
+
+
+def _one_split(value: object, origin: str) -> datasets.Dataset:
+    if isinstance(value, datasets.DatasetDict):
+        if "train" in value:
+            return value["train"]
+        if len(value) == 1:
+            return next(iter(value.values()))
+        raise ValueError(
+            f"The {origin} gives splits {sorted(value)}; name one 'train', or give a single Dataset."
+        )
+    if not isinstance(value, datasets.Dataset):
+        raise ValueError(
+            f"The {origin} gives a {type(value).__name__}, not a datasets.Dataset."
+        )
+    if value.num_rows == 0:
+        raise ValueError(f"The {origin} holds no rows.")
+    return value
 
 
 def source_kind(ds: datasets.Dataset) -> str:
@@ -160,9 +326,21 @@ def standardize(
     """
     cols = ds.column_names
     if text_column in cols and label_column in cols:
+        _check_no_nulls(ds, {text_column: "data.text-column", label_column: "data.label-column"}, origin)
         ds = _rename(ds, {text_column: "text", label_column: "label"})
-        return _encode_labels(ds, "label")
+        ds = _encode_labels(ds, "label")
+        names = ds.features["label"].names
+        if len(names) < 2:
+            raise ValueError(
+                f"Cannot use {origin}: its label column {label_column!r} has "
+                f"{len(names)} distinct value(s) {names}; a classification set needs "
+                "at least two labels."
+            )
+        return ds
     if prompt_column in cols and completion_column in cols:
+        _check_no_nulls(
+            ds, {prompt_column: "data.prompt-column", completion_column: "data.completion-column"}, origin
+        )
         return _rename(ds, {prompt_column: "prompt", completion_column: "completion"})
     raise ValueError(
         f"Cannot use {origin}: it has columns {cols}, but neither the text/label "
@@ -170,6 +348,17 @@ def standardize(
         f"columns ({prompt_column!r}, {completion_column!r}). Set "
         f"{', '.join(_COLUMN_KEYS)} to the right column names."
     )
+
+
+def _check_no_nulls(ds: datasets.Dataset, columns: dict[str, str], origin: str) -> None:
+    """Raise naming the column (and its config key) that has missing values, and how many."""
+    for column, key in columns.items():
+        missing = sum(value is None for value in ds[column])
+        if missing:
+            raise ValueError(
+                f"Cannot use {origin}: column {column!r} ({key}) is empty (null) in "
+                f"{missing} of {ds.num_rows} rows; fill or drop those rows."
+            )
 
 
 def _rename(ds: datasets.Dataset, mapping: dict[str, str]) -> datasets.Dataset:

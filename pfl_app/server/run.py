@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from logging import ERROR, INFO
+from logging import ERROR, INFO, WARNING
 from pathlib import Path
 
 from flwr.app import ConfigRecord, Context
@@ -12,31 +12,21 @@ from flwr.serverapp import Grid
 
 from ..checkpoint import Checkpoint, restore_random, restore_strategy_state, strategy_state
 from ..checkpoint import read as read_checkpoint
-from ..config import RLHF_METHODS, RunConfig, parse_run_config
-from ..data import load_source
+from ..config import RESUME_FREE_KEYS, RLHF_METHODS, RunConfig, parse_run_config
 from ..models.personalized import shared_model_bundle
+from ..preflight import check_data, preflight
 from ..records import from_arrayrecord, to_arrayrecord
 from ..results import RunRecorder, resolve_run_dir
+from ..runlock import SERVERAPP_LOCK, RunFolderLocked, RunLock
 from ..strategies import PFIT, STRATEGIES, RlhfFedAvg
 from ..strategies.base import TooFewClients
 from ..strategies.server_optimizers import build_strategy
-from ..tasks import task_of
 
 
 def check_data_sources(cfg: RunConfig) -> None:
     """Load every dataset of ``data.tasks`` once, so that a missing file or a wrong column
     name fails the run here, before any client trains."""
-    for name in cfg.data.tasks:
-        try:
-            task_of(name, load_source(
-                name,
-                text_column=cfg.data.text_column,
-                label_column=cfg.data.label_column,
-                prompt_column=cfg.data.prompt_column,
-                completion_column=cfg.data.completion_column,
-            ))
-        except (FileNotFoundError, ValueError, RuntimeError) as err:
-            raise ValueError(f"run-config key 'data.tasks': dataset {name!r} cannot be used: {err}") from err
+    check_data(cfg, None)
 
 
 def check_client_prompts(cfg: RunConfig, grid: Grid) -> None:
@@ -64,10 +54,6 @@ def prepare_reward_models(cfg: RunConfig) -> None:
     log(INFO, "pfl-app: starting policy: %s", models.policy)
 
 
-# Keys that may differ between a run and its resumption.
-RESUME_FREE_KEYS = ("resume-from", "run-name", "results-dir", "round-timeout-s")
-
-
 def resume_point(cfg: RunConfig) -> tuple[Path, Checkpoint]:
     """The run folder named by ``resume-from`` and its last committed checkpoint.
 
@@ -78,7 +64,10 @@ def resume_point(cfg: RunConfig) -> tuple[Path, Checkpoint]:
     saved_path = run_dir / "config.json"
     if not saved_path.exists():
         raise ValueError(f"run-config key 'resume-from': {run_dir} holds no run (no config.json)")
-    saved = json.loads(saved_path.read_text())["run_config"]
+    try:
+        saved = dict(json.loads(saved_path.read_text())["run_config"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"run-config key 'resume-from': {saved_path} is damaged ({err})") from None
     differ = sorted(k for k in set(saved) | set(cfg.flat)
                     if k not in RESUME_FREE_KEYS and saved.get(k) != cfg.flat.get(k))
     if differ:
@@ -86,8 +75,9 @@ def resume_point(cfg: RunConfig) -> tuple[Path, Checkpoint]:
             f"run-config key 'resume-from': this config differs from the run's in {differ}; "
             "resume with the run's own config (pfl-app run --resume-from does)"
         )
-    # No committed round yet: start over in the same folder.
-    return run_dir, read_checkpoint(run_dir) or Checkpoint(round=0, shared={}, strategy_state={}, counters={})
+    # No committed round yet (and no round folder either): start over in the same folder.
+    found = read_checkpoint(run_dir, cfg.num_server_rounds, warn=lambda text: log(WARNING, "pfl-app: %s", text))
+    return run_dir, found or Checkpoint(round=0, shared={}, strategy_state={}, counters={})
 
 
 def run_server(grid: Grid, context: Context) -> dict:
@@ -97,16 +87,29 @@ def run_server(grid: Grid, context: Context) -> dict:
     with a message naming the key and its allowed values.
     """
     cfg = parse_run_config(context.run_config)
-    if cfg.method in RLHF_METHODS:
-        check_client_prompts(cfg, grid)
-        prepare_reward_models(cfg)
-    else:
-        check_data_sources(cfg)
+    # The launcher ran these checks already; a run submitted with `flwr run` did not. How
+    # the data splits is checked only once min-clients nodes are there to split it for.
     resume = None
     if cfg.resume_from:
         run_dir, resume = resume_point(cfg)
     else:
         run_dir = resolve_run_dir(cfg)
+    connected = len(list(grid.get_node_ids()))
+    preflight(cfg, connected if connected >= cfg.min_clients else None)
+    if cfg.method in RLHF_METHODS:
+        check_client_prompts(cfg, grid)
+        prepare_reward_models(cfg)
+    try:
+        lock = RunLock(run_dir, SERVERAPP_LOCK, "a ServerApp")
+    except RunFolderLocked as err:
+        raise ValueError(str(err)) from None
+    try:
+        return _run(grid, cfg, run_dir, resume)
+    finally:
+        lock.release()
+
+
+def _run(grid: Grid, cfg: RunConfig, run_dir: Path, resume: Checkpoint | None) -> dict:
     recorder = RunRecorder(run_dir, cfg, resume=resume)
     log(INFO, "pfl-app: method=%s model=%s results in %s", cfg.method, cfg.model.name, run_dir)
 

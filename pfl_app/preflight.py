@@ -1,0 +1,149 @@
+"""Checks that run before any training: the launcher runs them, and the ServerApp again.
+
+Each check raises :class:`~pfl_app.config.ConfigError` naming the run-config key or the file
+at fault and what is allowed, so a bad run stops with exit code 2 before a client trains,
+before the reward models are trained, and before a results folder is made. They load the
+datasets through :func:`pfl_app.data.assignment.client_split`, the very function every
+client calls, so what passes here is what the clients load.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .config import ConfigError, RunConfig, TASK_METHODS
+
+
+def check_federation_fit(cfg: RunConfig, num_clients: int) -> None:
+    """Check the run's minimums against a federation of exactly ``num_clients`` clients
+    (a simulation: its size is known before the start).
+
+    ``min-clients`` above the federation's size would make Flower wait forever for nodes
+    that never come; ``min-answers`` above what a round samples could never be met.
+    """
+    if cfg.min_clients > num_clients:
+        raise ConfigError(
+            f"run-config key 'min-clients' = {cfg.min_clients} is more than the federation's {num_clients} "
+            f"client(s) (num-supernodes, --num-clients): the run would wait for them forever; "
+            f"allowed: 1 to {num_clients}"
+        )
+    # Flower's FedAvg samples max(int(fraction x connected), min) clients a round.
+    sampled = max(int(num_clients * cfg.fraction_train), cfg.min_clients)
+    if cfg.min_answers > sampled:
+        raise ConfigError(
+            f"run-config key 'min-answers' = {cfg.min_answers} is more than the {sampled} client(s) a round "
+            f"trains (fraction-train {cfg.fraction_train:g} x {num_clients} clients, at least min-clients "
+            f"{cfg.min_clients}); allowed: 1 to {sampled}"
+        )
+
+
+def check_model(cfg: RunConfig) -> None:
+    """``model.name`` must be an embedded model, an existing model folder, or reachable on
+    the hub; the message says which of the three was tried."""
+    from .models.loading import EMBEDDED_MODELS, TINY_MODELS, known_model_names
+
+    name = cfg.model.name
+    if name in EMBEDDED_MODELS or name in TINY_MODELS:
+        return
+    embedded = ", ".join(known_model_names())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path.is_dir() and (path / "config.json").is_file()):
+            raise ConfigError(
+                f"run-config key 'model.name' = {name!r} is a local path, but not a model folder (one "
+                f"written by save_pretrained, with a config.json); or use an embedded model: {embedded}"
+            )
+        return
+    if name.startswith(("/", ".", "~")):
+        raise ConfigError(f"run-config key 'model.name' = {name!r}: no such folder; embedded models: {embedded}")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ConfigError(
+            f"run-config key 'model.name' = {name!r} is not an embedded model ({embedded}), not an existing "
+            "local folder, and the hub cannot be asked (HF_HUB_OFFLINE=1)"
+        )
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"run-config key 'model.name' = {name!r} is not an embedded model ({embedded}), not an existing "
+            f"local folder, and the hub did not give it: {str(err).splitlines()[0]}"
+        ) from err
+
+
+def check_data(cfg: RunConfig, num_clients: int | None) -> None:
+    """Load every client's data as the client will, and check it can train and be scored.
+
+    Checks that each file parses, that the configured columns exist without nulls, that a
+    classification set has two labels or more, that the partitioner gives every client
+    train and test rows, that ``model.max-length`` leaves room for the text, and that
+    ``data.tasks`` lists no more datasets than there are clients. With ``num_clients``
+    ``None`` only the datasets themselves are checked.
+    """
+    import datasets
+
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # the clients show them; here they would repeat per client
+    try:
+        _check_data(cfg, num_clients)
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
+
+
+def _check_data(cfg: RunConfig, num_clients: int | None) -> None:
+    from .data.assignment import client_split, load_task_source
+    from .models.loading import load_tokenizer
+    from .tasks import task_of, text_budget
+
+    tasks = cfg.data.tasks
+    if num_clients is not None and len(tasks) > num_clients:
+        raise ConfigError(
+            f"run-config key 'data.tasks' lists {len(tasks)} datasets but the federation has {num_clients} "
+            "client(s) (num-supernodes): every dataset needs a client; list at most "
+            f"{num_clients}, or add clients"
+        )
+    tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir)
+    for name in tasks:
+        try:
+            dataset = load_task_source(cfg.data, name)
+        except (FileNotFoundError, ValueError, RuntimeError) as err:
+            raise ConfigError(f"run-config key 'data.tasks': dataset {name!r} cannot be used: {err}") from err
+        try:
+            text_budget(task_of(name, dataset), tokenizer, cfg.model.max_length)
+        except ValueError as err:
+            raise ConfigError(f"run-config key 'model.max-length': {err}") from err
+    for client in range(num_clients or 0):
+        try:
+            name, split = client_split(cfg.data, cfg.seed, client, num_clients)
+        except ValueError as err:
+            raise ConfigError(
+                f"run-config key 'data.partitioner' = {cfg.data.partitioner!r} cannot give client {client} of "
+                f"{num_clients} its data: {err}"
+            ) from err
+        for part in ("train", "test"):
+            if split[part].num_rows == 0:
+                raise ConfigError(
+                    f"run-config key 'data.test-fraction' = {cfg.data.test_fraction:g} leaves client {client} "
+                    f"({name!r}) no {part} examples of its {sum(s.num_rows for s in split.values())}; "
+                    "use fewer clients, another partitioner or more data"
+                )
+
+
+def preflight(cfg: RunConfig, num_clients: int | None) -> None:
+    """Every check that needs no training.
+
+    Parameters
+    ----------
+    num_clients
+        The federation's size, when it is known (a simulation, or the nodes connected to
+        the ServerApp); ``None`` checks the model and each dataset alone, not how the
+        data is split (a deployment whose nodes are not all connected yet).
+    """
+    if num_clients is not None:
+        check_federation_fit(cfg, num_clients)
+    check_model(cfg)
+    if cfg.method in TASK_METHODS:
+        check_data(cfg, num_clients)
