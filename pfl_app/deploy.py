@@ -1,9 +1,9 @@
 """Start Flower's deployment processes (SuperLink, SuperNodes) for this app.
 
 Used by ``scripts/deploy/`` and the deployment tests. On one machine everything listens on
-loopback; across devices, run :func:`superlink_command` on the server and
-:func:`supernode_command` on each device (see docs/deployment.md). Give :class:`Processes` the
-environment of :func:`pfl_app.launch.flower_env`, as ``flwr run`` gets it here.
+loopback; across devices, run :func:`superlink_command` on the server, with a ``host`` the
+devices can reach, and :func:`supernode_command` on each device (see docs/deployment.md). Give
+:class:`Processes` the environment of :func:`pfl_app.launch.flower_env`, as ``flwr run`` gets it here.
 """
 
 from __future__ import annotations
@@ -26,10 +26,27 @@ class Tls:
     server_key: Path
 
 
-def superlink_command(port: int, *, tls: Tls | None = None, database: Path | None = None,
-                      node_auth: bool = False) -> list[str]:
-    """``flower-superlink`` for deployment (no ``--simulation``): insecure only without TLS."""
-    cmd = [_bin("flower-superlink"), "--port", str(port)]
+def superlink_command(port: int, *, host: str = "127.0.0.1", tls: Tls | None = None,
+                      database: Path | None = None, node_auth: bool = False) -> list[str]:
+    """``flower-superlink`` for deployment (no ``--simulation``): insecure only without TLS.
+
+    Parameters
+    ----------
+    port
+        The one port of its HTTP API: Fleet API (SuperNodes), Control API (``flwr``) and the
+        ServerApp's runtime API.
+    host
+        The address it listens on (``--host``). The default keeps it to this machine; devices
+        on other hosts need ``0.0.0.0`` (every interface) or the server's own address, and
+        with ``tls`` a certificate whose subjectAltName holds the address they dial.
+    tls
+        Certificates from ``scripts/deploy/make-certs.sh``; ``None`` runs ``--insecure``.
+    database
+        SQLite file for its state (registered SuperNodes, runs); ``None`` keeps it in memory.
+    node_auth
+        Accept only SuperNodes registered with ``flwr supernode register``.
+    """
+    cmd = [_bin("flower-superlink"), "--host", host, "--port", str(port)]
     if tls is None:
         cmd.append("--insecure")
     else:
@@ -93,8 +110,13 @@ def flwr_run(project_dir: Path, connection: str, run_config: dict, env: dict[str
     return submit_run(project_dir, connection, run_config, env)
 
 
-def wait_for_run(run_id: str, connection: str, env: dict[str, str], timeout: float = 600.0) -> str:
-    """Poll until the run is finished; return its status (``finished:completed`` on success)."""
+def wait_for_run(run_id: str, connection: str, env: dict[str, str], timeout: float = 600.0,
+                 poll_s: float = 5.0) -> str:
+    """Poll until the run is finished; return its status (``finished:completed`` on success).
+
+    Each poll is a ``flwr ls`` process, which costs seconds of CPU to start: ``poll_s`` is
+    kept well above that so that waiting does not slow the run down on a small machine.
+    """
     deadline = time.time() + timeout
     status = "unknown"
     while time.time() < deadline:
@@ -104,5 +126,5 @@ def wait_for_run(run_id: str, connection: str, env: dict[str, str], timeout: flo
             status = "unknown"
         if status.startswith("finished"):
             return status
-        time.sleep(1.0)
+        time.sleep(poll_s)
     return status

@@ -2,19 +2,21 @@
 
 import json
 import signal
+import subprocess
 import time
 
 import pytest
 
 from pfl_app.deploy import (
     Processes,
+    Tls,
     flwr_run,
     supernode_command,
     superlink_command,
     wait_for_run,
     write_connection,
 )
-from pfl_app.launch import flower_env, free_port, run_log, wait_for_port
+from pfl_app.launch import _bin, flower_env, free_port, run_log, wait_for_port
 
 from .conftest import TINY
 
@@ -46,6 +48,40 @@ def _assert_completed(run_id, connection, env, timeout=600.0):
 def _rows(run_dir):
     return {(r["round"], r["client"]): r for r in
             (json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines())}
+
+
+def make_certs_and_keys(project_dir, tmp_path, hosts, names):
+    """Certificates for ``hosts`` and a SuperNode key pair per name, made by the deploy scripts."""
+    scripts = project_dir / "scripts" / "deploy"
+    certs, keys = tmp_path / "certs", tmp_path / "keys"
+    subprocess.run(["bash", str(scripts / "make-certs.sh"), *hosts, str(certs)], check=True, capture_output=True)
+    for name in names:
+        subprocess.run(["bash", str(scripts / "make-node-key.sh"), str(keys / name)], check=True, capture_output=True)
+    return Tls(certs / "ca.crt", certs / "server.pem", certs / "server.key"), keys
+
+
+def register_nodes(keys, names, connection, env):
+    """``flwr supernode register`` each node's public key with the SuperLink."""
+    for name in names:
+        out = subprocess.run([_bin("flwr"), "supernode", "register", str(keys / f"{name}.pub"), connection],
+                             env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout + out.stderr
+
+
+def assert_registered_trained_and_stranger_refused(tmp_path, run_name, stranger, logs):
+    """After a one-round run of two registered nodes (state in ``tmp_path/node-<i>``) and an
+    unregistered one (``stranger``, state in ``tmp_path/stranger``): both trained, it did not."""
+    rows = _rows(tmp_path / "results" / run_name)
+    assert sorted(rows) == [(1, 0), (1, 1)]
+    assert all(r["status"] == "ok" and r["bytes_up"] > 0 for r in rows.values())
+    # every device kept its own state on its own disk (node config state-dir)
+    assert (tmp_path / "node-0" / run_name / "clients" / "client-000" / "lora" / "adapter_model.safetensors").exists()
+    assert (tmp_path / "node-1" / run_name / "clients" / "client-001" / "local_tensors.safetensors").exists()
+    assert not (tmp_path / "stranger").exists()  # the unregistered node never trained
+    log = (logs / "stranger.log").read_text().lower()
+    assert "failed to activate supernode" in log, log[-2000:]  # the SuperLink refused it
+    stranger.wait(timeout=60)
+    assert stranger.returncode != 0
 
 
 def test_a_supernode_killed_and_restarted_keeps_its_lora(deployment, project_dir):
@@ -83,53 +119,30 @@ def test_a_supernode_killed_and_restarted_keeps_its_lora(deployment, project_dir
 
 
 def test_tls_with_node_auth_refuses_an_unregistered_node_and_trains_with_registered_ones(tmp_path, project_dir):
-    import subprocess
-
-    from pfl_app.deploy import Tls
-    from pfl_app.launch import _bin
-
-    scripts = project_dir / "scripts" / "deploy"
-    certs, keys = tmp_path / "certs", tmp_path / "keys"
-    subprocess.run(["bash", str(scripts / "make-certs.sh"), "127.0.0.1", str(certs)], check=True, capture_output=True)
-    for name in ("node-0", "node-1", "stranger"):
-        subprocess.run(["bash", str(scripts / "make-node-key.sh"), str(keys / name)], check=True, capture_output=True)
+    tls, keys = make_certs_and_keys(project_dir, tmp_path, ["127.0.0.1"], ("node-0", "node-1", "stranger"))
     home = tmp_path / "flwr-home"
     env = flower_env(home, project_dir)
     procs = Processes(env, tmp_path / "logs")
     port = free_port()
     try:
         superlink = procs.start("superlink", superlink_command(
-            port, tls=Tls(certs / "ca.crt", certs / "server.pem", certs / "server.key"),
-            database=tmp_path / "state.db", node_auth=True))
+            port, tls=tls, database=tmp_path / "state.db", node_auth=True))
         wait_for_port(port, process=superlink)
-        write_connection(home, "secure", f"127.0.0.1:{port}", root_cert=certs / "ca.crt")
-        for name in ("node-0", "node-1"):
-            out = subprocess.run([_bin("flwr"), "supernode", "register", str(keys / f"{name}.pub"), "secure"],
-                                 env=env, capture_output=True, text=True)
-            assert out.returncode == 0, out.stdout + out.stderr
+        write_connection(home, "secure", f"127.0.0.1:{port}", root_cert=tls.ca_cert)
+        register_nodes(keys, ("node-0", "node-1"), "secure", env)
         for i, name in enumerate(("node-0", "node-1")):
             procs.start(name, supernode_command(f"127.0.0.1:{port}", free_port(), i, 2,
-                                                state_dir=tmp_path / name, root_cert=certs / "ca.crt",
+                                                state_dir=tmp_path / name, root_cert=tls.ca_cert,
                                                 auth_key=keys / name))
         stranger = procs.start("stranger", supernode_command(f"127.0.0.1:{port}", free_port(), 1, 2,
                                                              state_dir=tmp_path / "stranger",
-                                                             root_cert=certs / "ca.crt", auth_key=keys / "stranger"))
+                                                             root_cert=tls.ca_cert, auth_key=keys / "stranger"))
         config = {**TINY, "num-server-rounds": 1, "data.partitioner": "iid",
                   "results-dir": str(tmp_path / "results"), "run-name": "secure"}
         run_id = flwr_run(project_dir, "secure", config, env)
         _assert_completed(run_id, "secure", env)
-        rows = _rows(tmp_path / "results" / "secure")
-        assert sorted(rows) == [(1, 0), (1, 1)]
-        assert all(r["status"] == "ok" and r["bytes_up"] > 0 for r in rows.values())
-        # every device kept its own state on its own disk (node config state-dir)
-        assert (tmp_path / "node-0" / "secure" / "clients" / "client-000" / "lora" / "adapter_model.safetensors").exists()
-        assert (tmp_path / "node-1" / "secure" / "clients" / "client-001" / "local_tensors.safetensors").exists()
         # the app's progress line reaches the ServerApp log that `flwr log` shows
         assert "round 1/1 | up" in run_log(run_id, env, "secure")
-        assert not (tmp_path / "stranger").exists()  # the unregistered node never trained
-        log = (tmp_path / "logs" / "stranger.log").read_text().lower()
-        assert "failed to activate supernode" in log, log[-2000:]  # the SuperLink refused it
-        stranger.wait(timeout=60)
-        assert stranger.returncode != 0
+        assert_registered_trained_and_stranger_refused(tmp_path, "secure", stranger, tmp_path / "logs")
     finally:
         procs.stop_all()

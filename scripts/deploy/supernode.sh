@@ -2,6 +2,7 @@
 # Start one SuperNode (one client) on a device.
 #   bash scripts/deploy/supernode.sh SUPERLINK_HOST:9091 PARTITION_ID NUM_PARTITIONS certs/ca.crt keys/node-0
 #   INSECURE=1 bash scripts/deploy/supernode.sh 127.0.0.1:9091 0 2
+# With TLS, SUPERLINK_HOST must be one of the addresses make-certs.sh put in the server certificate.
 # The client keeps its state (its LoRA) under STATE_DIR (default ~/.local/share/pfl-app), so a
 # restarted SuperNode carries on where it was. PORT sets its local API port (default 9094).
 set -euo pipefail
