@@ -2,8 +2,9 @@
 
 The SuperLink runs in one namespace and the SuperNodes in another, joined by a veth pair:
 the nodes reach the server only through its veth address, over TLS, as devices on a LAN
-would. Both namespaces and their addresses (192.0.2.0/30, TEST-NET-1) exist only for the
-test; no traffic leaves them.
+would. Both namespaces and their addresses (198.18.213.0/30, from the range RFC 2544 sets
+aside for benchmark networks) exist only for the test; no traffic leaves them. The test
+skips if the host itself uses an address of that range, so nothing can be confused with it.
 """
 
 import ctypes
@@ -29,7 +30,8 @@ from .test_deployment import (
     register_nodes,
 )
 
-SERVER_IP, DEVICE_IP = "192.0.2.1", "192.0.2.2"
+SERVER_IP, DEVICE_IP = "198.18.213.1", "198.18.213.2"
+TEST_NET = ipaddress.ip_network("198.18.213.0/30")
 PORT = 9091  # each namespace has ports of its own: no clash with anything on the host
 CLONE_NEWNET = 0x40000000
 
@@ -57,6 +59,11 @@ def namespaces():
         pytest.skip("network namespaces need root")
     if shutil.which("ip") is None:
         pytest.skip("no `ip` command (iproute2)")
+    host_addresses = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True).stdout
+    for word in host_addresses.split():
+        if "/" in word and word[0].isdigit() and "." in word:
+            if ipaddress.ip_interface(word).network.overlaps(TEST_NET):
+                pytest.skip(f"the host uses {word}, which overlaps the test's {TEST_NET}")
     tag = secrets.token_hex(3)
     server, device = f"pfl-srv-{tag}", f"pfl-dev-{tag}"
     made = []
