@@ -1,7 +1,9 @@
 """The report of a sweep: a markdown table over seeds, and plots.
 
-Reads every finished run (a folder with ``summary.json``) under a results folder, groups
-runs that differ only by seed, and writes ``report/report.md`` and PNG plots beside it.
+Reads every complete run under a results folder (see :func:`pfl_app.experiments.run_problem`),
+groups runs that differ only by seed, and writes ``report/report.md`` and PNG plots beside it.
+Failed runs (a ``failure.json``, or a ``summary.json`` of a run that stopped early) are listed
+with why, and left out of every mean and plot.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .config import RLHF_METHODS  # noqa: E402
+from .experiments import FAILURE_FILE, SET_ASIDE, run_problem  # noqa: E402
 from .plots import (  # noqa: E402
     load_run,
     mean_sd,
@@ -50,13 +53,41 @@ def group_key(run_dir: Path) -> tuple[str, str, str]:
 
 
 def collect(results_dir: str | Path) -> dict[tuple[str, str, str], list[Path]]:
-    """Finished runs under ``results_dir``, grouped by :func:`group_key`."""
+    """Complete runs under ``results_dir``, grouped by :func:`group_key`."""
     groups: dict[tuple[str, str, str], list[Path]] = defaultdict(list)
     for summary in sorted(Path(results_dir).glob("*/summary.json")):
-        if ".partial-" in summary.parent.name:
+        run = summary.parent
+        if SET_ASIDE.search(run.name) or run_problem(run) is not None:
             continue
-        groups[group_key(summary.parent)].append(summary.parent)
+        groups[group_key(run)].append(run)
     return dict(groups)
+
+
+def failed_runs(results_dir: str | Path) -> list[tuple[Path, str]]:
+    """``(run folder, why)`` of each failed run under ``results_dir``: one with a
+    ``failure.json``, or whose ``summary.json`` is of an incomplete run. Folders moved aside
+    for a rerun, and runs with neither file (under way, or interrupted), are not listed."""
+    failed: list[tuple[Path, str]] = []
+    if not Path(results_dir).is_dir():
+        return failed
+    for run in sorted(p for p in Path(results_dir).iterdir() if p.is_dir()):
+        if SET_ASIDE.search(run.name):
+            continue
+        if (run / FAILURE_FILE).exists() or (run / "summary.json").exists():
+            why = run_problem(run)
+            if why is not None:
+                failed.append((run, why))
+    return failed
+
+
+def failed_list(failed: list[tuple[Path, str]]) -> list[str]:
+    """Markdown lines naming each failed run and why."""
+    lines = ["## Failed runs (left out of every mean and plot)", ""]
+    for run, why in failed:
+        # The first line says why; tracebacks stay in the run's failure.json.
+        first = why.strip().splitlines()[0] if why.strip() else "failed"
+        lines.append(f"- `{run.name}`: failed: {first}")
+    return lines + [""]
 
 
 def _cell(values: list[float], scale: float, spec: str) -> str:
@@ -128,9 +159,12 @@ def write_report(results_dir: str | Path) -> Path:
     """Write ``<results_dir>/report/report.md`` and its plots; return the markdown's path."""
     results_dir = Path(results_dir)
     groups = collect(results_dir)
+    failed = failed_runs(results_dir)
     out = results_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Report: {results_dir.name}", ""]
+    if failed:
+        lines += failed_list(failed)
     if not groups:
         lines.append("No finished runs yet.")
     rlhf = {k: v for k, v in groups.items() if k[0] in RLHF_METHODS}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -224,11 +225,42 @@ class RunRecorder:
         save_file(plain, str(tmp))
         tmp.replace(self.run_dir / "global_shared.safetensors")
 
-    def finish(self, global_tensors: Mapping[str, np.ndarray], stopped: str = "") -> dict[str, Any]:
+    def round_failed(self, rows: list[dict[str, Any]]) -> None:
+        """Record the rows of a round that stopped the run (too few clients answered).
+
+        They are appended to ``metrics.jsonl`` and counted in the summary (a client that
+        failed is a ``client_failures``), but the round is not completed: no checkpoint, and
+        ``rounds_completed`` stays where it was (a resume drops these rows and runs it again).
+        """
+        if not rows:
+            return
+        rows = [{**row, "simulated_time_s": self.simulated_time_s} for row in rows]
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, default=_json_default) + "\n")
+        self.rows.extend(rows)
+
+    def finish(self, global_tensors: Mapping[str, np.ndarray], stopped: str = "",
+               failed_rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Write the final ``global_shared.safetensors`` and ``summary.json``; return the summary.
 
-        ``stopped`` is why the run ended before its last round, if it did.
+        Parameters
+        ----------
+        global_tensors : mapping
+            The last global shared tensors (may be empty).
+        stopped : str
+            Why the run ended before its last round, if it did.
+        failed_rows : list of dict, optional
+            The rows of the round that stopped the run (see :meth:`round_failed`). When
+            ``stopped`` is set and they are not given, they are taken from the exception
+            being handled, if it carries them (:class:`pfl_app.strategies.base.TooFewClients`
+            does): the ServerApp calls ``finish`` in its ``except`` block.
         """
+        if stopped and failed_rows is None:
+            carried = getattr(sys.exc_info()[1], "rows", None)
+            failed_rows = carried if isinstance(carried, list) else None
+        if stopped and failed_rows:
+            self.round_failed(failed_rows)
         if global_tensors:
             self.save_shared(global_tensors)
         summary = self.summary()

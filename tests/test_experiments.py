@@ -1,5 +1,6 @@
 """The experiment runner's grid expansion and resume, and the report, on fixture results."""
 
+import io
 import json
 from pathlib import Path
 
@@ -79,6 +80,7 @@ def _write_run(folder, seed, acc=None):
             for r in (1, 2) for c in (0, 1)]
     (folder / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in rows))
     (folder / "summary.json").write_text(json.dumps({
+        "num_server_rounds": 2, "rounds_completed": 2,
         "personalized_accuracy_mean": acc, "global_accuracy_mean": acc / 2, "uplink_bytes_total": 4000,
         "simulated_time_s_total": 2.0, "energy_j_total": 3.0, "updates_lost": 0, "wall_time_s": 10.0}))
 
@@ -148,7 +150,8 @@ def _write_rlhf_run(folder, method, helpful, answers=None, refused=(0.0, 0.0)):
         rows.append(row)
     folder.mkdir()
     (folder / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in rows))
-    (folder / "summary.json").write_text(json.dumps({"method": method, "uplink_bytes_total": 1000}))
+    (folder / "summary.json").write_text(json.dumps({"method": method, "uplink_bytes_total": 1000,
+                                                     "num_server_rounds": 2, "rounds_completed": 2}))
     for c, said in enumerate(answers or ()):
         client_dir(folder, c).mkdir(parents=True)
         lines = [{"round": r, "model": "personalized", "prompt": f"q{i}", "answer": a if r == 2 else "old"}
@@ -253,3 +256,229 @@ def test_the_tables_judge_refusals_anew_from_the_samples(tmp_path):
     assert "| pfit | personalized (delivered) | 1 | +0.500 | 0.75 | 0.50 |" in objective_table({"pfit": [run]})
     # the base model wrote no samples: its rates stay the metrics' own
     assert "| base | 0 | 0.10 | -1.000 | +2.000 | +0.500 | 0.25 | 0.00 |" in table
+
+
+# -- what counts as done, and what a failure leaves behind ------------------------------
+
+def _write_stopped_run(folder, seed, acc=0.9, stopped="round 2: 0 of 2 client(s) answered", rounds=1):
+    """A run that wrote a summary but did not finish: it must never count as done."""
+    folder.mkdir(parents=True)
+    _write_run(folder, seed, acc)
+    summary = json.loads((folder / "summary.json").read_text())
+    summary["rounds_completed"] = rounds
+    if stopped:
+        summary["stopped_early"] = stopped
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+def test_an_incomplete_or_failed_run_is_run_again(tmp_path):
+    grid = _grid(tmp_path)
+    stopped, short, failed = grid.runs[0], grid.runs[1], grid.runs[2]
+    _write_stopped_run(grid.results_dir / stopped.name, 0)
+    _write_stopped_run(grid.results_dir / short.name, 0, stopped="")  # 1 of 2 rounds, no reason given
+    (grid.results_dir / failed.name).mkdir(parents=True)
+    (grid.results_dir / failed.name / "failure.json").write_text(json.dumps({"error": "it broke"}))
+    assert [run_state(grid, r) for r in (stopped, short, failed)] == ["failed"] * 3
+    fake = FakeLaunch()
+    outcomes = dict((r.name, o) for r, o in run_grid(grid, tmp_path, runner=fake))
+    assert all(outcomes[r.name] == "ran" for r in (stopped, short, failed)) and len(fake.calls) == 16
+    for run in (stopped, short, failed):  # set aside, not lost
+        assert (grid.results_dir / f"{run.name}.failed-1").is_dir()
+        assert run_state(grid, run) == "done"
+    again = FakeLaunch()
+    run_grid(grid, tmp_path, runner=again)
+    assert again.calls == []
+
+
+class StoppingLaunch(FakeLaunch):
+    """Writes what a run whose every client failed in round 1 leaves, echoes a log and fails
+    as launch does; ``quietly`` returns instead of raising."""
+
+    def __init__(self, quietly=False):
+        super().__init__()
+        self.quietly = quietly
+
+    def __call__(self, project_dir, scenario, overrides, echo=print):
+        name = overrides["run-name"]
+        self.calls.append(name)
+        folder = Path(overrides["results-dir"]) / name
+        folder.mkdir(parents=True)
+        trace = ("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+                 "InjectedFault: injected fault: client {} fails")
+        rows = [{"round": 1, "node": 100 + n, "bytes_up": 0, "bytes_down": 500, "status": "error",
+                 "error": trace.format(n)} for n in (0, 1)]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (folder / "summary.json").write_text(json.dumps({
+            "num_server_rounds": 2, "rounds_completed": 0, "client_failures": 2,
+            "stopped_early": "round 1: 0 of 2 client(s) answered (2 failed, 0 timed out)"}))
+        for i in range(60):
+            echo(f"\x1b[32mINFO \x1b[0m:      log line {i}")
+        echo("ERROR :     pfl-app: round 1: 0 of 2 client(s) answered [min-answers=1]")
+        if self.quietly:
+            return {"status": "finished:completed"}, folder
+        raise LaunchError(f"run 7 ended as 'finished:failed' (); see the log above")
+
+
+def test_a_failed_run_shows_its_log_and_its_clients_errors_and_keeps_them(tmp_path):
+    from rich.console import Console
+
+    grid = _grid(tmp_path)
+    console = Console(record=True, width=200)
+    with pytest.raises(LaunchError, match="see the log above"):
+        run_grid(grid, tmp_path, runner=StoppingLaunch(), console=console)
+    shown = console.export_text()
+    # the log's last lines come first (markup such as [min-answers=1] is shown as it is) ...
+    assert "log line 59" in shown and "log line 19" not in shown and "[min-answers=1]" in shown
+    # ... then each client's last error lines, then the launch's error
+    assert "node 100 failed in round 1" in shown  # it failed before naming its client
+    assert "InjectedFault: injected fault: client 1 fails" in shown
+    assert shown.index("log line 59") < shown.index("injected fault") < shown.index("see the log above")
+    folder = grid.results_dir / grid.runs[0].name
+    failure = json.loads((folder / "failure.json").read_text())
+    assert failure["error"].startswith("run 7 ended as 'finished:failed'")
+    assert failure["stopped_early"].startswith("round 1: 0 of 2") and failure["client_failures"] == 2
+    assert [(e["client"], e["node"]) for e in failure["client_errors"]] == [(None, 100), (None, 101)]
+    assert failure["client_errors"][1]["error"][-1] == "InjectedFault: injected fault: client 1 fails"
+    assert len(failure["log_tail"]) == 40 and failure["log_tail"][-1].endswith("[min-answers=1]")
+    assert failure["log_tail"][0] == "INFO :      log line 21"  # without its colour codes
+    assert run_state(grid, grid.runs[0]) == "failed"
+
+
+def test_client_errors_keeps_each_clients_last_error_and_knows_a_node_by_its_client(tmp_path):
+    from pfl_app.experiments import client_errors
+
+    rows = [{"round": 1, "node": 100, "client": 0, "status": "ok"},
+            {"round": 1, "node": 101, "client": 1, "status": "error", "error": "old"},
+            {"round": 2, "node": 101, "client": 1, "status": "error", "error": "a\n\nb\nc\nd\ne\nf"},
+            {"round": 2, "node": 100, "status": "error", "error": "Node Unavailable"},  # the SuperLink's reply
+            {"round": 2, "node": 7, "status": "error", "error": "never named its client"}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"round": 3, "no')
+    assert client_errors(tmp_path) == [
+        {"client": 1, "node": 101, "round": 2, "error": ["b", "c", "d", "e", "f"]},
+        {"client": 0, "node": 100, "round": 2, "error": ["Node Unavailable"]},
+        {"client": None, "node": 7, "round": 2, "error": ["never named its client"]},
+    ]
+    assert client_errors(tmp_path / "nothing") == []
+
+
+def test_a_run_that_returns_without_finishing_is_failed_too(tmp_path):
+    from rich.console import Console
+
+    grid = _grid(tmp_path)
+    outcomes = run_grid(grid, tmp_path, runner=StoppingLaunch(quietly=True), keep_going=True,
+                        console=Console(file=io.StringIO()))
+    assert all(o.startswith("failed: the run ended, but stopped early: round 1") for _, o in outcomes)
+    folder = grid.results_dir / grid.runs[0].name
+    assert json.loads((folder / "failure.json").read_text())["error"].startswith("the run ended, but")
+
+
+def test_the_report_lists_failed_runs_and_leaves_them_out_of_the_means(tmp_path):
+    _write_stopped_run(tmp_path / "pftt__iid__ideal__seed0", 0, acc=0.9)
+    (tmp_path / "pftt__iid__ideal__seed1").mkdir()
+    _write_run(tmp_path / "pftt__iid__ideal__seed1", 1, 0.6)
+    _write_stopped_run(tmp_path / "fedit__iid__ideal__seed0", 0, stopped="")
+    broke = tmp_path / "fedit__iid__ideal__seed1"
+    broke.mkdir()  # the launch failed before any summary
+    (broke / "failure.json").write_text(json.dumps({"error": "flwr run failed: boom\nmore"}))
+    _write_stopped_run(tmp_path / "pftt__iid__ideal__seed2.failed-1", 2)  # superseded: not listed
+    (tmp_path / "pftt__iid__ideal__seed3").mkdir()  # under way: not listed
+    assert set(collect(tmp_path)) == {("pftt", "iid", "ideal")}
+    text = write_report(tmp_path).read_text()
+    assert "| pftt | iid | ideal | 1 | 0.600 |" in text  # the stopped run's 0.9 is not averaged in
+    assert "- `pftt__iid__ideal__seed0`: failed: stopped early: round 2: 0 of 2 client(s) answered" in text
+    assert "- `fedit__iid__ideal__seed0`: failed: it completed 1 of 2 rounds" in text
+    assert "- `fedit__iid__ideal__seed1`: failed: flwr run failed: boom\n" in text
+    assert "seed2" not in text and "seed3" not in text and "| fedit |" not in text
+
+
+def test_a_report_of_only_failed_runs_says_so(tmp_path):
+    _write_stopped_run(tmp_path / "pftt__iid__ideal__seed0", 0)
+    text = write_report(tmp_path).read_text()
+    assert "No finished runs yet." in text and "`pftt__iid__ideal__seed0`: failed: stopped early" in text
+
+
+# -- grid files are checked like scenarios ------------------------------------------------
+
+@pytest.mark.parametrize("federation, match", [
+    ("num-supernodes = 0", "num-supernodes must be a whole number >= 1, got 0"),
+    ('num-supernodes = "3"', "num-supernodes must be a whole number >= 1, got '3'"),
+    ("client-resources-num-gpus = -1", "client-resources-num-gpus must be a whole number >= 0"),
+    ("num-nodes = 3", "unknown \\[federation\\] key"),
+])
+def test_a_bad_federation_value_in_a_grid_is_a_config_error(tmp_path, federation, match):
+    with pytest.raises(ConfigError, match=f"grid.toml: .*{match}"):
+        _grid(tmp_path, GRID.replace("num-supernodes = 3", federation))
+
+
+@pytest.mark.parametrize("label", ["a/b", "a\\\\b", "..", ".hidden", "", "two words", "x__y", "é"])
+def test_an_unsafe_split_label_is_a_config_error(tmp_path, label):
+    with pytest.raises(ConfigError, match="splits\\[0\\]\\.label .*folder name|splits\\[0\\]\\.label .*'__'"):
+        _grid(tmp_path, GRID.replace('label = "iid"', f'label = "{label}"'))
+
+
+def test_an_unsafe_grid_name_or_made_up_label_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="\\[grid\\] name = '../up' cannot be part of a folder name: it may "
+                                          "hold letters, digits and"):
+        _grid(tmp_path, GRID.replace('name = "g"', 'name = "../up"'))
+    # a split without a label is named after its keys, which can hold a path
+    with pytest.raises(ConfigError, match="splits\\[0\\]\\.label = .*give the split a label"):
+        _grid(tmp_path, GRID.replace('label = "iid", partitioner = "iid"', 'tasks = "data/my.csv"'))
+    # the file's name stands in for a missing name: it must be safe too
+    path = tmp_path / "my grid.toml"
+    path.write_text(GRID.replace('name = "g"\n', ""))
+    with pytest.raises(ConfigError, match="set \\[grid\\] name"):
+        load_grid(path, tmp_path)
+
+
+def test_a_grid_file_that_is_no_toml_or_a_folder_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="grid.toml is not valid TOML: .*at line 3, column"):
+        _grid(tmp_path, GRID.replace('name = "g"', 'name = "g'))
+    (tmp_path / "folder.toml").mkdir()
+    with pytest.raises(ConfigError, match="folder.toml is not a file"):
+        load_grid(tmp_path / "folder.toml", tmp_path)
+
+
+def test_main_prints_a_config_error_with_its_brackets(tmp_path, capsys):
+    from pfl_app.experiments import main
+
+    path = tmp_path / "grid.toml"
+    path.write_text(GRID.replace("num-supernodes = 3", "num-supernodes = 0"))
+    assert main([str(path), "--dry-run"]) == 2
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert "[federation] num-supernodes must be a whole number >= 1" in out
+
+
+@pytest.mark.simulation
+def test_a_real_run_whose_every_client_fails_is_reported_failed_with_its_clients_errors(tmp_path, project_dir):
+    from rich.console import Console
+
+    from .conftest import TINY
+
+    run_config = "\n".join(f"{k!s} = {json.dumps(v)}" for k, v in {
+        **TINY, "num-server-rounds": 2, "data.partitioner": "iid", "faults.fail-fraction": 1.0}.items())
+    grid = _grid(tmp_path, f"""
+[grid]
+name = "broken"
+methods = ["pftt"]
+results-dir = "{tmp_path / 'out'}"
+
+[federation]
+num-supernodes = 2
+client-resources-num-cpus = 1
+
+[run-config]
+{run_config}
+""")
+    console = Console(record=True, width=200)
+    (run, outcome), = run_grid(grid, project_dir, keep_going=True, console=console)
+    assert outcome.startswith("failed: ") and run_state(grid, run) == "failed"
+    folder = grid.results_dir / run.name
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["client_failures"] == 2 and summary["rounds_completed"] == 0 and summary["stopped_early"]
+    failure = json.loads((folder / "failure.json").read_text())
+    assert len(failure["client_errors"]) == 2
+    assert all("injected fault" in "\n".join(e["error"]) for e in failure["client_errors"])
+    assert any("0 of 2 client(s) answered" in line for line in failure["log_tail"])
+    shown = console.export_text()
+    assert "injected fault" in shown and shown.index("injected fault") < shown.index("see the log above")
+    assert "`pftt__default__ideal__seed0`: failed: " in write_report(grid.results_dir).read_text()

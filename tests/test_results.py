@@ -100,3 +100,57 @@ def test_curves_and_plots_from_fixture_runs(tmp_path):
     paths = plot_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "plots")
     assert [p.name for p in paths] == ["accuracy_vs_uplink.png", "accuracy_vs_time.png"]
     assert all(p.stat().st_size > 5000 for p in paths)
+
+
+def test_a_round_every_client_fails_is_counted_in_the_summary(tmp_path, flower_identity):
+    # Every client fails in round 1: the strategy stops the run before the round reaches
+    # on_round_end, so its rows travel with the exception to the recorder.
+    import numpy as np
+    from flwr.app import ConfigRecord, Error, Message
+
+    from pfl_app.records import to_arrayrecord
+    from pfl_app.strategies import PFTT
+    from pfl_app.strategies.base import TooFewClients
+
+    class Nodes:
+        def get_node_ids(self):
+            return [11, 22]
+
+    rec = RunRecorder(tmp_path / "run", parse_run_config({"num-server-rounds": 2}))
+    strategy = PFTT(method="pftt", min_available_nodes=2, min_train_nodes=2,
+                    on_round_end=lambda r, rows, shared: rec.round_done(r, rows, shared))
+    adapter = "base_model.model.model.layers.0.mlp.bottleneck_adapter.default.up.weight"
+    sent = strategy.configure_train(1, to_arrayrecord({adapter: np.zeros(3, np.float32)}), ConfigRecord({}), Nodes())
+    trace = "Traceback (most recent call last):\n  ...\nInjectedFault: injected fault: node {} fails in round 1"
+    # FedAvg samples the nodes in a random order: each error names the node it came from.
+    replies = [Message(Error(code=0, reason=trace.format(m.metadata.dst_node_id)), reply_to=m) for m in sent]
+    try:
+        strategy.aggregate_train(1, replies)
+    except TooFewClients as err:  # as the ServerApp does
+        assert err.server_round == 1 and len(err.rows) == 2
+        summary = rec.finish({}, stopped=str(err))
+    assert summary["client_failures"] == 2 and summary["rounds_completed"] == 0
+    assert summary["stopped_early"].startswith("round 1: 0 of 2 client(s) answered")
+    assert summary["downlink_bytes_total"] > 0  # the train messages did go out
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["round"], r["node"], r["status"]) for r in rows] == [(1, 11, "error"), (1, 22, "error")]
+    assert rows[1]["error"].endswith("injected fault: node 22 fails in round 1") and rows[1]["method"] == "pftt"
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["client_failures"] == 2
+
+
+def test_a_stopped_runs_failed_rows_can_be_handed_over_and_a_finished_run_takes_none(tmp_path):
+    rec = RunRecorder(tmp_path / "a", parse_run_config({"num-server-rounds": 2}))
+    rec.round_done(1, [_row(1, 0, 100, 0.5), _row(1, 1, 100, 0.7)])
+    failed = [{"round": 2, "node": 100, "client": 0, "bytes_up": 0, "bytes_down": 50, "status": "error",
+               "error": "boom"}, {**_row(2, 1, 100, 0.8)}]
+    summary = rec.finish({}, stopped="round 2: too few", failed_rows=failed)
+    assert summary["client_failures"] == 1 and summary["rounds_completed"] == 1
+    # the last completed round's scores stay the summary's
+    assert summary["personalized_accuracy_mean"] == pytest.approx(0.6)
+    try:
+        raise ValueError("unrelated")
+    except ValueError:
+        rec = RunRecorder(tmp_path / "b", parse_run_config({"num-server-rounds": 1}))
+        rec.round_done(1, [_row(1, 0, 100, 0.5)])
+        assert rec.finish({})["client_failures"] == 0
+    assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 1

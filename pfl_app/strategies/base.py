@@ -26,7 +26,22 @@ RoundCallback = Callable[[int, list[dict[str, Any]], dict[str, Any]], None]
 
 
 class TooFewClients(RuntimeError):
-    """Fewer clients answered a round than the run requires (``min-answers``)."""
+    """Fewer clients answered a round than the run requires (``min-answers``).
+
+    Attributes
+    ----------
+    server_round : int
+        The round that failed.
+    rows : list of dict
+        A row per client of that round, as ``on_round_end`` would have had them (the
+        failed clients' rows have ``status = "error"`` and the error's last lines): the
+        round never reaches ``on_round_end``, so this is the only way they are recorded.
+    """
+
+    def __init__(self, message: str, server_round: int = 0, rows: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.server_round = server_round
+        self.rows = list(rows or [])
 
 
 class PersonalizedFedAvg(FedAvg):
@@ -199,9 +214,14 @@ class PersonalizedFedAvg(FedAvg):
             raise TooFewClients(
                 f"round {server_round}: {len(ok)} of {self._sent} client(s) answered ({len(replies) - len(ok)} "
                 f"failed, {self._sent - len(replies)} timed out), fewer than min-answers={self.min_answers}; "
-                "stopping the run"
+                "stopping the run",
+                server_round,
+                self._rows(ledger),
             )
         return ok
+
+    def _rows(self, ledger: RoundLedger) -> list[dict[str, Any]]:
+        return [{**r, "method": self.method} for r in ledger.rows()]
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -286,7 +306,7 @@ class PersonalizedFedAvg(FedAvg):
         metrics = None
         if ok:
             metrics = self.evaluate_metrics_aggr_fn([m.content for m in ok], self.weighted_by_key)
-        rows = [{**r, "method": self.method} for r in ledger.rows()]
+        rows = self._rows(ledger)
         if self.on_round_end is not None:
             shared = from_arrayrecord(self._evaluated) if self._evaluated is not None else self._current
             self.on_round_end(server_round, rows, shared)
