@@ -22,7 +22,9 @@ from ..models.personalized import (
     ModelBundle,
     format_groups,
     get_tensors,
+    kept_groups,
     parse_groups,
+    personalized_tensors,
     set_tensors,
     set_trainable,
     shared_model_bundle,
@@ -73,6 +75,8 @@ class ClientSession:
         self.local = tuple(g for g in TENSOR_GROUPS if g not in self.shared)
         # Older servers send no trained-groups: everything trains.
         self.trained = parse_groups(str(config.get("trained-groups", format_groups(TENSOR_GROUPS))))
+        # What the client saves each round and is personalized by.
+        self.own = kept_groups(self.cfg, self.shared, self.trained)
         self.received = from_arrayrecord(msg.content[ARRAYS_KEY])
         _check_received(self.bundle, self.shared, self.received)
         state_dir = context.node_config.get("state-dir")
@@ -89,9 +93,10 @@ class ClientSession:
         return self.data.task.name
 
     def local_tensors(self, up_to_round: int, groups: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-        """The tensors the client keeps (of ``groups``, by default its non-shared ones) as of
-        ``up_to_round``; their initial values before its first round."""
-        groups = self.local if groups is None else groups
+        """The tensors the client keeps (of ``groups``, by default its own, see
+        :func:`pfl_app.models.personalized.kept_groups`) as of ``up_to_round``; their
+        initial values before its first round."""
+        groups = self.own if groups is None else groups
         kept = self.state.load(up_to_round)
         initial = self.bundle.initial_tensors(groups)
         if kept is None:
@@ -102,6 +107,12 @@ class ClientSession:
                 f"{groups} tensors; was the run folder reused with another config?"
             )
         return kept
+
+    def personalized(self, up_to_round: int) -> dict[str, np.ndarray]:
+        """Every trainable tensor of the client's personalized model as of ``up_to_round``
+        (see :func:`pfl_app.models.personalized.personalized_tensors`): what its evaluation
+        scores, and what :func:`pfl_app.inference.load_personalized_model` rebuilds."""
+        return personalized_tensors(self.cfg, self.bundle.initial, self.received, self.local_tensors(up_to_round))
 
     def anchor(self) -> dict[str, np.ndarray]:
         """The global value of every shared tensor this client trains: what a proximal term
@@ -150,7 +161,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         proximal_mu=float(msg.content[CONFIG_KEY].get("proximal-mu", 0.0)),
         anchor=s.anchor(),
     )
-    s.state.save(get_tensors(s.bundle.model, s.local), s.round, s.bundle.model)
+    s.state.save(get_tensors(s.bundle.model, s.own), s.round, s.bundle.model)
     return s.reply(
         msg,
         arrays=get_tensors(s.bundle.model, s.shared),
@@ -169,7 +180,7 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
     client's test split."""
     s = ClientSession(msg, context)
     batch = s.cfg.train.eval_batch_size
-    s.load(s.local_tensors(s.round))
+    set_tensors(s.bundle.model, s.personalized(s.round))
     personal = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch)
     s.load(s.bundle.initial_tensors(s.local))
     global_ = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch)

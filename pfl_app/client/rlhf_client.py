@@ -49,8 +49,9 @@ class RlhfSession(ClientSession):
 
     def kept(self, up_to_round: int) -> dict:
         """The client's personalized tensors (every trained group) as of ``up_to_round``: an
-        RLHF client keeps all it trains, shared or not."""
-        return self.local_tensors(up_to_round, self.trained)
+        RLHF client keeps all it trains, shared or not (see
+        :func:`pfl_app.models.personalized.kept_groups`)."""
+        return self.local_tensors(up_to_round)
 
     @property
     def carries_own_policy(self) -> bool:
@@ -106,7 +107,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         anchor=s.anchor(),
         optimizer_state=s.optimizer_start(),
     )
-    s.state.save(get_tensors(s.bundle.model, s.trained), s.round, s.bundle.model)
+    s.state.save(get_tensors(s.bundle.model, s.own), s.round, s.bundle.model)
     if s.cfg.rlhf.carry_optimizer and s.carries_own_policy:  # else no round would continue it
         s.optimizer_state.save(result.optimizer_state, s.round)
     return s.reply(
@@ -144,7 +145,7 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
     last_round = bool(s.config.get(LAST_ROUND_KEY, False))
     prompts = s.prompts.evaluate_final if last_round else s.prompts.evaluate
     initial = s.bundle.initial_tensors(TENSOR_GROUPS)
-    models = {"personalized": {**initial, **s.kept(s.round)}}
+    models = {"personalized": s.personalized(s.round)}
     if s.shared:
         models["global"] = {**initial, **s.received}
     if last_round:

@@ -38,6 +38,48 @@ def saved_round(path: str | Path) -> int:
         return int((fh.metadata() or {}).get("round", 0))
 
 
+def saved_tensors(
+    directory: str | Path, name: str = LOCAL_TENSORS, up_to_round: int = 1 << 30
+) -> tuple[int, dict[str, np.ndarray]] | None:
+    """The newest tensors :meth:`ClientState.save` wrote to ``directory`` at or before
+    ``up_to_round``, read from disk alone.
+
+    Parameters
+    ----------
+    directory : str or Path
+        A client's folder (see :func:`client_dir`).
+    name : str
+        What was kept (the client's own model tensors by default).
+    up_to_round : int
+        The last round whose state may be returned.
+
+    Returns
+    -------
+    tuple or None
+        ``(the round the state ends, its tensors)``, or ``None`` when no such state was saved.
+    """
+    directory = Path(directory)
+    for file in (f"{name}.safetensors", f"{name}.previous.safetensors"):
+        path = directory / file
+        if path.exists() and (found := saved_round(path)) <= up_to_round:
+            return found, load_file(str(path))
+    return None
+
+
+def saved_client_ids(run_dir: str | Path, state_dir: str | None = None) -> list[int]:
+    """The ids of the clients that saved their own tensors for the run in ``run_dir``
+    (under ``state_dir``, if their nodes kept their state there)."""
+    folders = client_dir(run_dir, 0, state_dir).parent
+    if not folders.is_dir():
+        return []
+    ids = []
+    for folder in folders.glob("client-*"):
+        suffix = folder.name.removeprefix("client-")
+        if suffix.isdigit() and (folder / f"{LOCAL_TENSORS}.safetensors").exists():
+            ids.append(int(suffix))
+    return sorted(ids)
+
+
 class ClientState:
     """Load and save the tensors a client keeps to itself, by round.
 
@@ -61,16 +103,13 @@ class ClientState:
     def __init__(self, context: Context, directory: Path, name: str = LOCAL_TENSORS) -> None:
         self.context = context
         self.directory = Path(directory)
+        self.name = name
         self.file, self.previous_file = f"{name}.safetensors", f"{name}.previous.safetensors"
         self.key = "pfl." + name.replace("_", "-")
         self.round_key = self.key + "-round"
 
     def _from_disk(self, up_to_round: int) -> tuple[int, dict[str, np.ndarray]] | None:
-        for name in (self.file, self.previous_file):
-            path = self.directory / name
-            if path.exists() and (found := saved_round(path)) <= up_to_round:
-                return found, load_file(str(path))
-        return None
+        return saved_tensors(self.directory, self.name, up_to_round)
 
     def load(self, up_to_round: int = 1 << 30) -> dict[str, np.ndarray] | None:
         """The newest kept tensors saved at or before ``up_to_round``, from memory, else

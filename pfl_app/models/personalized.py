@@ -107,6 +107,11 @@ def build_personalized_model(cfg: RunConfig) -> tuple[PeftModel, PreTrainedToken
 
     Seeded from ``cfg.seed``, so every process builds the same initial adapters and LoRA.
     Methods in :data:`DUAL_LORA_METHODS` get a second LoRA named ``local``.
+
+    This is the one place a client's model is built: clients build theirs with it (once per
+    process, :func:`shared_model_bundle`), and so does
+    :func:`pfl_app.inference.load_personalized_model` from a finished run's config, so the
+    loaded model cannot drift from the trained one.
     """
     dual_lora = cfg.method in DUAL_LORA_METHODS
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir)
@@ -143,6 +148,59 @@ def build_personalized_model(cfg: RunConfig) -> tuple[PeftModel, PreTrainedToken
     # get_peft_model freezes every non-LoRA parameter, our adapters included.
     set_trainable(model, TENSOR_GROUPS)
     return model, tokenizer
+
+
+def kept_groups(cfg: RunConfig, shared: Iterable[str], trained: Iterable[str]) -> tuple[str, ...]:
+    """The groups a client keeps as its own, saves each round and is personalized by.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        The run's configuration; its method says which family the client belongs to.
+    shared, trained : iterable of str
+        The method's shared and trained groups (see :mod:`pfl_app.strategies`).
+
+    Returns
+    -------
+    tuple of str
+        For task tuning, every group that is not shared; for RLHF, every group the client
+        trains, shared ones included: its whole policy.
+    """
+    if cfg.method in RLHF_METHODS:
+        return tuple(trained)
+    shared = set(shared)
+    return tuple(g for g in TENSOR_GROUPS if g not in shared)
+
+
+def personalized_tensors(
+    cfg: RunConfig,
+    initial: Mapping[str, np.ndarray],
+    shared: Mapping[str, np.ndarray],
+    kept: Mapping[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Every trainable tensor of a client's personalized model, as its evaluation scores it.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        The run's configuration.
+    initial : mapping
+        The initial value of every trainable tensor (:attr:`ModelBundle.initial`).
+    shared : mapping
+        The global value of the shared tensors.
+    kept : mapping
+        The client's own tensors (of :func:`kept_groups`).
+
+    Returns
+    -------
+    dict
+        For task tuning, the global shared tensors with the client's own on top; for RLHF,
+        the client's own policy alone (it holds the shared tensors as the client trained
+        them). Initial values everywhere else.
+    """
+    if cfg.method in RLHF_METHODS:
+        return {**initial, **kept}
+    return {**initial, **shared, **kept}
 
 
 def set_trainable(model: torch.nn.Module, groups: Iterable[str]) -> None:
