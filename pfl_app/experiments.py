@@ -47,7 +47,6 @@ import itertools
 import json
 import re
 import sys
-import tomllib
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,8 +56,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .config import ConfigError, validate_flat
-from .launch import LaunchError, Scenario, _flatten, check_federation, launch
+from .config import ConfigError, parse_run_config
+from .launch import LaunchError, Scenario, _flatten, check_federation, launch, read_toml
 from .results import client_of
 
 GRID_KEYS = ("name", "methods", "seeds", "wireless", "splits", "results-dir")
@@ -131,20 +130,6 @@ def _split_overrides(path: Path, index: int, split: Any) -> tuple[str, dict[str,
     return label, {f"data.{k}": v for k, v in split.items()}
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise ConfigError(f"grid file {path} does not exist")
-    if not path.is_file():
-        raise ConfigError(f"grid file {path} is not a file")
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        # tomllib's message ends with "(at line L, column C)".
-        raise ConfigError(f"grid file {path} is not valid TOML: {err}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"grid file {path} cannot be read: {err}") from None
-
-
 def _table(path: Path, raw: dict[str, Any], name: str) -> dict[str, Any]:
     table = raw.get(name, {})
     if not isinstance(table, dict):
@@ -169,7 +154,7 @@ def load_grid(path: str | Path, project_dir: Path | None = None) -> Grid:
         error).
     """
     path = Path(path)
-    raw = _read_toml(path)
+    raw = read_toml(path, "grid file")
     unknown = sorted(set(raw) - {"grid", "federation", "run-config"})
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {unknown}; allowed: [grid], [federation], [run-config]")
@@ -201,7 +186,7 @@ def load_grid(path: str | Path, project_dir: Path | None = None) -> Grid:
         overrides = {**base, **split, "method": method, "seed": seed, "wireless.profile": profile,
                      "run-name": run_name, "results-dir": str(results / name)}
         try:
-            validate_flat(overrides)
+            parse_run_config(overrides)  # the typed and the cross-key checks
         except ConfigError as err:
             raise ConfigError(f"{path}: run {run_name}: {err}") from err
         # Methods and profiles come from fixed lists, but the whole name is what becomes a folder.

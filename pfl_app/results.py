@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -251,14 +250,9 @@ class RunRecorder:
         stopped : str
             Why the run ended before its last round, if it did.
         failed_rows : list of dict, optional
-            The rows of the round that stopped the run (see :meth:`round_failed`). When
-            ``stopped`` is set and they are not given, they are taken from the exception
-            being handled, if it carries them (:class:`pfl_app.strategies.base.TooFewClients`
-            does): the ServerApp calls ``finish`` in its ``except`` block.
+            The rows of the round that stopped the run (see :meth:`round_failed`;
+            :class:`pfl_app.strategies.base.TooFewClients` carries them).
         """
-        if stopped and failed_rows is None:
-            carried = getattr(sys.exc_info()[1], "rows", None)
-            failed_rows = carried if isinstance(carried, list) else None
         if stopped and failed_rows:
             self.round_failed(failed_rows)
         if global_tensors:

@@ -128,7 +128,7 @@ def test_a_round_every_client_fails_is_counted_in_the_summary(tmp_path, flower_i
         strategy.aggregate_train(1, replies)
     except TooFewClients as err:  # as the ServerApp does
         assert err.server_round == 1 and len(err.rows) == 2
-        summary = rec.finish({}, stopped=str(err))
+        summary = rec.finish({}, stopped=str(err), failed_rows=err.rows)
     assert summary["client_failures"] == 2 and summary["rounds_completed"] == 0
     assert summary["stopped_early"].startswith("round 1: 0 of 2 client(s) answered")
     assert summary["downlink_bytes_total"] > 0  # the train messages did go out

@@ -160,7 +160,7 @@ def _run(grid: Grid, cfg: RunConfig, run_dir: Path, resume: Checkpoint | None) -
     except TooFewClients as err:
         # Keep what the finished rounds produced, say why the run stopped, then fail it.
         log(ERROR, "pfl-app: %s", err)
-        recorder.finish({}, stopped=str(err))
+        recorder.finish({}, stopped=str(err), failed_rows=err.rows)
         raise
     summary = recorder.finish(from_arrayrecord(result.arrays) if result.arrays is not None else {})
     log(INFO, "pfl-app: summary written to %s", run_dir / "summary.json")
