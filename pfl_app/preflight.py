@@ -73,6 +73,39 @@ def check_model(cfg: RunConfig) -> None:
         ) from err
 
 
+def check_reward_models(cfg: RunConfig) -> None:
+    """``rlhf.helpfulness-model`` and ``rlhf.safety-model``, when set, must be a model folder
+    or reachable on the hub.
+
+    Without this check a wrong path is found only when the ServerApp loads the models: after
+    the run has started, and after the other reward model (if embedded) was trained.
+    """
+    for key, name in (("rlhf.helpfulness-model", cfg.rlhf.helpfulness_model),
+                      ("rlhf.safety-model", cfg.rlhf.safety_model)):
+        if not name:
+            continue  # the embedded one
+        what = f"run-config key '{key}' = {name!r}"
+        hint = "leave it empty for the embedded one"
+        path = Path(name).expanduser()
+        if path.exists():
+            if not (path.is_dir() and (path / "config.json").is_file()):
+                raise ConfigError(f"{what} is a local path, but not a model folder (one written by "
+                                  f"save_pretrained, with a config.json); {hint}")
+            continue
+        if name.startswith(("/", ".", "~")):
+            raise ConfigError(f"{what}: no such folder; {hint}")
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            raise ConfigError(f"{what} is not an existing local folder, and the hub cannot be asked "
+                              f"(HF_HUB_OFFLINE=1); {hint}")
+        from transformers import AutoConfig
+
+        try:
+            AutoConfig.from_pretrained(name)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"{what} is not an existing local folder, and the hub did not give it: "
+                              f"{str(err).splitlines()[0]}; {hint}") from err
+
+
 def check_data(cfg: RunConfig, num_clients: int | None) -> None:
     """Load every client's data as the client will, and check it can train and be scored.
 
@@ -119,9 +152,12 @@ def _check_data(cfg: RunConfig, num_clients: int | None) -> None:
         try:
             name, split = client_split(cfg.data, cfg.seed, client, num_clients)
         except ValueError as err:
+            # Name the dataset too: with several in data.tasks the message alone would not say which.
+            # Client i holds data.tasks[i % len(data.tasks)] (assignment.task_slot).
+            name = tasks[client % len(tasks)]
             raise ConfigError(
                 f"run-config key 'data.partitioner' = {cfg.data.partitioner!r} cannot give client {client} of "
-                f"{num_clients} its data: {err}"
+                f"{num_clients} its data from dataset {name!r} (data.tasks): {err}"
             ) from err
         for part in ("train", "test"):
             if split[part].num_rows == 0:
@@ -147,3 +183,5 @@ def preflight(cfg: RunConfig, num_clients: int | None) -> None:
     check_model(cfg)
     if cfg.method in TASK_METHODS:
         check_data(cfg, num_clients)
+    else:
+        check_reward_models(cfg)

@@ -185,6 +185,9 @@ def _check_text_file(path: Path, suffix: str) -> None:
         ) from None
     if not text.strip():
         raise ValueError(f"File {str(path)!r} is empty.")
+    if suffix == ".csv" and len([line for line in text.splitlines() if line.strip()]) < 2:
+        # datasets would say only 'Instruction "train" corresponds to no data!'
+        raise ValueError(f"File {str(path)!r} holds no rows: it has a header line and nothing after it.")
     if suffix == ".jsonl":
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
