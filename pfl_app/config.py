@@ -307,6 +307,11 @@ def _coerce(f: Field, value: Any) -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if math.isfinite(float(value)) or (f.allow_inf and float(value) == math.inf):
                 return float(value)
+            # A float, but nan or inf: "must be of type float, got float nan" would read as nonsense.
+            raise ConfigError(
+                f"run-config key '{f.key}' = {value!r} is not a finite number; allowed: "
+                f"{_allowed_text(f) or 'a finite number'} ({f.help})"
+            )
     elif f.kind is str:
         if isinstance(value, str):
             return value.strip()
@@ -314,6 +319,13 @@ def _coerce(f: Field, value: Any) -> Any:
         f"run-config key '{f.key}' must be of type {f.kind.__name__}, got "
         f"{type(value).__name__} {value!r} ({f.help})"
     )
+
+
+def _close_keys(key: str) -> list[str]:
+    """Known keys that ``key`` may be a misspelling of (``_`` taken for ``-``)."""
+    import difflib
+
+    return difflib.get_close_matches(key.replace("_", "-"), list(FIELDS_BY_KEY), n=2, cutoff=0.75)
 
 
 def validate_flat(run_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -324,8 +336,13 @@ def validate_flat(run_config: Mapping[str, Any]) -> dict[str, Any]:
     """
     unknown = sorted(set(run_config) - set(FIELDS_BY_KEY))
     if unknown:
+        # A typo ('lora.rank', 'num_server_rounds') is the usual cause: say which key was
+        # meant before the list of all of them.
+        hints = [f"did you mean {' or '.join(map(repr, close))} for {key!r}?"
+                 for key in unknown if (close := _close_keys(key))]
         raise ConfigError(
-            f"unknown run-config key(s) {unknown}; allowed keys: {sorted(FIELDS_BY_KEY)}"
+            f"unknown run-config key(s) {unknown}; {' '.join(hints + [''])}"
+            f"allowed keys: {sorted(FIELDS_BY_KEY)}"
         )
     out = defaults()
     for key, value in run_config.items():
@@ -334,7 +351,7 @@ def validate_flat(run_config: Mapping[str, Any]) -> dict[str, Any]:
         if f.choices and value not in f.choices:
             raise ConfigError(
                 f"run-config key '{key}' = {value!r} is not allowed; allowed values: "
-                f"{', '.join(map(str, f.choices))}"
+                f"{_allowed_text(f)}"  # shows an allowed empty value as ''; a bare join showed nothing
             )
         if f.check is not None and (allowed := f.check(value)) is not None:
             raise ConfigError(f"run-config key '{key}' = {value!r} is out of range; allowed: {allowed}")
