@@ -82,6 +82,23 @@ def check_run_folders(runs: list[str]) -> None:
         if not metrics.is_file() or not metrics.read_text(errors="replace").strip():
             raise ConfigError(f"{run} holds no run: no rounds in {metrics.name} (a run folder is "
                               "results/<run-name>, with config.json and metrics.jsonl)")
+        # The plots read every row and the summary as they are: a damaged line or file would
+        # otherwise end the command with a JSONDecodeError traceback.
+        for number, line in enumerate(metrics.read_text(errors="replace").splitlines(), start=1):
+            if line.strip() and not isinstance(_json_or_none(line), dict):
+                raise ConfigError(f"{metrics}, line {number}: not a JSON object (a row of a round); "
+                                  "the file is damaged: remove that line, or leave the run out")
+        summary = path / "summary.json"
+        if summary.exists() and not isinstance(_json_or_none(summary.read_text(errors="replace")), dict):
+            raise ConfigError(f"{summary} is damaged (not a JSON object); remove it to plot the run from "
+                              "its metrics.jsonl alone")
+
+
+def _json_or_none(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,10 +131,20 @@ def main(argv: list[str] | None = None) -> int:
             scenario.federation["num-supernodes"] = args.num_clients
         overrides = parse_overrides(args.run_config)
         app_dir = Path(args.app_dir).resolve()
+        if not app_dir.exists():
+            # "not a Flower app folder" would send the user looking inside a folder that is not there.
+            raise ConfigError(f"--app-dir {app_dir}: no such folder")
         if not app_dir.is_dir() or not (app_dir / "pyproject.toml").is_file():
             raise ConfigError(f"--app-dir {app_dir} is not a Flower app folder (no pyproject.toml there)")
         if getattr(args, "resume_from", None):
             saved_scenario, saved = resume_scenario(args.resume_from)
+            try:
+                # The run's own config alone first: a key this version no longer knows, or a value
+                # it no longer allows, would otherwise be reported as if the user had typed it.
+                parse_run_config(saved)
+            except ConfigError as err:
+                raise ConfigError(f"--resume-from: {Path(saved['resume-from']) / 'config.json'} holds a run "
+                                  f"config that does not pass this version's checks: {err}") from None
             if args.num_clients is not None or explicit_scenario:
                 # A run continues on the federation it started with.
                 differ = {k: (v, scenario.federation.get(k)) for k, v in saved_scenario.federation.items()
@@ -139,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             if cfg.method not in RLHF_METHODS:
                 raise ConfigError(f"run-config key 'method' = {cfg.method!r} uses no reward models; "
                                   f"the methods that do: {', '.join(RLHF_METHODS)}")
+            from .preflight import check_reward_models
+
+            check_reward_models(cfg)  # before an embedded one is trained for minutes
             from .rlhf.prepare import prepare_rlhf_models  # loads trl: only when asked
 
             console.print("loading the reward models and the starting policy; an embedded one not cached yet "
