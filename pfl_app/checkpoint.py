@@ -182,13 +182,40 @@ def restore_random(checkpoint: Checkpoint) -> None:
     random.setstate(_random_state_from_json(checkpoint.counters["python_random"]))
 
 
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of ``metrics.jsonl``. A last line cut short (a crash during the append, before
+    its round was committed) is dropped; a damaged line before it is refused.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the file and the line.
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    lines = [(n, line) for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1) if line.strip()]
+    rows = []
+    for i, (number, line) in enumerate(lines):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("round"), int):
+                raise ValueError("a row must be an object with an integer 'round'")
+        except ValueError as err:
+            if i == len(lines) - 1:
+                break
+            raise CheckpointError(f"{path}, line {number} is damaged ({err}); the finished rounds cannot be "
+                                  "trusted: repair or remove that line, or start a new run") from None
+        rows.append(row)
+    return rows
+
+
 def truncate_metrics(run_dir: Path, last_round: int) -> list[dict[str, Any]]:
     """Drop rows of rounds after ``last_round`` from ``metrics.jsonl``; return the rest."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    kept = [r for r in rows if r["round"] <= last_round]
+    kept = [r for r in read_metrics(run_dir) if r["round"] <= last_round]
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
     tmp.replace(path)

@@ -565,7 +565,7 @@ def check_resume(run_dir: Path, flat: dict[str, Any]) -> None:
 
     Raises ``ConfigError`` naming the keys or the file at fault.
     """
-    from .checkpoint import CheckpointError, read
+    from .checkpoint import CheckpointError, read, read_metrics
 
     saved = read_json(run_dir / "config.json", "--resume-from")
     saved = saved.get("run_config") if isinstance(saved, dict) else None
@@ -582,5 +582,6 @@ def check_resume(run_dir: Path, flat: dict[str, Any]) -> None:
                           "nothing can be continued from it")
     try:
         read(run_dir, int(flat["num-server-rounds"]))
+        read_metrics(run_dir)
     except CheckpointError as err:
         raise ConfigError(f"--resume-from: {err}") from None

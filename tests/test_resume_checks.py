@@ -95,3 +95,14 @@ def test_a_broken_federation_file_is_a_message_not_a_traceback(tmp_path, project
     rc = cli_main(["run", "--app-dir", str(project_dir), "--resume-from", str(run_dir)])
     out = " ".join(capsys.readouterr().out.split())
     assert rc == 2 and "federation.json is damaged" in out and "Traceback" not in out
+
+
+def test_a_last_metrics_row_cut_short_by_a_crash_is_dropped_and_one_before_it_refused(tmp_path):
+    rows = [{"round": 1, "client": c, "status": "ok"} for c in (0, 1)]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"round": 2, "cli')
+    assert checkpoint.truncate_metrics(tmp_path, 1) == rows
+    assert path.read_text().splitlines() == [json.dumps(r) for r in rows]
+    path.write_text(json.dumps(rows[0]) + '\n{"round": 1, "cl\n' + json.dumps(rows[1]) + "\n")
+    with pytest.raises(CheckpointError, match=r"metrics.jsonl, line 2 is damaged"):
+        checkpoint.read_metrics(tmp_path)
