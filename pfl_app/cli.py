@@ -12,7 +12,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from .config import RLHF_METHODS, ConfigError, parse_run_config
-from .launch import Interrupted, LaunchError, check_run, launch, load_scenario, parse_overrides, resolve_run_config, resume_scenario
+from .launch import (
+    Interrupted,
+    LaunchError,
+    Scenario,
+    check_run,
+    launch,
+    load_scenario,
+    parse_overrides,
+    resolve_run_config,
+    resume_scenario,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,6 +111,28 @@ def _json_or_none(text: str):
         return None
 
 
+def _resumed(run_dir: str, given: Scenario | None) -> tuple[Scenario, dict]:
+    """The scenario and run config that continue ``run_dir``; ``given`` is the federation the
+    command line asked for, if it asked for one, which must be the run's own."""
+    saved_scenario, saved = resume_scenario(run_dir)
+    try:
+        # The run's own config alone first: a key this version no longer knows, or a value
+        # it no longer allows, would otherwise be reported as if the user had typed it.
+        parse_run_config(saved)
+    except ConfigError as err:
+        raise ConfigError(f"--resume-from: {Path(saved['resume-from']) / 'config.json'} holds a run "
+                          f"config that does not pass this version's checks: {err}") from None
+    if given is not None:
+        differ = {k: (v, given.federation.get(k)) for k, v in saved_scenario.federation.items()
+                  if given.federation.get(k, v) != v}
+        if differ:
+            raise ConfigError(
+                f"--resume-from {run_dir}: the run ran with [federation] "
+                + ", ".join(f"{k} = {old}, not {new}" for k, (old, new) in differ.items())
+                + "; resume it on its own federation (leave out --num-clients and --scenario)")
+    return saved_scenario, saved
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console(highlight=False)
@@ -137,24 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         if not app_dir.is_dir() or not (app_dir / "pyproject.toml").is_file():
             raise ConfigError(f"--app-dir {app_dir} is not a Flower app folder (no pyproject.toml there)")
         if getattr(args, "resume_from", None):
-            saved_scenario, saved = resume_scenario(args.resume_from)
-            try:
-                # The run's own config alone first: a key this version no longer knows, or a value
-                # it no longer allows, would otherwise be reported as if the user had typed it.
-                parse_run_config(saved)
-            except ConfigError as err:
-                raise ConfigError(f"--resume-from: {Path(saved['resume-from']) / 'config.json'} holds a run "
-                                  f"config that does not pass this version's checks: {err}") from None
-            if args.num_clients is not None or explicit_scenario:
-                # A run continues on the federation it started with.
-                differ = {k: (v, scenario.federation.get(k)) for k, v in saved_scenario.federation.items()
-                          if scenario.federation.get(k, v) != v}
-                if differ:
-                    raise ConfigError(
-                        f"--resume-from {args.resume_from}: the run ran with [federation] "
-                        + ", ".join(f"{k} = {old}, not {new}" for k, (old, new) in differ.items())
-                        + "; resume it on its own federation (leave out --num-clients and --scenario)")
-            scenario = saved_scenario
+            given = scenario if args.num_clients is not None or explicit_scenario else None
+            scenario, saved = _resumed(args.resume_from, given)
             overrides = {**saved, **overrides}
         if args.command == "validate":
             flat = resolve_run_config(scenario, overrides, app_dir)
