@@ -7,6 +7,8 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message
 
+from .protocol import SIMULATION_PREFIX
+
 
 def to_arrayrecord(tensors: Mapping[str, np.ndarray]) -> ArrayRecord:
     """An ArrayRecord holding ``tensors`` by name, as float32 (bfloat16 cannot travel)."""
@@ -18,9 +20,6 @@ def to_arrayrecord(tensors: Mapping[str, np.ndarray]) -> ArrayRecord:
 def from_arrayrecord(record: ArrayRecord) -> dict[str, np.ndarray]:
     """The tensors of an ArrayRecord as numpy arrays, by name."""
     return {k: v.numpy() for k, v in record.items()}
-
-
-SIMULATION_PREFIX = "wireless"
 
 
 def message_bytes(message: Message) -> int:

@@ -7,6 +7,7 @@ import functools
 from flwr.app import Context
 
 from ..config import RunConfig, parse_run_config
+from ..protocol import NUM_PARTITIONS_NODE_KEY, PARTITION_ID_NODE_KEY
 
 
 @functools.lru_cache(maxsize=8)
@@ -26,13 +27,13 @@ def client_identity(context: Context) -> tuple[int, int]:
     ``--node-config``.
     """
     nc = context.node_config
-    missing = [k for k in ("partition-id", "num-partitions") if k not in nc]
+    missing = [k for k in (PARTITION_ID_NODE_KEY, NUM_PARTITIONS_NODE_KEY) if k not in nc]
     if missing:
         raise ValueError(
             f"node config lacks {missing}: start the SuperNode with "
             '--node-config "partition-id=<i> num-partitions=<n>"'
         )
-    client_id, num_clients = int(nc["partition-id"]), int(nc["num-partitions"])
+    client_id, num_clients = int(nc[PARTITION_ID_NODE_KEY]), int(nc[NUM_PARTITIONS_NODE_KEY])
     if not 0 <= client_id < num_clients:
         raise ValueError(f"partition-id={client_id} is outside [0, num-partitions={num_clients})")
     return client_id, num_clients

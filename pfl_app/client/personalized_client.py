@@ -31,17 +31,29 @@ from ..models.personalized import (
     tensor_group,
     trainable_names,
 )
+from ..protocol import (
+    ARRAYS_KEY,
+    CLIENT_ID_KEY,
+    CLIENT_KEY,
+    CONFIG_KEY,
+    METRICS_KEY,
+    NUM_EXAMPLES_KEY,
+    POOLED_DATA_KEY,
+    PROXIMAL_MU_KEY,
+    RUN_DIR_KEY,
+    SERVER_ROUND_KEY,
+    SHARED_GROUPS_KEY,
+    STATE_DIR_NODE_KEY,
+    TASK_KEY,
+    TRAIN_SECONDS_KEY,
+    TRAINED_GROUPS_KEY,
+)
 from ..records import from_arrayrecord, to_arrayrecord
 from ..tasks import evaluate as evaluate_task
 from ..training import train_locally
 from .context import client_identity, run_config
 from .data import ClientData, client_data, pooled_train
 from .state import ClientState, client_dir
-
-ARRAYS_KEY = "arrays"
-CONFIG_KEY = "config"
-METRICS_KEY = "metrics"
-CLIENT_KEY = "client"
 
 
 def _check_received(bundle: ModelBundle, shared: tuple[str, ...], tensors: Mapping[str, np.ndarray]) -> None:
@@ -70,18 +82,18 @@ class ClientSession:
         self.bundle = shared_model_bundle(self.cfg)
         config: ConfigRecord = msg.content[CONFIG_KEY]
         self.config = config
-        self.round = int(config["server-round"])
-        self.shared = parse_groups(str(config["shared-groups"]))
+        self.round = int(config[SERVER_ROUND_KEY])
+        self.shared = parse_groups(str(config[SHARED_GROUPS_KEY]))
         self.local = tuple(g for g in TENSOR_GROUPS if g not in self.shared)
         # Older servers send no trained-groups: everything trains.
-        self.trained = parse_groups(str(config.get("trained-groups", format_groups(TENSOR_GROUPS))))
+        self.trained = parse_groups(str(config.get(TRAINED_GROUPS_KEY, format_groups(TENSOR_GROUPS))))
         # What the client saves each round and is personalized by.
         self.own = kept_groups(self.cfg, self.shared, self.trained)
         self.received = from_arrayrecord(msg.content[ARRAYS_KEY])
         _check_received(self.bundle, self.shared, self.received)
-        state_dir = context.node_config.get("state-dir")
+        state_dir = context.node_config.get(STATE_DIR_NODE_KEY)
         self.state = ClientState(
-            context, client_dir(str(config["run-dir"]), self.client_id, str(state_dir) if state_dir else None)
+            context, client_dir(str(config[RUN_DIR_KEY]), self.client_id, str(state_dir) if state_dir else None)
         )
 
     @functools.cached_property
@@ -128,7 +140,7 @@ class ClientSession:
         content = RecordDict(
             {
                 METRICS_KEY: MetricRecord(metrics),
-                CLIENT_KEY: ConfigRecord({"client-id": self.client_id, "task": self.task_name}),
+                CLIENT_KEY: ConfigRecord({CLIENT_ID_KEY: self.client_id, TASK_KEY: self.task_name}),
             }
         )
         if arrays is not None:
@@ -142,7 +154,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     s.load(s.local_tensors(s.round - 1))  # the state this round starts from
     set_trainable(s.bundle.model, s.trained)
     examples, settings, seed_client = s.data.train, s.cfg.train, s.client_id
-    if bool(msg.content[CONFIG_KEY].get("pooled-data", False)):
+    if bool(msg.content[CONFIG_KEY].get(POOLED_DATA_KEY, False)):
         # Centralized training: everyone's data, the whole federation's number of steps,
         # and a seed that does not depend on which client was picked to run it.
         examples = pooled_train(s.cfg, s.num_clients, s.bundle.tokenizer)
@@ -158,7 +170,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         max_length=s.cfg.model.max_length,
         # FedProx (Flower's strategy) sends proximal-mu; the anchor is the global value of
         # every shared tensor this client trains.
-        proximal_mu=float(msg.content[CONFIG_KEY].get("proximal-mu", 0.0)),
+        proximal_mu=float(msg.content[CONFIG_KEY].get(PROXIMAL_MU_KEY, 0.0)),
         anchor=s.anchor(),
     )
     s.state.save(get_tensors(s.bundle.model, s.own), s.round, s.bundle.model)
@@ -166,10 +178,10 @@ def handle_train(msg: Message, context: Context) -> Message:
         msg,
         arrays=get_tensors(s.bundle.model, s.shared),
         metrics={
-            "num-examples": len(examples),
+            NUM_EXAMPLES_KEY: len(examples),
             "train-loss": result.loss,
             "train-steps": result.steps,
-            "train-seconds": result.seconds,
+            TRAIN_SECONDS_KEY: result.seconds,
         },
     )
 
@@ -184,7 +196,7 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
     personal = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch)
     s.load(s.bundle.initial_tensors(s.local))
     global_ = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch)
-    metrics = {"num-examples": len(s.data.test)}
+    metrics = {NUM_EXAMPLES_KEY: len(s.data.test)}
     for prefix, scores in (("personalized", personal), ("global", global_)):
         for name, value in scores.items():
             metrics[f"{prefix}-{name}"] = float(value)

@@ -19,11 +19,22 @@ import torch
 from flwr.app import Context, Message
 
 from ..models.personalized import TENSOR_GROUPS, get_tensors, set_tensors, set_trainable, tensor_group
+from ..protocol import (
+    LAST_ROUND_KEY,
+    NUM_EXAMPLES_KEY,
+    PREFERENCE_KEY,
+    PREFERENCE_OWN,
+    SAFETY_WEIGHT_KEY,
+    START_FROM_GLOBAL,
+    START_FROM_KEY,
+    START_FROM_PERSONAL,
+    TRAIN_REWARD_KEY,
+    TRAIN_SECONDS_KEY,
+)
 from ..rlhf.clients import FIXED_PREFERENCES, client_preference, client_prompts, prompt_dataset
 from ..rlhf.evaluation import evaluate_policy
 from ..rlhf.grpo import train_policy
 from ..rlhf.reward_models import load_reward_scorers
-from ..strategies.rlhf_base import LAST_ROUND_KEY, PREFERENCE_KEY, START_FROM_KEY
 from .personalized_client import ClientSession, round_seed
 from .state import ClientState
 
@@ -40,7 +51,7 @@ class RlhfSession(ClientSession):
         super().__init__(msg, context)
         own = client_preference(self.cfg.rlhf, self.client_id, self.num_clients, context.node_config)
         self.own_preference = own
-        self.preference = FIXED_PREFERENCES.get(str(self.config.get(PREFERENCE_KEY, "own")), own)
+        self.preference = FIXED_PREFERENCES.get(str(self.config.get(PREFERENCE_KEY, PREFERENCE_OWN)), own)
         self.prompts = client_prompts(self.cfg.rlhf, self.client_id, self.num_clients, self.cfg.seed)
 
     @functools.cached_property
@@ -57,7 +68,7 @@ class RlhfSession(ClientSession):
     def carries_own_policy(self) -> bool:
         """Whether the client's rounds go on from its own policy: ``start-from`` =
         ``personal``, or nothing it trains is shared."""
-        personal = str(self.config.get(START_FROM_KEY, "global")) == "personal"
+        personal = str(self.config.get(START_FROM_KEY, START_FROM_GLOBAL)) == START_FROM_PERSONAL
         return personal or not any(g in self.shared for g in self.trained)
 
     @functools.cached_property
@@ -114,16 +125,16 @@ def handle_train(msg: Message, context: Context) -> Message:
         msg,
         arrays=get_tensors(s.bundle.model, s.shared),
         metrics={
-            "num-examples": len(s.prompts.train),
+            NUM_EXAMPLES_KEY: len(s.prompts.train),
             "train-loss": result.loss,
             "train-steps": result.steps,
-            "train-seconds": result.seconds,
+            TRAIN_SECONDS_KEY: result.seconds,
             "train-step-seconds": result.step_seconds,
-            "train-reward": result.reward,
+            TRAIN_REWARD_KEY: result.reward,
             "train-reward-helpfulness": result.reward_helpfulness,
             "train-reward-safety": result.reward_safety,
             "train-kl": result.kl,
-            "safety-weight": s.preference.safety,
+            SAFETY_WEIGHT_KEY: s.preference.safety,
         },
     )
 
@@ -150,7 +161,7 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
         models["global"] = {**initial, **s.received}
     if last_round:
         models["base"] = initial
-    metrics: dict[str, Any] = {"num-examples": len(prompts), "safety-weight": s.own_preference.safety}
+    metrics: dict[str, Any] = {NUM_EXAMPLES_KEY: len(prompts), SAFETY_WEIGHT_KEY: s.own_preference.safety}
     for name, tensors in models.items():
         set_tensors(s.bundle.model, tensors)
         scores = evaluate_policy(s.bundle.model, s.bundle.tokenizer, prompts, s.scorers,

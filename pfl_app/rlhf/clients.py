@@ -19,9 +19,8 @@ import datasets
 from flwr_datasets.partitioner import IidPartitioner
 
 from ..config import RlhfSettings
+from ..protocol import PREFERENCE_HELPFULNESS, PREFERENCE_UNIFORM, SAFETY_WEIGHT_NODE_KEY
 from .preferences import PromptItem, prompts_in
-
-SAFETY_WEIGHT_NODE_KEY = "safety-weight"
 
 
 def spread(low: float, high: float, client_id: int, num_clients: int) -> float:
@@ -51,8 +50,8 @@ class Preference:
 UNIFORM = Preference(0.5, 0.5)
 HELPFULNESS_ONLY = Preference(1.0, 0.0)
 # What a server's ``preference`` message setting may impose instead of the client's own
-# weights (``"own"``): see pfl_app.strategies.rlhf_base.
-FIXED_PREFERENCES = {"uniform": UNIFORM, "helpfulness": HELPFULNESS_ONLY}
+# weights (``"own"``): the names are pfl_app.protocol's, the RLHF strategies send them.
+FIXED_PREFERENCES = {PREFERENCE_UNIFORM: UNIFORM, PREFERENCE_HELPFULNESS: HELPFULNESS_ONLY}
 
 
 def client_preference(

@@ -15,6 +15,7 @@ from ..checkpoint import read as read_checkpoint
 from ..config import RESUME_FREE_KEYS, RLHF_METHODS, RunConfig, parse_run_config
 from ..models.personalized import shared_model_bundle
 from ..preflight import check_data, preflight
+from ..protocol import RUN_DIR_KEY
 from ..records import from_arrayrecord, to_arrayrecord
 from ..results import RunRecorder, resolve_run_dir
 from ..runlock import SERVERAPP_LOCK, RunFolderLocked, RunLock
@@ -147,7 +148,7 @@ def _run(grid: Grid, cfg: RunConfig, run_dir: Path, resume: Checkpoint | None) -
         log(INFO, "pfl-app: resuming %s after round %d of %d", run_dir, resume.round, cfg.num_server_rounds)
     initial = to_arrayrecord(initial_tensors)
     log(INFO, "pfl-app: %d shared tensors, %d bytes per copy", len(initial), initial.count_bytes())
-    message_config = ConfigRecord({"run-dir": str(run_dir)})
+    message_config = ConfigRecord({RUN_DIR_KEY: str(run_dir)})
     try:
         result = strategy.start(
             grid=grid,

@@ -14,11 +14,30 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from ..accounting import RoundLedger
 from ..models.personalized import format_groups
+from ..protocol import (
+    ARRAYS_KEY,
+    CLIENT_ID_KEY,
+    CLIENT_KEY,
+    METRICS_KEY,
+    NUM_EXAMPLES_KEY,
+    OUTCOME_DELIVERED,
+    OUTCOME_KEY,
+    OUTCOME_LOST,
+    REASON_KEY,
+    SHARED_GROUPS_KEY,
+    TASK_KEY,
+    TRAINED_GROUPS_KEY,
+    WIRELESS_BYTES_UP_KEY,
+    WIRELESS_KEY,
+    WIRELESS_MASK_KEY,
+    WIRELESS_STATUS_KEY,
+)
 from ..records import from_arrayrecord, message_bytes, to_arrayrecord
-from ..wireless.mod import MASK_KEY, STATUS_KEY, WIRELESS_KEY
 from ..wireless.partial import masked_weighted_average
 from .validation import norm_outliers, update_problem
 
+# Never travels: the name under which aggregate_train hands each update's weight to Flower's
+# aggregate_arrayrecords, on the server alone.
 AGGREGATION_WEIGHT_KEY = "aggregation-weight"
 
 # on_round_end(server_round, rows, global_shared_tensors)
@@ -147,8 +166,8 @@ class PersonalizedFedAvg(FedAvg):
         return reply.metadata.src_node_id
 
     def _with_groups(self, config: ConfigRecord) -> ConfigRecord:
-        config["shared-groups"] = format_groups(self.shared_groups)
-        config["trained-groups"] = format_groups(self.trained_groups)
+        config[SHARED_GROUPS_KEY] = format_groups(self.shared_groups)
+        config[TRAINED_GROUPS_KEY] = format_groups(self.trained_groups)
         return config
 
     def _skipped(self, server_round: int) -> bool:
@@ -200,13 +219,14 @@ class PersonalizedFedAvg(FedAvg):
             content = msg.content
             link = content.metric_records.get(WIRELESS_KEY)
             # A lost uplink still spent its bytes on the air; the channel records how many.
-            sent = int(link["bytes-up"]) if link is not None and "bytes-up" in link else message_bytes(msg)
+            sent = (int(link[WIRELESS_BYTES_UP_KEY]) if link is not None and WIRELESS_BYTES_UP_KEY in link
+                    else message_bytes(msg))
             ledger.uplink(node, sent)
-            client = content.config_records.get("client")
+            client = content.config_records.get(CLIENT_KEY)
             if client is not None:
-                ledger.note(node, client=int(client["client-id"]))
-                if "task" in client:
-                    ledger.note(node, task=str(client["task"]))
+                ledger.note(node, client=int(client[CLIENT_ID_KEY]))
+                if TASK_KEY in client:
+                    ledger.note(node, task=str(client[TASK_KEY]))
             if link is not None:
                 ledger.note(node, **{k.replace("-", "_"): float(v) for k, v in link.items()})
             ok.append(msg)
@@ -233,25 +253,25 @@ class PersonalizedFedAvg(FedAvg):
         accepted: list[tuple[int, RecordDict, dict, dict | None]] = []
         for msg in self._received(server_round, replies):
             node = self.node_of(msg)
-            status = msg.content.config_records.get(STATUS_KEY)
-            outcome = str(status["outcome"]) if status is not None else "delivered"
-            if outcome == "lost":
-                reason = str(status["reason"])
+            status = msg.content.config_records.get(WIRELESS_STATUS_KEY)
+            outcome = str(status[OUTCOME_KEY]) if status is not None else OUTCOME_DELIVERED
+            if outcome == OUTCOME_LOST:
+                reason = str(status[REASON_KEY])
                 log(WARNING, "round %d: the update of node %d was lost on the air: %s", server_round, node, reason)
                 ledger.note(node, status="lost", error=reason)
                 continue
-            arrays = msg.content.array_records.get("arrays")
-            metrics = msg.content.metric_records.get("metrics")
+            arrays = msg.content.array_records.get(ARRAYS_KEY)
+            metrics = msg.content.metric_records.get(METRICS_KEY)
             if arrays is None or metrics is None or self.weighted_by_key not in metrics:
-                self._reject(server_round, node, f"expected an ArrayRecord 'arrays' and a MetricRecord "
-                             f"'metrics' with '{self.weighted_by_key}'")
+                self._reject(server_round, node, f"expected an ArrayRecord '{ARRAYS_KEY}' and a MetricRecord "
+                             f"'{METRICS_KEY}' with '{self.weighted_by_key}'")
                 continue
             tensors = from_arrayrecord(arrays)
             problem = self.check_update(node, tensors) or self.check_metrics(node, metrics)
             if problem is not None:
                 self._reject(server_round, node, problem)
                 continue
-            mask = msg.content.array_records.get(MASK_KEY)
+            mask = msg.content.array_records.get(WIRELESS_MASK_KEY)
             ledger.note(
                 node,
                 # train-loss, train-seconds and what else the client measured (RLHF: rewards).
@@ -261,9 +281,9 @@ class PersonalizedFedAvg(FedAvg):
                 num_train_examples=int(metrics[self.weighted_by_key]),
             )
             if mask is not None:
-                ledger.note(node, error=str(status["reason"]))
+                ledger.note(node, error=str(status[REASON_KEY]))
             # Only the update and its metrics go to Flower's helpers.
-            core = RecordDict({"arrays": arrays, "metrics": metrics})
+            core = RecordDict({ARRAYS_KEY: arrays, METRICS_KEY: metrics})
             accepted.append((node, core, tensors, from_arrayrecord(mask) if mask is not None else None))
         outliers = norm_outliers([(n, t, m) for n, _, t, m in accepted], self._current, self.norm_factor)
         for node, problem in outliers.items():
@@ -274,13 +294,13 @@ class PersonalizedFedAvg(FedAvg):
             return None, None
         contents = [c for _, c, _, _ in accepted]
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
-        weights = self.aggregation_weights(server_round, [(n, c["metrics"]) for n, c, _, _ in accepted])
+        weights = self.aggregation_weights(server_round, [(n, c[METRICS_KEY]) for n, c, _, _ in accepted])
         total = sum(weights)
         for (node, *_), w in zip(accepted, weights):
             ledger.note(node, aggregation_weight=w / total if total > 0 else 0.0)
         if all(mask is None for *_, mask in accepted):
             # Flower's helper averages by a metric: hand it the weights as one.
-            weighted = [RecordDict({"arrays": c["arrays"], "metrics": MetricRecord({AGGREGATION_WEIGHT_KEY: w})})
+            weighted = [RecordDict({ARRAYS_KEY: c[ARRAYS_KEY], METRICS_KEY: MetricRecord({AGGREGATION_WEIGHT_KEY: w})})
                         for c, w in zip(contents, weights)]
             return aggregate_arrayrecords(weighted, AGGREGATION_WEIGHT_KEY), metrics
         averaged = masked_weighted_average(
@@ -297,11 +317,11 @@ class PersonalizedFedAvg(FedAvg):
         ledger = self._ledger_for(server_round)
         ok = self._received(server_round, replies)
         for msg in ok:
-            m = msg.content.metric_records["metrics"]
+            m = msg.content.metric_records[METRICS_KEY]
             ledger.note(
                 self.node_of(msg),
-                num_test_examples=int(m["num-examples"]),
-                **{k.replace("-", "_"): float(v) for k, v in m.items() if k != "num-examples"},
+                num_test_examples=int(m[NUM_EXAMPLES_KEY]),
+                **{k.replace("-", "_"): float(v) for k, v in m.items() if k != NUM_EXAMPLES_KEY},
             )
         metrics = None
         if ok:

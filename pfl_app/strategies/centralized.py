@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flwr.app import ConfigRecord
 
+from ..protocol import POOLED_DATA_KEY
 from .base import PersonalizedFedAvg
 
 
@@ -27,5 +28,5 @@ class Centralized(PersonalizedFedAvg):
 
     def _with_groups(self, config: ConfigRecord) -> ConfigRecord:
         config = super()._with_groups(config)
-        config["pooled-data"] = True
+        config[POOLED_DATA_KEY] = True
         return config

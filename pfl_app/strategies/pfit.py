@@ -9,9 +9,11 @@ import numpy as np
 from flwr.app import MetricRecord
 from flwr.common.logger import log
 
+from ..protocol import START_FROM_PERSONAL, TRAIN_REWARD_KEY
 from .rlhf_base import RlhfFedAvg
 
-REWARD_KEY = "train-reward"
+# The metric PFIT weighs updates by, under the name it had here before pfl_app.protocol.
+REWARD_KEY = TRAIN_REWARD_KEY
 
 
 def reward_weights(examples: list[float], rewards: list[float], temperature: float) -> list[float]:
@@ -51,20 +53,20 @@ class PFIT(RlhfFedAvg):
 
     #: Softmax temperature; ``math.inf`` gives plain FedAvg.
     temperature: float = 1.0
-    start_from: str = "personal"
+    start_from: str = START_FROM_PERSONAL
 
     def check_metrics(self, node_id: int, metrics: MetricRecord) -> str | None:
-        if REWARD_KEY not in metrics or not math.isfinite(float(metrics[REWARD_KEY])):
-            return f"its metrics carry no finite '{REWARD_KEY}' to weight it by"
+        if TRAIN_REWARD_KEY not in metrics or not math.isfinite(float(metrics[TRAIN_REWARD_KEY])):
+            return f"its metrics carry no finite '{TRAIN_REWARD_KEY}' to weight it by"
         return None
 
     def aggregation_weights(self, server_round: int, updates: list[tuple[int, MetricRecord]]) -> list[float]:
         weights = reward_weights(
             [float(m[self.weighted_by_key]) for _, m in updates],
-            [float(m[REWARD_KEY]) for _, m in updates],
+            [float(m[TRAIN_REWARD_KEY]) for _, m in updates],
             self.temperature,
         )
         log(INFO, "round %d: reward-weighted aggregation (temperature %s): %s", server_round, self.temperature,
-            ", ".join(f"node {node}: reward {float(m[REWARD_KEY]):+.3f} -> weight {w:.3f}"
+            ", ".join(f"node {node}: reward {float(m[TRAIN_REWARD_KEY]):+.3f} -> weight {w:.3f}"
                       for (node, m), w in zip(updates, weights)))
         return weights

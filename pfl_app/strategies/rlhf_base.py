@@ -5,11 +5,8 @@ from __future__ import annotations
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
+from ..protocol import LAST_ROUND_KEY, PREFERENCE_KEY, PREFERENCE_OWN, START_FROM_GLOBAL, START_FROM_KEY
 from .base import PersonalizedFedAvg
-
-PREFERENCE_KEY = "preference"
-LAST_ROUND_KEY = "last-round"
-START_FROM_KEY = "start-from"
 
 
 class RlhfFedAvg(PersonalizedFedAvg):
@@ -34,8 +31,8 @@ class RlhfFedAvg(PersonalizedFedAvg):
 
     shared_groups = ("lora_A", "lora_B")
     trained_groups = ("lora_A", "lora_B")
-    preference: str = "own"
-    start_from: str = "global"
+    preference: str = PREFERENCE_OWN
+    start_from: str = START_FROM_GLOBAL
     #: The run's number of rounds (set by the ServerApp), to know which round is the last.
     num_rounds: int = 0
 

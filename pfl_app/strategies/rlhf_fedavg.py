@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..protocol import PREFERENCE_UNIFORM
 from .rlhf_base import RlhfFedAvg
 
 
@@ -10,4 +11,4 @@ class RlhfFedAvgUniform(RlhfFedAvg):
     policy LoRA is averaged by examples alone: one model for everyone, tuned for the
     average user."""
 
-    preference = "uniform"
+    preference = PREFERENCE_UNIFORM

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..protocol import PREFERENCE_HELPFULNESS
 from .rlhf_base import RlhfFedAvg
 
 
@@ -10,4 +11,4 @@ class RlhfSingleReward(RlhfFedAvg):
     own preference, and the policy LoRA is averaged by examples: what federated RLHF with a
     single reward model does, and what the safety reward model adds to it."""
 
-    preference = "helpfulness"
+    preference = PREFERENCE_HELPFULNESS

@@ -27,15 +27,34 @@ from flwr.clientapp.typing import ClientAppCallable
 
 from ..client.context import client_identity, run_config
 from ..config import RunConfig
+from ..protocol import (
+    ARRAYS_KEY,
+    CLIENT_ID_KEY,
+    CLIENT_KEY,
+    CONFIG_KEY,
+    METRICS_KEY,
+    OUTCOME_DELIVERED,
+    OUTCOME_KEY,
+    OUTCOME_LOST,
+    OUTCOME_PARTIAL,
+    OUTCOMES,
+    REASON_KEY,
+    SERVER_ROUND_KEY,
+    TRAIN_SECONDS_KEY,
+    WIRELESS_KEY,
+    WIRELESS_MASK_KEY,
+    WIRELESS_STATUS_KEY,
+)
 from ..records import from_arrayrecord, message_bytes, to_arrayrecord
 from .channel import Transmission, client_rng, compute_energy_j, draw_fading_power, transmit
 from .partial import arrival_masks
 from .profiles import LinkProfile, profile_for_client, with_overrides
 
-WIRELESS_KEY = "wireless"
-STATUS_KEY = "wireless-status"
-MASK_KEY = "wireless-mask"
-OUTCOMES = ("delivered", "partial", "lost")
+# The names this module used to define; they live in pfl_app.protocol now, which the server
+# imports instead of this client-side module.
+STATUS_KEY = WIRELESS_STATUS_KEY
+MASK_KEY = WIRELESS_MASK_KEY
+__all__ = ["MASK_KEY", "OUTCOMES", "STATUS_KEY", "WIRELESS_KEY", "link_profile", "wireless_mod"]
 
 
 def link_profile(cfg: RunConfig, client_id: int, num_clients: int) -> LinkProfile:
@@ -73,8 +92,8 @@ def _metrics(stats: dict) -> MetricRecord:
 def _lost_reply(msg: Message, client_id: int, stats: dict, reason: str) -> Message:
     content = RecordDict({
         WIRELESS_KEY: _metrics({**stats, "delivered": 0.0}),
-        STATUS_KEY: ConfigRecord({"outcome": "lost", "reason": reason}),
-        "client": ConfigRecord({"client-id": client_id}),
+        WIRELESS_STATUS_KEY: ConfigRecord({OUTCOME_KEY: OUTCOME_LOST, REASON_KEY: reason}),
+        CLIENT_KEY: ConfigRecord({CLIENT_ID_KEY: client_id}),
     })
     return Message(content=content, reply_to=msg)
 
@@ -85,7 +104,7 @@ def wireless_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
         return call_next(msg, context)
     cfg = run_config(context)
     client_id, num_clients = client_identity(context)
-    server_round = int(msg.content["config"]["server-round"])
+    server_round = int(msg.content[CONFIG_KEY][SERVER_ROUND_KEY])
     profile = link_profile(cfg, client_id, num_clients)
     # Block fading: one fade per client and round, shared by both directions. The downlink's
     # packet draws continue the same generator, so none of them reuses the fade's draw.
@@ -100,7 +119,7 @@ def wireless_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
     reply = call_next(msg, context)
     if reply.has_error():
         return reply
-    measured_s = float(reply.content["metrics"].get("train-seconds", 0.0))
+    measured_s = float(reply.content[METRICS_KEY].get(TRAIN_SECONDS_KEY, 0.0))
     up = transmit(client_rng(cfg.seed, client_id, server_round, "up"), profile,
                   message_bytes(reply), "up", fading_power=fade)
     stats.update(_stats("up", up))
@@ -113,27 +132,27 @@ def wireless_mod(msg: Message, context: Context, call_next: ClientAppCallable) -
         "client-time-s": client_time,
     })
     deadline = cfg.wireless.deadline_s
-    outcome, reason = "delivered", "ok"  # never empty: ConfigRecord.count_bytes() rejects ""
+    outcome, reason = OUTCOME_DELIVERED, "ok"  # never empty: ConfigRecord.count_bytes() rejects ""
     if deadline > 0 and client_time > deadline:
-        outcome, reason = "lost", f"straggler: {client_time:.3f} s > deadline {deadline:g} s"
+        outcome, reason = OUTCOME_LOST, f"straggler: {client_time:.3f} s > deadline {deadline:g} s"
     elif not up.delivered:
-        outcome, reason = "lost", f"uplink {up.reason}"
-        arrays = reply.content.array_records.get("arrays")
+        outcome, reason = OUTCOME_LOST, f"uplink {up.reason}"
+        arrays = reply.content.array_records.get(ARRAYS_KEY)
         if cfg.wireless.loss_mode == "partial" and arrays is not None and up.rate_bps > 0:
             tensors = from_arrayrecord(arrays)
             masks = arrival_masks({k: v.size for k, v in tensors.items()}, up.lost_packets,
                                   profile.packet_bytes, profile.overhead_bytes)
             if any(m.any() for m in masks.values()):
-                outcome = "partial"
+                outcome = OUTCOME_PARTIAL
                 reason = f"uplink lost {len(up.lost_packets)} of {up.packets} packets"
-                reply.content["arrays"] = to_arrayrecord(
+                reply.content[ARRAYS_KEY] = to_arrayrecord(
                     {k: np.where(masks[k], v.reshape(-1), 0.0).reshape(v.shape) for k, v in tensors.items()})
-                reply.content[MASK_KEY] = ArrayRecord(
+                reply.content[WIRELESS_MASK_KEY] = ArrayRecord(
                     {k: Array(m.astype(np.uint8).reshape(tensors[k].shape)) for k, m in masks.items()})
-    stats["delivered"] = 1.0 if outcome == "delivered" else 0.0
-    if outcome == "lost":  # the server gets to know what happened, but not the arrays
+    stats["delivered"] = 1.0 if outcome == OUTCOME_DELIVERED else 0.0
+    if outcome == OUTCOME_LOST:  # the server gets to know what happened, but not the arrays
         kept = {k: v for k, v in reply.content.items() if not isinstance(v, ArrayRecord)}
         reply = Message(content=RecordDict(kept), reply_to=msg)
     reply.content[WIRELESS_KEY] = _metrics(stats)
-    reply.content[STATUS_KEY] = ConfigRecord({"outcome": outcome, "reason": reason})
+    reply.content[WIRELESS_STATUS_KEY] = ConfigRecord({OUTCOME_KEY: outcome, REASON_KEY: reason})
     return reply

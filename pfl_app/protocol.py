@@ -1,0 +1,113 @@
+"""The message protocol between the ServerApp and the ClientApp: every name both sides agree on.
+
+A Flower :class:`~flwr.app.Message` carries a ``RecordDict`` of named records
+(``ArrayRecord``, ``ConfigRecord``, ``MetricRecord``), and each record holds named
+entries. Whatever name one side writes and the other reads is declared here, once; the
+ServerApp side (:mod:`pfl_app.strategies`, :mod:`pfl_app.server`) and the ClientApp side
+(:mod:`pfl_app.client`, the ClientApp mods :mod:`pfl_app.wireless.mod` and
+:mod:`pfl_app.faults`) both import this module, and neither imports the other.
+
+This module is the bottom layer of the package: it imports nothing from ``pfl_app``
+(``tests/test_layers.py`` checks the layers; ``docs/design.md`` describes them).
+
+Every entry says who writes it and who reads it. Metrics that a client reports and the
+server only records (``train-loss``, ``personalized-accuracy``, the channel's
+``snr-db-up``, ...) are not listed one by one: the server keeps each under its own name,
+hyphens turned into underscores, and ``docs/results-format.md`` describes them.
+"""
+
+from __future__ import annotations
+
+# -- Records of a message (keys of its RecordDict) -----------------------------------------
+# The first three are also the defaults of Flower's FedAvg (arrayrecord_key, configrecord_key)
+# and of its clients' replies, which our strategies inherit.
+
+#: ArrayRecord: the shared tensors. Server writes (train/evaluate instruction), client reads;
+#: client writes its update (train reply), server reads; the wireless mod may zero parts of it.
+ARRAYS_KEY = "arrays"
+#: ConfigRecord: the instruction's settings (keys below). Server writes; client and mods read.
+CONFIG_KEY = "config"
+#: MetricRecord: what the client measured. Client writes; server reads (and the wireless mod).
+METRICS_KEY = "metrics"
+#: ConfigRecord: who answered (keys below). Client writes, and the wireless mod on a lost
+#: downlink; server reads.
+CLIENT_KEY = "client"
+#: MetricRecord: what the simulated link did (airtime, bytes, energy). Wireless mod writes; server reads.
+WIRELESS_KEY = "wireless"
+#: ConfigRecord: the link's outcome and its reason (keys below). Wireless mod writes; server reads.
+WIRELESS_STATUS_KEY = "wireless-status"
+#: ArrayRecord: 1 where an element of a partial update arrived. Wireless mod writes; server reads.
+WIRELESS_MASK_KEY = "wireless-mask"
+#: Records whose names start with this describe the simulated link, not payload: the byte
+#: counts (pfl_app.records.message_bytes, on both sides) leave them out.
+SIMULATION_PREFIX = "wireless"
+
+# -- Keys of the "config" record (server -> client) ---------------------------------------
+#: The round number. Flower's FedAvg writes; client handlers and both mods read.
+SERVER_ROUND_KEY = "server-round"
+#: The run folder, under which each client keeps its state. Server (pfl_app.server.run) writes; client reads.
+RUN_DIR_KEY = "run-dir"
+#: Tensor groups the message carries and the reply must carry back. Strategy writes; client reads.
+SHARED_GROUPS_KEY = "shared-groups"
+#: Tensor groups the client trains (absent: all). Strategy writes; client reads.
+TRAINED_GROUPS_KEY = "trained-groups"
+#: True: train on every client's data (the centralized baseline). Strategy writes; task client reads.
+POOLED_DATA_KEY = "pooled-data"
+#: Weight of the proximal term. Flower's FedProx writes; task client reads.
+PROXIMAL_MU_KEY = "proximal-mu"
+#: Whose reward weights a client trains with (values below). RLHF strategy writes; RLHF client reads.
+PREFERENCE_KEY = "preference"
+#: What a client starts a round from (values below). RLHF strategy writes; RLHF client reads.
+START_FROM_KEY = "start-from"
+#: True in the last round's evaluation (score the final set and the base model).
+#: RLHF strategy writes; RLHF client reads.
+LAST_ROUND_KEY = "last-round"
+
+#: Values of ``preference``: the client's own weights, or ones the server imposes.
+PREFERENCE_OWN = "own"
+PREFERENCE_UNIFORM = "uniform"
+PREFERENCE_HELPFULNESS = "helpfulness"
+#: Values of ``start-from``: the received global policy, or the client's own of its last round.
+START_FROM_GLOBAL = "global"
+START_FROM_PERSONAL = "personal"
+
+# -- Keys of the "client" record (client -> server) ---------------------------------------
+#: The client's id (its partition-id). Client and wireless mod write; server reads.
+CLIENT_ID_KEY = "client-id"
+#: The client's task name. Client writes; server reads.
+TASK_KEY = "task"
+
+# -- Keys of the "metrics" record the server reads by name (client -> server) ------------
+#: Examples the client trained or evaluated on. Client writes; server weighs and records it
+#: (Flower FedAvg's weighted_by_key).
+NUM_EXAMPLES_KEY = "num-examples"
+#: Seconds the local training took. Task and RLHF clients write; the wireless mod reads it
+#: (compute energy), the server records it.
+TRAIN_SECONDS_KEY = "train-seconds"
+#: Mean personalized reward of the round. RLHF client writes; PFIT weighs updates by it.
+TRAIN_REWARD_KEY = "train-reward"
+#: The client's safety weight. RLHF client writes; server records it, the plots read it.
+SAFETY_WEIGHT_KEY = "safety-weight"
+
+# -- Keys of the wireless records (wireless mod -> server) --------------------------------
+#: Bytes the reply spent on the air, delivered or not. Wireless mod writes; server counts them.
+WIRELESS_BYTES_UP_KEY = "bytes-up"
+#: ``wireless-status`` entry, one of OUTCOMES. Wireless mod writes; server reads.
+OUTCOME_KEY = "outcome"
+#: ``wireless-status`` entry: why, in words. Wireless mod writes; server logs and records it.
+REASON_KEY = "reason"
+OUTCOME_DELIVERED = "delivered"
+OUTCOME_PARTIAL = "partial"
+OUTCOME_LOST = "lost"
+OUTCOMES = (OUTCOME_DELIVERED, OUTCOME_PARTIAL, OUTCOME_LOST)
+
+# -- Node config keys (set where a SuperNode starts; read by the ClientApp) ---------------
+#: The client's id. Flower's simulation writes, or ``--node-config`` (pfl_app.deploy prints it);
+#: client reads.
+PARTITION_ID_NODE_KEY = "partition-id"
+#: How many clients the data is split for. Written and read like ``partition-id``.
+NUM_PARTITIONS_NODE_KEY = "num-partitions"
+#: Where the node keeps its clients' state instead of the run folder. Operator writes; client reads.
+STATE_DIR_NODE_KEY = "state-dir"
+#: The client's own safety weight for RLHF. Operator writes; RLHF client (pfl_app.rlhf.clients) reads.
+SAFETY_WEIGHT_NODE_KEY = "safety-weight"
