@@ -19,7 +19,7 @@ from ..protocol import RUN_DIR_KEY
 from ..records import from_arrayrecord, to_arrayrecord
 from ..results import RunRecorder, resolve_run_dir
 from ..runlock import SERVERAPP_LOCK, RunFolderLocked, RunLock
-from ..strategies import PFIT, STRATEGIES, RlhfFedAvg
+from ..strategies import STRATEGIES
 from ..strategies.base import TooFewClients
 from ..strategies.server_optimizers import build_strategy
 
@@ -121,19 +121,13 @@ def _run(grid: Grid, cfg: RunConfig, run_dir: Path, resume: Checkpoint | None) -
         learning_rate=cfg.server_learning_rate,
         proximal_mu=cfg.proximal_mu,
         on_round_end=lambda r, rows, shared: recorder.round_done(r, rows, shared, strategy_state(strategy)),
+        run_config=cfg,
         fraction_train=cfg.fraction_train,
         fraction_evaluate=cfg.fraction_evaluate,
         min_train_nodes=cfg.min_clients,
         min_evaluate_nodes=cfg.min_clients,
         min_available_nodes=cfg.min_clients,
     )
-    strategy.norm_factor = cfg.update_norm_factor
-    if isinstance(strategy, RlhfFedAvg):
-        strategy.num_rounds = cfg.num_server_rounds
-    if isinstance(strategy, PFIT):
-        strategy.temperature = cfg.rlhf.aggregation_temperature
-        strategy.start_from = cfg.rlhf.start_from
-    strategy.min_answers = cfg.min_answers
     # The server holds only the shared tensors; it needs the model to know their initial
     # values, which every client builds identically from the same seed.
     bundle = shared_model_bundle(cfg)

@@ -13,6 +13,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from ..accounting import RoundLedger
+from ..config import RunConfig
 from ..models.personalized import format_groups
 from ..protocol import (
     ARRAYS_KEY,
@@ -42,6 +43,9 @@ AGGREGATION_WEIGHT_KEY = "aggregation-weight"
 
 # on_round_end(server_round, rows, global_shared_tensors)
 RoundCallback = Callable[[int, list[dict[str, Any]], dict[str, Any]], None]
+
+
+_PROBE = -1  # a value every check refuses, to have it describe what it allows
 
 
 class TooFewClients(RuntimeError):
@@ -90,9 +94,25 @@ class PersonalizedFedAvg(FedAvg):
     on_round_end : callable, optional
         ``on_round_end(server_round, rows, shared)``, called once per round with a row per
         client and the round's global shared tensors.
+    norm_factor : float
+        See :attr:`norm_factor` (run-config ``update-norm-factor``).
+    min_answers : int
+        See :attr:`min_answers` (run-config ``min-answers``).
     **fedavg_kwargs
         Passed to :class:`flwr.serverapp.strategy.FedAvg`.
+
+    A subclass with settings of its own declares them in :attr:`option_checks` (a check
+    each) and reads them from the run config in :meth:`run_config_options`; the
+    constructor takes and checks them like the base's, and :meth:`from_run_config`
+    builds any strategy from a run config.
     """
+
+    #: Each setting this class takes besides Flower's: ``check(value) -> str | None``, a
+    #: description of what is allowed when the value is not. Merged along the MRO.
+    option_checks: dict[str, Callable[[Any], str | None]] = {
+        "norm_factor": lambda v: None if v >= 0 else "a number >= 0 (0: off)",
+        "min_answers": lambda v: None if isinstance(v, int) and v >= 1 else "a whole number >= 1",
+    }
 
     shared_groups: tuple[str, ...] = ("adapter", "lora_A", "lora_B")
     #: Rounds up to this one were finished before a resume: they are skipped.
@@ -104,10 +124,12 @@ class PersonalizedFedAvg(FedAvg):
     min_answers: int = 1
     trained_groups: tuple[str, ...] = ("adapter", "lora_A", "lora_B")
 
-    def __init__(self, *, method: str = "", on_round_end: RoundCallback | None = None, **fedavg_kwargs: Any) -> None:
-        super().__init__(**fedavg_kwargs)
+    def __init__(self, *, method: str = "", on_round_end: RoundCallback | None = None, **kwargs: Any) -> None:
+        options = {k: kwargs.pop(k) for k in list(kwargs) if k in self.option_names()}
+        super().__init__(**kwargs)
         self.method = method or type(self).__name__
         self.on_round_end = on_round_end
+        self.set_options(**options)
         self._ledger: RoundLedger | None = None
         self._expected: dict[str, tuple[int, ...]] = {}
         self._current: dict = {}
@@ -115,6 +137,43 @@ class PersonalizedFedAvg(FedAvg):
         self._sent = 0
         self._addressed: list[Message] = []
         self.rejected: list[tuple[int, int, str]] = []
+
+    # -- settings ---------------------------------------------------------------------
+    @classmethod
+    def option_names(cls) -> dict[str, Callable[[Any], str | None]]:
+        """Every setting of this class and its bases, with its check."""
+        merged: dict[str, Callable[[Any], str | None]] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("option_checks", {}))
+        return merged
+
+    def set_options(self, **options: Any) -> None:
+        """Check and set settings named in :meth:`option_names`.
+
+        Raises ``ValueError`` naming the setting and what it allows.
+        """
+        checks = self.option_names()
+        for name, value in options.items():
+            if name not in checks:
+                raise ValueError(f"{type(self).__name__} has no setting {name!r}; its settings: {sorted(checks)}")
+            try:
+                allowed = checks[name](value)
+            except TypeError:  # a value of another type: its check cannot even compare it
+                allowed = checks[name](_PROBE) or "another type"
+            if allowed is not None:
+                raise ValueError(f"{type(self).__name__}: {name} = {value!r} is not allowed; allowed: {allowed}")
+            setattr(self, name, value)
+
+    @classmethod
+    def run_config_options(cls, cfg: RunConfig) -> dict[str, Any]:
+        """This class's settings as the run config gives them; override to add your own."""
+        return {"norm_factor": cfg.update_norm_factor, "min_answers": cfg.min_answers}
+
+    @classmethod
+    def from_run_config(cls, cfg: RunConfig, **kwargs: Any) -> PersonalizedFedAvg:
+        """Build the strategy with its settings from ``cfg``; ``kwargs`` go to the constructor
+        as they are (Flower's sampling settings, ``on_round_end``, ...)."""
+        return cls(**{**cls.run_config_options(cfg), **kwargs})
 
     # -- hooks for subclasses -------------------------------------------------------
     def check_update(self, node_id: int, update: dict) -> str | None:

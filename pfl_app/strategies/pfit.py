@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from logging import INFO
+from typing import Any
 
 import numpy as np
 from flwr.app import MetricRecord
 from flwr.common.logger import log
 
+from ..config import START_POINTS, RunConfig
 from ..protocol import START_FROM_PERSONAL, TRAIN_REWARD_KEY
 from .rlhf_base import RlhfFedAvg
 
@@ -54,6 +56,15 @@ class PFIT(RlhfFedAvg):
     #: Softmax temperature; ``math.inf`` gives plain FedAvg.
     temperature: float = 1.0
     start_from: str = START_FROM_PERSONAL
+    option_checks = {
+        "temperature": lambda v: None if v > 0 else "a number > 0, or inf",
+        "start_from": lambda v: None if v in START_POINTS else f"one of {', '.join(START_POINTS)}",
+    }
+
+    @classmethod
+    def run_config_options(cls, cfg: RunConfig) -> dict[str, Any]:
+        return {**super().run_config_options(cfg), "temperature": cfg.rlhf.aggregation_temperature,
+                "start_from": cfg.rlhf.start_from}
 
     def check_metrics(self, node_id: int, metrics: MetricRecord) -> str | None:
         if TRAIN_REWARD_KEY not in metrics or not math.isfinite(float(metrics[TRAIN_REWARD_KEY])):

@@ -14,6 +14,7 @@ from typing import Any
 
 from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvgM, FedProx, FedYogi
 
+from ..config import RunConfig
 from .base import PersonalizedFedAvg
 
 SERVER_OPTIMIZERS: dict[str, type | None] = {
@@ -33,7 +34,20 @@ def with_server_optimizer(strategy_cls: type[PersonalizedFedAvg], optimizer: str
     flower_cls = SERVER_OPTIMIZERS[optimizer]
     if flower_cls is None:
         return strategy_cls
-    return type(f"{strategy_cls.__name__}{flower_cls.__name__}", (flower_cls, strategy_cls), {})
+    own = ("method", "on_round_end", *strategy_cls.option_names())
+
+    def __init__(self, **kwargs: Any) -> None:
+        # Flower's optimizers pass only FedAvg's arguments on to the classes after them: ours
+        # are taken apart here and set (and checked) once Flower's constructor is done.
+        ours = {k: kwargs.pop(k) for k in list(kwargs) if k in own}
+        flower_cls.__init__(self, **kwargs)
+        if "method" in ours:
+            self.method = ours.pop("method")
+        if "on_round_end" in ours:
+            self.on_round_end = ours.pop("on_round_end")
+        self.set_options(**ours)
+
+    return type(f"{strategy_cls.__name__}{flower_cls.__name__}", (flower_cls, strategy_cls), {"__init__": __init__})
 
 
 def optimizer_kwargs(optimizer: str, learning_rate: float, proximal_mu: float) -> dict[str, Any]:
@@ -49,12 +63,12 @@ def optimizer_kwargs(optimizer: str, learning_rate: float, proximal_mu: float) -
 
 def build_strategy(
     method: str, strategies: dict[str, type[PersonalizedFedAvg]], optimizer: str = "fedavg",
-    learning_rate: float = 1.0, proximal_mu: float = 0.0, on_round_end=None, **fedavg_kwargs: Any,
+    learning_rate: float = 1.0, proximal_mu: float = 0.0, on_round_end=None, run_config: RunConfig | None = None,
+    **fedavg_kwargs: Any,
 ) -> PersonalizedFedAvg:
-    """Instantiate ``strategies[method]`` with the server optimizer ``optimizer``."""
+    """Instantiate ``strategies[method]`` with the server optimizer ``optimizer``, and with
+    its own settings from ``run_config`` when given (:meth:`PersonalizedFedAvg.from_run_config`)."""
     cls = with_server_optimizer(strategies[method], optimizer)
-    strategy = cls(**fedavg_kwargs, **optimizer_kwargs(optimizer, learning_rate, proximal_mu))
-    # Flower's optimizers do not pass our keyword arguments through their __init__.
-    strategy.method = method
-    strategy.on_round_end = on_round_end
-    return strategy
+    kwargs = {**fedavg_kwargs, **optimizer_kwargs(optimizer, learning_rate, proximal_mu),
+              "method": method, "on_round_end": on_round_end}
+    return cls.from_run_config(run_config, **kwargs) if run_config is not None else cls(**kwargs)
