@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from pfl_app.launch import launch, load_scenario, parse_overrides  # noqa: E402
 from pfl_app.plots import load_run, objective_table, plot_preferences, preference_table, separation_table  # noqa: E402,E501

@@ -17,7 +17,6 @@ from pathlib import Path
 from statistics import fmean
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from pfl_app.launch import launch, load_scenario  # noqa: E402
 from pfl_app.plots import load_run  # noqa: E402

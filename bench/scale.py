@@ -23,7 +23,6 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from pfl_app.launch import Scenario, launch  # noqa: E402
 from pfl_app.plots import load_run  # noqa: E402

@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from pfl_app.launch import launch, load_scenario  # noqa: E402
 from pfl_app.plots import load_run, plot_runs  # noqa: E402

@@ -270,3 +270,10 @@ def test_old_names_still_import():
     assert (PREFERENCE_KEY, LAST_ROUND_KEY, START_FROM_KEY, REWARD_KEY) == (
         "preference", "last-round", "start-from", "train-reward")
     assert SAFETY_WEIGHT_NODE_KEY == protocol.SAFETY_WEIGHT_NODE_KEY == "safety-weight"
+
+
+def test_bench_scripts_import_the_installed_package_without_editing_sys_path(project_dir):
+    # `pip install -e .` puts pfl_app on the path; a script that edits sys.path would hide a
+    # broken install and import whatever copy sits beside it.
+    offenders = [p.name for p in sorted((project_dir / "bench").glob("*.py")) if "sys.path" in p.read_text()]
+    assert offenders == []
