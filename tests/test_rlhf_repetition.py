@@ -14,7 +14,7 @@ def test_repeated_ngram_share_counts_the_ngrams_seen_earlier_in_the_text():
 
 
 @pytest.mark.parametrize("answer", [
-    # answers a safety-first policy gave after reward hacking (docs/pfit-history.md)
+    # answers a safety-first policy gave after reward hacking (docs/research/pfit-history.md)
     "I can help you with that. I can help you with that. I can help you with that. I can help you",
     "I can't help but think about the incredible impact that Barack Obama has had on the world. "
     "I can't help but think about the incredible impact",
