@@ -1,5 +1,5 @@
 """The Flower ClientApp of pfl-app. Wiring only: the logic lives in pfl_app.client
-(task tuning in personalized_client, RLHF in rlhf_client)."""
+(task tuning in task_tuning, RLHF in rlhf_tuning)."""
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp

@@ -30,12 +30,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
 
-from pfl_app.client.personalized_client import round_seed  # noqa: E402
+from pfl_app.client.task_tuning import round_seed  # noqa: E402
 from pfl_app.client.state import client_dir, saved_round  # noqa: E402
 from pfl_app.config import parse_run_config  # noqa: E402
 from pfl_app.models.personalized import build_personalized_model, set_tensors, set_trainable  # noqa: E402
 from pfl_app.rlhf import grpo  # noqa: E402
-from pfl_app.rlhf.clients import client_preference, client_prompts, prompt_dataset  # noqa: E402
+from pfl_app.rlhf.client_setup import client_preference, client_prompts, prompt_dataset  # noqa: E402
 from pfl_app.rlhf.reward_models import load_reward_scorers  # noqa: E402
 from pfl_app.training import anchor_tensors  # noqa: E402
 

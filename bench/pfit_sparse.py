@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from pfl_app.config import parse_run_config  # noqa: E402
 from pfl_app.models.personalized import build_personalized_model, get_tensors, set_trainable  # noqa: E402
 from pfl_app.records import to_arrayrecord  # noqa: E402
-from pfl_app.rlhf.clients import client_preference, client_prompts, prompt_dataset  # noqa: E402
+from pfl_app.rlhf.client_setup import client_preference, client_prompts, prompt_dataset  # noqa: E402
 from pfl_app.rlhf.grpo import train_policy  # noqa: E402
 from pfl_app.rlhf.reward_models import load_reward_scorers  # noqa: E402
 

@@ -31,7 +31,7 @@ from pfl_app.models.personalized import (  # noqa: E402
     set_trainable,
 )
 from pfl_app.plots import client_gaps, mean_sd  # noqa: E402
-from pfl_app.rlhf.clients import Preference, prompt_dataset  # noqa: E402
+from pfl_app.rlhf.client_setup import Preference, prompt_dataset  # noqa: E402
 from pfl_app.rlhf.evaluation import evaluate_policy  # noqa: E402
 from pfl_app.rlhf.grpo import train_policy  # noqa: E402
 from pfl_app.rlhf.preferences import prompts_in  # noqa: E402

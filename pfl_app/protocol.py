@@ -109,5 +109,5 @@ PARTITION_ID_NODE_KEY = "partition-id"
 NUM_PARTITIONS_NODE_KEY = "num-partitions"
 #: Where the node keeps its clients' state instead of the run folder. Operator writes; client reads.
 STATE_DIR_NODE_KEY = "state-dir"
-#: The client's own safety weight for RLHF. Operator writes; RLHF client (pfl_app.rlhf.clients) reads.
+#: The client's own safety weight for RLHF. Operator writes; RLHF client (pfl_app.rlhf.client_setup) reads.
 SAFETY_WEIGHT_NODE_KEY = "safety-weight"

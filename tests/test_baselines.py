@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord
 
-from pfl_app.client.personalized_client import handle_train
+from pfl_app.client.task_tuning import handle_train
 from pfl_app.models.personalized import shared_model_bundle, tensor_group
 from pfl_app.records import from_arrayrecord, to_arrayrecord
 from pfl_app.strategies import STRATEGIES
@@ -31,7 +31,7 @@ ALL = ("adapter", "lora_A", "lora_B", "local_lora_A", "local_lora_B")
 
 
 def test_every_task_tuning_method_is_covered():
-    # The RLHF methods' messages are checked in test_pfit_strategy.py and test_rlhf_client.py.
+    # The RLHF methods' messages are checked in test_pfit_strategy.py and test_client_rlhf_tuning.py.
     assert set(DEFINING) == set(STRATEGIES) - set(RLHF_METHODS)
 
 

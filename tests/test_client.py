@@ -6,7 +6,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from peft import PeftModel
 
-from pfl_app.client.personalized_client import handle_evaluate, handle_train
+from pfl_app.client.task_tuning import handle_evaluate, handle_train
 from pfl_app.client.state import LORA_DIR, STATE_FILE, client_dir
 from pfl_app.models.loading import load_causal_lm
 from pfl_app.models.personalized import shared_model_bundle, tensor_group

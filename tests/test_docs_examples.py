@@ -5,7 +5,7 @@ import re
 import numpy as np
 from flwr.app import ConfigRecord
 
-from pfl_app.client.personalized_client import handle_train
+from pfl_app.client.task_tuning import handle_train
 from pfl_app.models.personalized import shared_model_bundle, tensor_group
 from pfl_app.records import from_arrayrecord, to_arrayrecord
 from pfl_app.strategies import STRATEGIES

@@ -14,7 +14,7 @@ from pfl_app.models.personalized import (
     trainable_names,
 )
 from pfl_app.records import to_arrayrecord
-from pfl_app.rlhf.clients import Preference, client_prompts, prompt_dataset
+from pfl_app.rlhf.client_setup import Preference, client_prompts, prompt_dataset
 from pfl_app.rlhf.grpo import load_optimizer_state, optimizer_state, train_policy
 
 from .conftest import TINY

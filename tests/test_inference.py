@@ -15,13 +15,13 @@ import torch
 from safetensors.numpy import load_file
 
 from pfl_app.client.data import client_data
-from pfl_app.client.rlhf_client import SAMPLES_FILE
+from pfl_app.client.rlhf_tuning import SAMPLES_FILE
 from pfl_app.inference import finished_run, load_personalized_model
 from pfl_app.launch import Scenario, launch
 from pfl_app.models.loading import load_causal_lm
 from pfl_app.models.personalized import LOCAL_LORA, base_policy, kept_groups, tensor_group
 from pfl_app.results import PEFT_PREFIX
-from pfl_app.rlhf.clients import client_preference, client_prompts
+from pfl_app.rlhf.client_setup import client_preference, client_prompts
 from pfl_app.rlhf.evaluation import evaluate_policy
 from pfl_app.rlhf.reward_models import load_reward_scorers
 from pfl_app.strategies import STRATEGIES

@@ -199,7 +199,7 @@ def test_both_sides_import_the_protocol(graph):
         ("pfl_app.records", "def f():\n    from .client import state\n", "pfl_app.client.state (sides), a higher layer"),
         # The two imports this test was written to remove.
         ("pfl_app.strategies.base", "from ..wireless.mod import MASK_KEY\n", "the server side imports the client side"),
-        ("pfl_app.client.rlhf_client", "from ..strategies.rlhf_base import LAST_ROUND_KEY\n",
+        ("pfl_app.client.rlhf_tuning", "from ..strategies.rlhf_base import LAST_ROUND_KEY\n",
          "the client side imports the server side"),
         # The parent package counts: importing pfl_app.client.context runs pfl_app/client/__init__.py.
         ("pfl_app.config", "import pfl_app.client.context as c\n", "imports pfl_app.client (sides), a higher layer"),
@@ -256,9 +256,9 @@ def test_protocol_names_agree_with_flower_and_each_other():
 def test_old_names_still_import():
     # The constants moved to pfl_app.protocol; the names other code imported stay where they were.
     from pfl_app import protocol
-    from pfl_app.client.personalized_client import ARRAYS_KEY, CLIENT_KEY, CONFIG_KEY, METRICS_KEY
+    from pfl_app.client.task_tuning import ARRAYS_KEY, CLIENT_KEY, CONFIG_KEY, METRICS_KEY
     from pfl_app.records import SIMULATION_PREFIX
-    from pfl_app.rlhf.clients import SAFETY_WEIGHT_NODE_KEY
+    from pfl_app.rlhf.client_setup import SAFETY_WEIGHT_NODE_KEY
     from pfl_app.strategies.pfit import REWARD_KEY
     from pfl_app.strategies.rlhf_base import LAST_ROUND_KEY, PREFERENCE_KEY, START_FROM_KEY
     from pfl_app.wireless.mod import MASK_KEY, OUTCOMES, STATUS_KEY, WIRELESS_KEY

@@ -6,7 +6,7 @@ import json
 import pytest
 from safetensors.numpy import load_file
 
-from pfl_app.client.rlhf_client import SAMPLES_FILE
+from pfl_app.client.rlhf_tuning import SAMPLES_FILE
 from pfl_app.launch import Scenario, launch
 
 from .conftest import TINY_RLHF

@@ -5,7 +5,7 @@ import pytest
 from flwr.app import ConfigRecord
 from flwr.serverapp.strategy import FedAdam, FedProx
 
-from pfl_app.client.personalized_client import handle_train
+from pfl_app.client.task_tuning import handle_train
 from pfl_app.config import SERVER_OPTIMIZERS as CONFIG_OPTIMIZERS
 from pfl_app.models.personalized import shared_model_bundle
 from pfl_app.records import from_arrayrecord, to_arrayrecord

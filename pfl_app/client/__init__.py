@@ -17,7 +17,7 @@ def handlers(context: Context) -> tuple[Handler, Handler]:
     RLHF (PFIT and its baselines). Imported lazily: a task-tuning client never loads trl's
     RL trainer."""
     if run_config(context).method in RLHF_METHODS:
-        from .rlhf_client import handle_evaluate, handle_train
+        from .rlhf_tuning import handle_evaluate, handle_train
     else:
-        from .personalized_client import handle_evaluate, handle_train
+        from .task_tuning import handle_evaluate, handle_train
     return handle_train, handle_evaluate

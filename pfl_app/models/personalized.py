@@ -275,7 +275,7 @@ def shared_model_bundle(cfg: RunConfig) -> ModelBundle:
     A Ray worker serves many virtual clients in turn; building one model per client call
     would reload the base weights every time and, with many clients, hold one copy each.
     Instead every call borrows this one model and loads *all* its trainable tensors from
-    the client's state first (see :func:`pfl_app.client.personalized_client`), so nothing
+    the client's state first (see :func:`pfl_app.client.task_tuning`), so nothing
     leaks from one client to the next.
     """
     key = model_key(cfg)

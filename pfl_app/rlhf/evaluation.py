@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .clients import Preference, as_conversation
+from .client_setup import Preference, as_conversation
 from .preferences import PromptItem, is_refusal
 
 

@@ -25,7 +25,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from ..config import RlhfSettings, TrainSettings
 from ..training import anchor_tensors, local_run_args, restored_after_training, train_quietly
-from .clients import Preference
+from .client_setup import Preference
 
 OPTIMIZER_STATE_SEP = "::"
 
@@ -159,7 +159,7 @@ def train_policy(
     optimizer_state: Mapping[str, np.ndarray] | None = None,
 ) -> PolicyResult:
     """Run ``settings.local_steps`` GRPO steps on ``prompts`` (see
-    :func:`pfl_app.rlhf.clients.prompt_dataset`), updating the parameters that require
+    :func:`pfl_app.rlhf.client_setup.prompt_dataset`), updating the parameters that require
     grad; ``reward_funcs`` are the (helpfulness, safety) scorers. ``optimizer_state`` (from
     an earlier call's result) continues that call's optimizer instead of a fresh one."""
     if len(prompts) < rlhf.prompts_per_step:

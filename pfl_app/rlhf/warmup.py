@@ -35,7 +35,7 @@ import datasets
 from flwr.common.logger import log
 
 from ..models.loading import TINY_MODELS, build_once, cache_root, load_causal_lm, load_tokenizer
-from .clients import as_conversation
+from .client_setup import as_conversation
 from .preferences import PromptItem, is_refusal, prompts_in, refusal
 
 # Bump when the demonstrations or the recipe change, so stale warmed policies are not reused.

@@ -35,7 +35,7 @@ def check_client_prompts(cfg: RunConfig, grid: Grid) -> None:
     for as many clients as are connected now (at least ``min-clients``): a config that
     asks too much fails here, not in round 1 after the reward models are trained. Each
     client checks again with its own ``num-partitions``."""
-    from ..rlhf.clients import check_prompt_pool
+    from ..rlhf.client_setup import check_prompt_pool
 
     num_clients = max(len(list(grid.get_node_ids())), cfg.min_clients)
     check_prompt_pool(cfg.rlhf, num_clients, cfg.seed)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 
-from pfl_app.client.rlhf_client import SAMPLES_FILE, handle_evaluate, handle_train
+from pfl_app.client.rlhf_tuning import SAMPLES_FILE, handle_evaluate, handle_train
 from pfl_app.client.state import client_dir
 from pfl_app.config import parse_run_config
 from pfl_app.models.personalized import shared_model_bundle, tensor_group
@@ -93,7 +93,7 @@ def test_local_only_client_continues_from_its_own_policy_and_evaluates_it(flower
 @pytest.mark.parametrize("start_from", ["personal", "global"])
 def test_a_round_starts_from_the_clients_own_policy_or_the_global_one_and_is_anchored_to_the_global(
         flower_identity, tiny_reward_models, tmp_path, monkeypatch, start_from):
-    from pfl_app.client import rlhf_client
+    from pfl_app.client import rlhf_tuning
     from pfl_app.models.personalized import get_tensors
     from pfl_app.rlhf.grpo import PolicyResult
 
@@ -109,7 +109,7 @@ def test_a_round_starts_from_the_clients_own_policy_or_the_global_one_and_is_anc
                     p.add_(0.01 * (seed + 1))
         return PolicyResult(0.0, 1, 0.0, 0.5, 0.5, 0.5, 0.0, 0.0)
 
-    monkeypatch.setattr(rlhf_client, "train_policy", fake_train)
+    monkeypatch.setattr(rlhf_tuning, "train_policy", fake_train)
     msg, glob = _message("train", rc, tmp_path, **{"start-from": start_from})
     own1 = from_arrayrecord(handle_train(msg, ctx).content["arrays"])
     np.testing.assert_equal(seen["start"], glob)  # round 1: nothing of its own yet
@@ -124,7 +124,7 @@ def test_a_round_starts_from_the_clients_own_policy_or_the_global_one_and_is_anc
                                                         ("personal", False, False)])
 def test_a_round_continues_the_optimizer_only_when_it_continues_the_clients_own_policy(
         flower_identity, tiny_reward_models, tmp_path, monkeypatch, start_from, carry, continued):
-    from pfl_app.client import rlhf_client
+    from pfl_app.client import rlhf_tuning
     from pfl_app.rlhf.grpo import PolicyResult
 
     rc = _run_config(tiny_reward_models, **{"rlhf.carry-optimizer": carry})
@@ -135,7 +135,7 @@ def test_a_round_continues_the_optimizer_only_when_it_continues_the_clients_own_
         return PolicyResult(0.0, 1, 0.0, 0.5, 0.5, 0.5, 0.0, 0.0,
                             optimizer_state={"w::step": np.array([float(seed)], dtype=np.float32)})
 
-    monkeypatch.setattr(rlhf_client, "train_policy", fake_train)
+    monkeypatch.setattr(rlhf_tuning, "train_policy", fake_train)
     ctx = _context(rc)
     for rnd in (1, 2):
         msg, _ = _message("train", rc, tmp_path, rnd=rnd, **{"start-from": start_from})

@@ -31,11 +31,11 @@ from ..protocol import (
     TRAIN_REWARD_KEY,
     TRAIN_SECONDS_KEY,
 )
-from ..rlhf.clients import FIXED_PREFERENCES, client_preference, client_prompts, prompt_dataset
+from ..rlhf.client_setup import FIXED_PREFERENCES, client_preference, client_prompts, prompt_dataset
 from ..rlhf.evaluation import evaluate_policy
 from ..rlhf.grpo import train_policy
 from ..rlhf.reward_models import load_reward_scorers
-from .personalized_client import ClientSession, round_seed
+from .task_tuning import ClientSession, round_seed
 from .state import ClientState
 
 SAMPLES_FILE = "samples.jsonl"

@@ -3,7 +3,7 @@
 import pytest
 
 from pfl_app.config import ConfigError, parse_run_config
-from pfl_app.rlhf.clients import check_prompt_pool, client_preference, client_prompts, prompt_dataset, spread
+from pfl_app.rlhf.client_setup import check_prompt_pool, client_preference, client_prompts, prompt_dataset, spread
 
 
 def _settings(**kw):
