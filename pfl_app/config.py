@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .data.partition import PARTITIONERS
+from .data.sources import Columns
 from .wireless.profiles import FADING_KINDS, PROFILES
 
 TASK_METHODS = ("pftt", "send-all", "fedit", "fedadapter", "ffa-lora", "fedsa-lora", "feddpa", "local-only",
@@ -395,10 +396,7 @@ class DataSettings:
     test_fraction: float
     max_train_examples: int
     max_test_examples: int
-    text_column: str
-    label_column: str
-    prompt_column: str
-    completion_column: str
+    columns: Columns
 
 
 @dataclass(frozen=True)
@@ -554,10 +552,8 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
             test_fraction=c["data.test-fraction"],
             max_train_examples=c["data.max-train-examples"],
             max_test_examples=c["data.max-test-examples"],
-            text_column=c["data.text-column"],
-            label_column=c["data.label-column"],
-            prompt_column=c["data.prompt-column"],
-            completion_column=c["data.completion-column"],
+            columns=Columns(c["data.text-column"], c["data.label-column"], c["data.prompt-column"],
+                            c["data.completion-column"]),
         ),
         train=TrainSettings(
             c["train.local-steps"],

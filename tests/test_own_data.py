@@ -8,7 +8,7 @@ import datasets
 import pytest
 
 from pfl_app.config import ConfigError, parse_run_config
-from pfl_app.data.sources import load_source, source_form
+from pfl_app.data.sources import Columns, load_source, source_form
 from pfl_app.launch import Scenario, launch
 from pfl_app.preflight import check_data, check_federation_fit, check_model
 
@@ -66,7 +66,7 @@ def test_every_source_form_loads_the_same_rows(user_package_path):
     entries = write_every_form(user_package_path)
     assert {k: source_form(v) for k, v in entries.items()} == {
         "jsonl": "file", "json": "file", "csv": "file", "parquet": "file", "folder": "folder", "function": "function"}
-    loaded = {k: load_source(v, text_column="body", label_column="topic") for k, v in entries.items()}
+    loaded = {k: load_source(v, Columns(text="body", label="topic")) for k, v in entries.items()}
     for name, ds in loaded.items():
         assert ds.features["label"].names == sorted(TOPICS), name
         assert ds["text"] == [r["body"] for r in _rows()], name
@@ -176,3 +176,25 @@ def test_a_model_that_is_nowhere_says_what_was_tried(tmp_path, monkeypatch):
         check_model(_cfg(**{"model.name": str(tmp_path / "weights.bin")}))
     with pytest.raises(ConfigError, match="not a model folder"):
         check_model(_cfg(**{"model.name": str(tmp_path)}))
+
+
+def test_a_source_registered_by_name_loads_through_the_same_path():
+    from pfl_app.data.sources import _REGISTERED, register_source
+
+    @register_source("three-topics")
+    def three_topics():
+        names = datasets.ClassLabel(names=sorted(TOPICS))
+        rows = _rows()
+        return datasets.Dataset.from_dict(
+            {"text": [r["body"] for r in rows], "label": [names.str2int(r["topic"]) for r in rows]},
+            features=datasets.Features({"text": datasets.Value("string"), "label": names}))
+
+    try:
+        assert source_form("three-topics") == "registered"
+        ds = load_source("three-topics")
+        assert ds.features["label"].names == sorted(TOPICS) and ds.num_rows == 36
+        check_data(_cfg(**{"data.tasks": "three-topics", "data.partitioner": "iid"}), 2)
+        with pytest.raises(ValueError, match="registered already"):
+            register_source("three-topics")(three_topics)
+    finally:
+        _REGISTERED.pop("three-topics", None)

@@ -34,13 +34,7 @@ def task_slot(client_id: int, num_clients: int, num_tasks: int) -> tuple[int, in
 
 def load_task_source(data: DataSettings, name: str) -> datasets.Dataset:
     """Load one dataset of ``data.tasks`` with the configured column names."""
-    return load_source(
-        name,
-        text_column=data.text_column,
-        label_column=data.label_column,
-        prompt_column=data.prompt_column,
-        completion_column=data.completion_column,
-    )
+    return load_source(name, data.columns)
 
 
 def client_split(data: DataSettings, seed: int, client_id: int, num_clients: int) -> tuple[str, datasets.DatasetDict]:

