@@ -138,7 +138,11 @@ def _check_data(cfg: RunConfig, num_clients: int | None) -> None:
             "client(s) (num-supernodes): every dataset needs a client; list at most "
             f"{num_clients}, or add clients"
         )
-    tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir)
+    try:
+        tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir)
+    except (OSError, ValueError) as err:  # a model folder without a usable tokenizer
+        raise ConfigError(f"run-config key 'model.name' = {cfg.model.name!r}: its tokenizer cannot be loaded "
+                          f"({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__})") from err
     for name in tasks:
         try:
             dataset = load_task_source(cfg.data, name)

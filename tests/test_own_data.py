@@ -176,6 +176,9 @@ def test_a_model_that_is_nowhere_says_what_was_tried(tmp_path, monkeypatch):
         check_model(_cfg(**{"model.name": str(tmp_path / "weights.bin")}))
     with pytest.raises(ConfigError, match="not a model folder"):
         check_model(_cfg(**{"model.name": str(tmp_path)}))
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')  # a model folder, but no tokenizer
+    with pytest.raises(ConfigError, match="'model.name' = .*its tokenizer cannot be loaded"):
+        check_data(_cfg(**{"model.name": str(tmp_path)}), 2)
 
 
 def test_a_source_registered_by_name_loads_through_the_same_path():

@@ -65,9 +65,18 @@ def test_pftt_simulation_with_two_tasks_completes_and_writes_results(two_task_ru
 
 
 def test_a_crashing_server_app_fails_the_launch(tmp_path, project_dir):
+    import shutil
+
+    from pfl_app.models.loading import TINY_TOKENIZER_FROM, embedded_tokenizer_dir
+
+    # A model folder that passes the launcher's checks (a tokenizer and a config.json) but is no
+    # causal LM, so the ServerApp itself crashes when it builds the model.
+    model = tmp_path / "not-a-causal-lm"
+    shutil.copytree(embedded_tokenizer_dir(TINY_TOKENIZER_FROM), model)
+    (model / "config.json").write_text('{"model_type": "bert"}')
     scenario = Scenario(
         federation={"num-supernodes": 2},
-        run_config={**TINY, "model.name": str(tmp_path / "no-such-model"), "results-dir": str(tmp_path)},
+        run_config={**TINY, "model.name": str(model), "results-dir": str(tmp_path)},
     )
     with pytest.raises(LaunchError, match="finished:failed"):
         launch(project_dir, scenario, {}, echo=lambda _line: None)
