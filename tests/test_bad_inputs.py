@@ -804,6 +804,8 @@ def test_a_bad_input_stops_with_a_message_that_names_it(build, tmp_path, monkeyp
     monkeypatch.syspath_prepend(str(tmp_path))  # the user packages some cases write
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     bad = build(tmp_path)
+    results = tmp_path / "results"
+    before = set(results.rglob("*")) if results.exists() else set()
     modules = set(sys.modules)
     try:
         try:
@@ -823,6 +825,9 @@ def test_a_bad_input_stops_with_a_message_that_names_it(build, tmp_path, monkeyp
     assert code == bad.code, flat
     missing = [n for n in bad.needles if _squash(n) not in _squash(out)]
     assert not missing, f"{missing} not in: {flat}"
+    if bad.code == 2:  # refused before the start: no half-made run folder is left behind
+        after = set(results.rglob("*")) if results.exists() else set()
+        assert not (after - before), sorted(str(p) for p in after - before)
 
 
 def test_the_corpus_is_large_and_its_ids_distinct():
