@@ -57,7 +57,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .config import ConfigError, parse_run_config
-from .launch import LaunchError, Scenario, _flatten, check_federation, launch, read_toml
+from .launch import Interrupted, LaunchError, Scenario, _flatten, check_federation, launch, read_toml
 from .results import client_of
 
 GRID_KEYS = ("name", "methods", "seeds", "wireless", "splits", "results-dir")
@@ -357,6 +357,8 @@ def run_grid(grid: Grid, project_dir: Path, keep_going: bool = False, console: C
                 problem = run_problem(folder)
                 if problem is not None:
                     raise LaunchError(f"the run ended, but {problem}")
+            except Interrupted:
+                raise  # Ctrl-C or SIGTERM stops the sweep, --keep-going or not; the run is rerun next time
             except (LaunchError, ConfigError) as err:
                 outcomes.append((run, f"failed: {err}"))
                 _print_failure(console, record_failure(folder, run, str(err), list(tail)), folder)
@@ -392,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         try:
             outcomes = run_grid(grid, app_dir, keep_going=args.keep_going, console=console)
+        except Interrupted as err:
+            console.print(f"[yellow]interrupted:[/yellow] {err}; the same command continues the sweep")
+            return 128 + err.signum
         except (LaunchError, ConfigError):
             return 1
         failed = any(o.startswith("failed") for _, o in outcomes)

@@ -482,3 +482,24 @@ client-resources-num-cpus = 1
     shown = console.export_text()
     assert "injected fault" in shown and shown.index("injected fault") < shown.index("see the log above")
     assert "`pftt__default__ideal__seed0`: failed: " in write_report(grid.results_dir).read_text()
+
+
+def test_an_interrupted_run_stops_the_sweep_even_with_keep_going(tmp_path):
+    import signal
+
+    from pfl_app.launch import Interrupted
+
+    grid = _grid(tmp_path)
+    stopped = grid.runs[1].name
+
+    class Stopped(FakeLaunch):
+        def __call__(self, project_dir, scenario, overrides, echo=print):
+            if overrides["run-name"] == stopped:
+                self.calls.append(stopped)
+                raise Interrupted(signal.SIGINT)
+            return super().__call__(project_dir, scenario, overrides, echo)
+
+    runner = Stopped()
+    with pytest.raises(Interrupted):
+        run_grid(grid, tmp_path, runner=runner, keep_going=True)
+    assert runner.calls == [grid.runs[0].name, stopped]  # nothing after the Ctrl-C ran
