@@ -38,6 +38,12 @@ SERVER_OPTIMIZERS = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "f
 RESUME_FREE_KEYS = ("resume-from", "run-name", "results-dir", "round-timeout-s")
 
 
+def resume_differences(saved: Mapping[str, Any], flat: Mapping[str, Any]) -> list[str]:
+    """The keys, sorted, whose values in ``flat`` differ from a run's ``saved`` config,
+    apart from :data:`RESUME_FREE_KEYS`: a resumption must leave them as they were."""
+    return sorted(k for k in set(saved) | set(flat) if k not in RESUME_FREE_KEYS and saved.get(k) != flat.get(k))
+
+
 class ConfigError(ValueError):
     """A run-config value is missing, of the wrong type, or out of range."""
 

@@ -35,7 +35,7 @@ from typing import Any, Iterator
 
 import tomli_w
 
-from .config import RESUME_FREE_KEYS, ConfigError, parse_run_config, validate_flat
+from .config import ConfigError, parse_run_config, resume_differences, validate_flat
 from .process_guard import TOKEN_VAR, Guard, new_token, stop_token_processes
 from .runlock import LAUNCHER_LOCK, SERVERAPP_LOCK, RunFolderLocked, RunLock, check_unlocked
 
@@ -571,8 +571,7 @@ def check_resume(run_dir: Path, flat: dict[str, Any]) -> None:
     saved = saved.get("run_config") if isinstance(saved, dict) else None
     if not isinstance(saved, dict):
         raise ConfigError(f"--resume-from: {run_dir / 'config.json'} holds no run config")
-    differ = sorted(k for k in set(saved) | set(flat)
-                    if k not in RESUME_FREE_KEYS and saved.get(k) != flat.get(k))
+    differ = resume_differences(saved, flat)
     if differ:
         raise ConfigError(f"--resume-from {run_dir}: the run config differs from the run's in {differ} "
                           f"({', '.join(f'{k}: {saved.get(k)!r} -> {flat.get(k)!r}' for k in differ)}); "

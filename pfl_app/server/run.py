@@ -12,7 +12,7 @@ from flwr.serverapp import Grid
 
 from ..checkpoint import Checkpoint, restore_random, restore_strategy_state, strategy_state
 from ..checkpoint import read as read_checkpoint
-from ..config import RESUME_FREE_KEYS, RLHF_METHODS, RunConfig, parse_run_config
+from ..config import RLHF_METHODS, RunConfig, parse_run_config, resume_differences
 from ..models.personalized import shared_model_bundle
 from ..preflight import check_data, preflight
 from ..protocol import RUN_DIR_KEY
@@ -69,8 +69,7 @@ def resume_point(cfg: RunConfig) -> tuple[Path, Checkpoint]:
         saved = dict(json.loads(saved_path.read_text())["run_config"])
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"run-config key 'resume-from': {saved_path} is damaged ({err})") from None
-    differ = sorted(k for k in set(saved) | set(cfg.flat)
-                    if k not in RESUME_FREE_KEYS and saved.get(k) != cfg.flat.get(k))
+    differ = resume_differences(saved, cfg.flat)
     if differ:
         raise ValueError(
             f"run-config key 'resume-from': this config differs from the run's in {differ}; "
