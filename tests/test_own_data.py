@@ -201,3 +201,16 @@ def test_a_source_registered_by_name_loads_through_the_same_path():
             register_source("three-topics")(three_topics)
     finally:
         _REGISTERED.pop("three-topics", None)
+
+
+def test_a_file_is_parsed_once_while_unchanged_and_again_when_it_changes(tmp_path):
+    import os
+
+    path = tmp_path / "d.jsonl"
+    _jsonl(path, [{"text": f"t{i}", "label": i % 2} for i in range(6)])
+    first = load_source(str(path))
+    assert load_source(str(path)) is first  # the pre-flight checks and each client share one parse
+    _jsonl(path, [{"text": f"t{i}", "label": i % 3} for i in range(9)])
+    os.utime(path, ns=(first_ns := path.stat().st_mtime_ns + 10**9, first_ns))
+    again = load_source(str(path))
+    assert again is not first and again.num_rows == 9 and again.features["label"].names == ["0", "1", "2"]

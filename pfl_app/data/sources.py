@@ -92,7 +92,20 @@ def load_source(name: str, columns: Columns | None = None, *, split: str = "trai
     form = source_form(name)
     if form == "registered":
         return _load_registered(name)
+    if form == "file":
+        # Read once per process while the file is unchanged: the pre-flight checks and every
+        # client a Ray worker serves would otherwise each parse it again.
+        stat = Path(name).expanduser().stat()
+        return _load_file_standardized(str(Path(name).expanduser().resolve()), stat.st_mtime_ns, stat.st_size,
+                                       columns)
     dataset, origin = SOURCE_FORMS[form](name, split)
+    return standardize(dataset, columns, origin=origin)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_file_standardized(path: str, mtime_ns: int, size: int, columns: Columns) -> datasets.Dataset:
+    """A local file, standardized; cached on its path, modification time, size and columns."""
+    dataset, origin = _from_file(path, "train")
     return standardize(dataset, columns, origin=origin)
 
 
