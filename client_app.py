@@ -7,12 +7,13 @@ from flwr.clientapp import ClientApp
 from pfl_app.client import handlers
 from pfl_app.faults import fault_injection_mod
 from pfl_app.quiet import quiet_libraries
-from pfl_app.wireless.mod import wireless_mod
+from pfl_app.wireless.mod import WirelessMod, client_channel
 
 quiet_libraries()
-# Every train message and its reply cross the client's simulated radio link; injected
-# faults (off unless configured) happen on the client, inside it.
-app = ClientApp(mods=[wireless_mod, fault_injection_mod])
+# Every train message and its reply cross the client's simulated radio link (the channel
+# wireless.channel names, else the built-in link model); injected faults (off unless
+# configured) happen on the client, inside it.
+app = ClientApp(mods=[WirelessMod(client_channel), fault_injection_mod])
 
 
 @app.train()

@@ -18,7 +18,9 @@ from typing import Any
 
 from .data.partition import PARTITIONERS
 from .data.sources import Columns
-from .wireless.profiles import FADING_KINDS, PROFILES
+from .plugins import is_plugin_path
+from .wireless.fading import fading_problem
+from .wireless.profiles import PROFILES
 
 TASK_METHODS = ("pftt", "send-all", "fedit", "fedadapter", "ffa-lora", "fedsa-lora", "feddpa", "local-only",
                 "centralized")
@@ -280,8 +282,10 @@ FIELDS: tuple[Field, ...] = (
     Field("wireless.distance-min", float, 0.0, "with distance-max > 0: spread client distances "
           "(m) evenly over [min, max]", check=_non_negative),
     Field("wireless.distance-max", float, 0.0, "0: each profile's own distance", check=_non_negative),
-    Field("wireless.fading", str, "", "override the profile's fading; empty: the profile's",
-          ("",) + tuple(FADING_KINDS)),
+    Field("wireless.fading", str, "", "override the profile's fading model; empty: the profile's",
+          check=fading_problem),
+    Field("wireless.nakagami-m", float, 0.0, "m of nakagami-m fading (1: Rayleigh, larger: milder); "
+          "0: the profile's (1)", check=lambda v: None if v == 0 or v >= 0.5 else "0, or a number >= 0.5"),
     Field("wireless.max-retransmissions", int, -1, "ARQ retransmissions per packet; -1: the "
           "profile's", check=_retransmissions),
     Field("wireless.loss-mode", str, "whole", "whole: an update with a lost packet is lost; "
@@ -291,6 +295,8 @@ FIELDS: tuple[Field, ...] = (
           check=_non_negative),
     Field("wireless.deadline-s", float, 0.0, "round deadline in simulated seconds (downlink + "
           "compute-s + uplink); later updates are dropped as stragglers; 0: none", check=_non_negative),
+    Field("wireless.channel", str, "", "a Channel class by package.module:Class; empty: the built-in link model",
+          check=lambda v: None if v == "" or is_plugin_path(v) else "empty, or package.module:Class"),
 )
 
 FIELDS_BY_KEY: dict[str, Field] = {f.key: f for f in FIELDS}
@@ -466,6 +472,8 @@ class WirelessSettings:
     loss_mode: str
     compute_s: float
     deadline_s: float
+    channel: str
+    nakagami_m: float
 
 
 @dataclass(frozen=True)
@@ -579,6 +587,8 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
             loss_mode=c["wireless.loss-mode"],
             compute_s=c["wireless.compute-s"],
             deadline_s=c["wireless.deadline-s"],
+            channel=c["wireless.channel"],
+            nakagami_m=c["wireless.nakagami-m"],
         ),
         faults=FaultSettings(c["faults.fail-fraction"], c["faults.corrupt-fraction"]),
         rlhf=RlhfSettings(**{k.removeprefix("rlhf.").replace("-", "_"): v for k, v in c.items()

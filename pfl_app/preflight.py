@@ -38,6 +38,32 @@ def check_federation_fit(cfg: RunConfig, num_clients: int) -> None:
         )
 
 
+def check_wireless(cfg: RunConfig) -> None:
+    """``wireless.channel`` must name a :class:`~pfl_app.wireless.interface.Channel` subclass
+    that imports, and ``wireless.fading`` (with ``wireless.nakagami-m``) a fading model the
+    link profiles accept.
+
+    Both are imported where they are used, on every client: a path that does not import here
+    (the launcher, the ServerApp) would fail there too, once per client and round.
+    """
+    from .wireless.interface import load_channel_class
+    from .wireless.profiles import with_overrides
+
+    if cfg.wireless.channel:
+        try:
+            load_channel_class(cfg.wireless.channel)
+        except ValueError as err:
+            raise ConfigError(f"run-config key 'wireless.channel' = {cfg.wireless.channel!r}: {err}") from err
+    overrides = {"fading": cfg.wireless.fading} if cfg.wireless.fading else {}
+    if cfg.wireless.nakagami_m > 0:
+        overrides["nakagami_m"] = cfg.wireless.nakagami_m
+    try:
+        for profile in (cfg.wireless.profile, cfg.wireless.poor_profile):
+            with_overrides(profile, **overrides)  # imports a fading function named by its path
+    except ValueError as err:
+        raise ConfigError(f"run-config key 'wireless.fading' = {cfg.wireless.fading!r}: {err}") from err
+
+
 def check_model(cfg: RunConfig) -> None:
     """``model.name`` must be an embedded model, an existing model folder, or reachable on
     the hub; the message says which of the three was tried."""
@@ -184,6 +210,7 @@ def preflight(cfg: RunConfig, num_clients: int | None) -> None:
     """
     if num_clients is not None:
         check_federation_fit(cfg, num_clients)
+    check_wireless(cfg)
     check_model(cfg)
     if cfg.method in TASK_METHODS:
         check_data(cfg, num_clients)

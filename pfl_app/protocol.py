@@ -38,6 +38,10 @@ WIRELESS_KEY = "wireless"
 WIRELESS_STATUS_KEY = "wireless-status"
 #: ArrayRecord: 1 where an element of a partial update arrived. Wireless mod writes; server reads.
 WIRELESS_MASK_KEY = "wireless-mask"
+#: ConfigRecord: the clients scheduled to train together in the round (key below), for the
+#: channel model, as a base station's scheduler knows them. Strategy writes on every train
+#: message; wireless mod reads and hands it to the channel. Not payload (see SIMULATION_PREFIX).
+WIRELESS_COHORT_KEY = "wireless-cohort"
 #: Records whose names start with this describe the simulated link, not payload: the byte
 #: counts (pfl_app.records.message_bytes, on both sides) leave them out.
 SIMULATION_PREFIX = "wireless"
@@ -70,6 +74,11 @@ PREFERENCE_HELPFULNESS = "helpfulness"
 #: Values of ``start-from``: the received global policy, or the client's own of its last round.
 START_FROM_GLOBAL = "global"
 START_FROM_PERSONAL = "personal"
+
+# -- Keys of the "wireless-cohort" record (server -> client) -------------------------------
+#: The node ids of every client scheduled to train in the round, sorted. Strategy writes;
+#: wireless mod reads.
+COHORT_NODE_IDS_KEY = "node-ids"
 
 # -- Keys of the "client" record (client -> server) ---------------------------------------
 #: The client's id (its partition-id). Client and wireless mod write; server reads.

@@ -19,6 +19,7 @@ from ..protocol import (
     ARRAYS_KEY,
     CLIENT_ID_KEY,
     CLIENT_KEY,
+    COHORT_NODE_IDS_KEY,
     METRICS_KEY,
     NUM_EXAMPLES_KEY,
     OUTCOME_DELIVERED,
@@ -29,6 +30,7 @@ from ..protocol import (
     TASK_KEY,
     TRAINED_GROUPS_KEY,
     WIRELESS_BYTES_UP_KEY,
+    WIRELESS_COHORT_KEY,
     WIRELESS_KEY,
     WIRELESS_MASK_KEY,
     WIRELESS_STATUS_KEY,
@@ -247,7 +249,48 @@ class PersonalizedFedAvg(FedAvg):
         self._current = from_arrayrecord(arrays)
         self._expected = {k: tuple(v.shape) for k, v in self._current.items()}
         msgs = super().configure_train(server_round, arrays, self._with_groups(config), grid)
-        return self._outgoing(server_round, msgs)
+        return self._outgoing(server_round, self._scheduled(server_round, msgs))
+
+    def schedule(self, server_round: int, node_ids: list[int]) -> list[int]:
+        """Which of the nodes Flower's sampling chose train, and transmit, in ``server_round``.
+
+        Override to schedule clients on the air (a few per round, by channel quality, ...);
+        the default keeps them all. Every chosen node's train message carries the sorted
+        list of the chosen ones, which the wireless mod hands to the client's channel
+        (:meth:`pfl_app.wireless.interface.Channel.begin_round`).
+
+        Parameters
+        ----------
+        server_round : int
+            The round, from 1.
+        node_ids : list of int
+            The sampled nodes, sorted.
+
+        Returns
+        -------
+        list of int
+            A subset of ``node_ids``, in any order.
+        """
+        return list(node_ids)
+
+    def _scheduled(self, server_round: int, messages: Iterable[Message]) -> list[Message]:
+        """The messages of the nodes :meth:`schedule` keeps, each told the round's cohort."""
+        messages = list(messages)
+        sampled = sorted(m.metadata.dst_node_id for m in messages)
+        chosen = set(self.schedule(server_round, list(sampled)))
+        if not chosen <= set(sampled):
+            raise ValueError(f"{type(self).__name__}.schedule chose nodes {sorted(chosen - set(sampled))} that were "
+                             f"not sampled in round {server_round}; it must pick from {sampled}")
+        kept = [m for m in messages if m.metadata.dst_node_id in chosen]
+        if len(kept) < len(messages):
+            log(INFO, "round %d: %d of %d sampled node(s) scheduled", server_round, len(kept), len(messages))
+        if kept:
+            # A record of the simulated link, outside the byte counts (protocol.SIMULATION_PREFIX):
+            # it is the scheduler's knowledge, not payload.
+            cohort = ConfigRecord({COHORT_NODE_IDS_KEY: sorted(chosen)})
+            for m in kept:
+                m.content[WIRELESS_COHORT_KEY] = cohort
+        return kept
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

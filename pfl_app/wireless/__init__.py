@@ -1,4 +1,10 @@
-"""Simulated wireless links: profiles and the channel model (numpy only)."""
+"""Simulated wireless links: profiles, the channel model and its plug-in points (numpy only).
+
+A channel is a :class:`Channel` (``interface``); the built-in one, :class:`LinkChannel`
+(``link``), runs the link model of ``channel`` over a client's :class:`LinkProfile`
+(``profiles``). Fading and packet-error models are looked up by name in registries
+(``fading``, ``packet_errors``) that ``register_fading`` / ``register_error_model`` fill.
+"""
 
 from .channel import (
     DIRECTIONS,
@@ -25,6 +31,10 @@ from .channel import (
     straggler,
     transmit,
 )
+from .fading import FADING_MODELS, fading_model, register_fading
+from .interface import Channel, Cohort, load_channel_class
+from .link import LinkChannel
+from .packet_errors import ERROR_MODELS_BY_NAME, error_model, register_error_model
 from .profiles import (
     ERROR_MODELS,
     FADING_KINDS,
@@ -38,12 +48,14 @@ from .profiles import (
 )
 
 __all__ = [
-    "DIRECTIONS", "ERROR_MODELS", "FADING_KINDS", "MIN_RATE_BPS", "MIN_SNR_DB", "PROFILES",
-    "REASON_NO_LINK", "REASON_OK", "REASON_OUTAGE", "REASON_PACKET_LOSS",
-    "LinkProfile", "Transmission",
+    "DIRECTIONS", "ERROR_MODELS", "ERROR_MODELS_BY_NAME", "FADING_KINDS", "FADING_MODELS", "MIN_RATE_BPS",
+    "MIN_SNR_DB", "PROFILES", "REASON_NO_LINK", "REASON_OK", "REASON_OUTAGE", "REASON_PACKET_LOSS",
+    "Channel", "Cohort", "LinkChannel", "LinkProfile", "Transmission",
     "client_distance", "client_rng", "compute_energy_j", "db_to_linear", "dbm_to_watts",
-    "draw_fading_power", "get_profile", "linear_to_db", "mean_snr_db", "noise_power_dbm",
+    "draw_fading_power", "error_model", "fading_model", "get_profile", "linear_to_db",
+    "load_channel_class", "mean_snr_db", "noise_power_dbm",
     "packet_error_probability", "path_loss_db", "poor_clients", "profile_for_client",
-    "rayleigh_outage_probability", "round_air_time", "shannon_rate_bps", "straggler",
+    "rayleigh_outage_probability", "register_error_model", "register_fading", "round_air_time",
+    "shannon_rate_bps", "straggler",
     "transmit", "with_overrides",
 ]

@@ -4,15 +4,16 @@ One call to :func:`transmit` sends one message over one link and says how long i
 how much energy the device spent and which packets got through. The model, in order:
 
 1. Mean SNR from a log-distance path loss (:func:`mean_snr_db`).
-2. Block fading: one small-scale power gain ``|h|^2`` (mean 1) for the whole message
-   (:func:`draw_fading_power`). The fading is therefore redrawn per message; a caller
-   that wants one fade per round for both directions draws it once and passes
-   ``fading_power`` to both calls.
+2. Block fading: one small-scale power gain ``|h|^2`` (mean 1) for the whole message,
+   drawn by the profile's fading model (:mod:`pfl_app.wireless.fading`). The fading is
+   therefore redrawn per message; a caller that wants one fade per round for both
+   directions draws it once and passes ``fading_power`` to both calls.
 3. Rate: ``efficiency * B * log2(1 + SNR)`` at the faded SNR (ideal link adaptation).
 4. The message plus ``overhead_bytes`` is cut into packets of ``packet_bytes``; each
-   attempt of each packet fails independently with :func:`packet_error_probability` at
-   that SNR and is retried up to ``max_retransmissions`` times. All packets are sent even
-   after one is lost, so ``lost_packets`` says which parts of the message are missing.
+   attempt of each packet fails independently with the probability that the profile's
+   packet-error model (:mod:`pfl_app.wireless.packet_errors`) gives at that SNR, and is
+   retried up to ``max_retransmissions`` times. All packets are sent even after one is
+   lost, so ``lost_packets`` says which parts of the message are missing.
 
 All randomness goes through the ``rng`` argument; :func:`client_rng` derives one from
 ``(seed, client, round, direction)`` so results do not depend on call order.
@@ -28,7 +29,19 @@ from typing import Any
 
 import numpy as np
 
-from .profiles import FADING_KINDS, LinkProfile
+from .fading import draw_fading_power, profile_fading_power
+from .packet_errors import packet_error_probability
+from .profiles import LinkProfile
+
+# draw_fading_power and packet_error_probability were defined here: other modules and the
+# tests still import them from here.
+__all__ = [
+    "DIRECTIONS", "MIN_RATE_BPS", "MIN_SNR_DB", "REASON_NO_LINK", "REASON_OK", "REASON_OUTAGE",
+    "REASON_PACKET_LOSS", "Transmission", "client_rng", "compute_energy_j", "db_to_linear",
+    "dbm_to_watts", "draw_fading_power", "linear_to_db", "mean_snr_db", "noise_power_dbm",
+    "packet_error_probability", "path_loss_db", "rayleigh_outage_probability", "round_air_time",
+    "shannon_rate_bps", "straggler", "transmit",
+]
 
 DIRECTIONS = ("up", "down")
 
@@ -89,38 +102,6 @@ def path_loss_db(distance_m: Any, exponent: float, reference_loss_db: float,
     return (reference_loss_db + 10.0 * exponent * np.log10(d / reference_distance_m))[()]
 
 
-def draw_fading_power(rng: np.random.Generator, kind: str, rician_k: float = 0.0,
-                      size: int | tuple[int, ...] | None = None) -> Any:
-    """Small-scale power gain ``|h|^2``, normalised to mean 1.
-
-    Parameters
-    ----------
-    rng : numpy.random.Generator
-        Source of randomness.
-    kind : str
-        ``"rayleigh"``: exponential(1). ``"rician"``: ``|sqrt(K/(K+1)) + sqrt(1/(K+1)) z|^2``
-        with ``z ~ CN(0, 1)``. ``"none"``: exactly 1 (no draw).
-    rician_k : float
-        Linear K-factor, >= 0 (K = 0 is Rayleigh).
-    size : int or tuple, optional
-        Shape of the output; ``None`` gives a float.
-    """
-    if kind == "rayleigh":
-        return rng.exponential(1.0, size)
-    if kind == "rician":
-        if not (math.isfinite(rician_k) and rician_k >= 0):
-            raise ValueError(f"rician_k must be a finite number >= 0, got {rician_k!r}")
-        los = math.sqrt(rician_k / (rician_k + 1.0))
-        # CN(0, 1) has independent real and imaginary parts of variance 1/2 each.
-        sigma = math.sqrt(1.0 / (rician_k + 1.0) / 2.0)
-        re = los + sigma * rng.standard_normal(size)
-        im = sigma * rng.standard_normal(size)
-        return re * re + im * im
-    if kind == "none":
-        return 1.0 if size is None else np.ones(size)
-    raise ValueError(f"fading must be one of {', '.join(FADING_KINDS)}; got {kind!r}")
-
-
 def noise_power_dbm(noise_psd_dbm_hz: float, bandwidth_hz: float, noise_figure_db: float) -> float:
     """Receiver noise power ``N0 + 10 log10(B) + NF`` in dBm."""
     return float(noise_psd_dbm_hz + 10.0 * math.log10(bandwidth_hz) + noise_figure_db)
@@ -147,20 +128,6 @@ def shannon_rate_bps(bandwidth_hz: Any, snr_linear: Any, efficiency: float = 1.0
     """Achieved rate ``efficiency * B * log2(1 + SNR)`` in bit/s (SNR linear)."""
     snr = np.asarray(snr_linear, dtype=float)
     return (efficiency * np.asarray(bandwidth_hz, dtype=float) * np.log2(1.0 + snr))[()]
-
-
-def packet_error_probability(profile: LinkProfile, snr_db: Any) -> Any:
-    """Probability that one attempt of one packet fails at ``snr_db``.
-
-    ``"outage"``: 1 below ``outage_snr_db``, else 0. ``"bler"``: the logistic curve
-    ``1 / (1 + exp((snr - snr50) / slope))``.
-    """
-    snr = np.asarray(snr_db, dtype=float)
-    if profile.error_model == "outage":
-        return np.where(snr < profile.outage_snr_db, 1.0, 0.0)[()]
-    z = (snr - profile.bler_snr50_db) / profile.bler_slope_db
-    # 1 / (1 + e^z) written with tanh: no overflow warning for large |z|.
-    return (0.5 * (1.0 - np.tanh(z / 2.0)))[()]
 
 
 def rayleigh_outage_probability(threshold_snr_db: Any, mean_snr_db: Any) -> Any:
@@ -278,7 +245,7 @@ def transmit(rng: np.random.Generator, profile: LinkProfile, nbytes: int, direct
     if isinstance(nbytes, bool) or not isinstance(nbytes, Integral) or nbytes < 0:
         raise ValueError(f"nbytes must be an integer >= 0, got {nbytes!r}")
     if fading_power is None:
-        fading_power = float(draw_fading_power(rng, profile.fading, profile.rician_k))
+        fading_power = float(profile_fading_power(rng, profile))
     elif not (math.isfinite(fading_power) and fading_power >= 0):
         raise ValueError(f"fading_power must be a finite number >= 0, got {fading_power!r}")
 

@@ -12,6 +12,13 @@ ConfigRecord) and enforces what it would have done to the update:
 - a client whose downlink + simulated compute (``wireless.compute-s``) + uplink time
   exceeds the round deadline is a *straggler*: its update is dropped.
 
+The link is a :class:`~pfl_app.wireless.interface.Channel`, built per client and message
+by the mod's channel factory: the built-in link model (:class:`~pfl_app.wireless.link.LinkChannel`)
+unless the run config's ``wireless.channel`` names a class of one's own. Before the downlink
+the channel learns the round's cohort, the clients the server scheduled together (the
+message's ``wireless-cohort`` record), so that a channel where clients share the spectrum
+can be written.
+
 Evaluate messages are the simulator's measurement of the models and do not go on the air.
 Strategies need no change to run over it: :class:`pfl_app.strategies.PersonalizedFedAvg`
 reads these records, leaves lost updates out and aggregates partial ones per element.
@@ -20,6 +27,7 @@ reads these records, leaves lost updates out and aggregates partial ones per ele
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
@@ -31,6 +39,7 @@ from ..protocol import (
     ARRAYS_KEY,
     CLIENT_ID_KEY,
     CLIENT_KEY,
+    COHORT_NODE_IDS_KEY,
     CONFIG_KEY,
     METRICS_KEY,
     OUTCOME_DELIVERED,
@@ -41,20 +50,27 @@ from ..protocol import (
     REASON_KEY,
     SERVER_ROUND_KEY,
     TRAIN_SECONDS_KEY,
+    WIRELESS_COHORT_KEY,
     WIRELESS_KEY,
     WIRELESS_MASK_KEY,
     WIRELESS_STATUS_KEY,
 )
 from ..records import from_arrayrecord, message_bytes, to_arrayrecord
-from .channel import Transmission, client_rng, compute_energy_j, draw_fading_power, transmit
+from .channel import Transmission
+from .interface import Channel, Cohort, load_channel_class
+from .link import LinkChannel
 from .partial import arrival_masks
 from .profiles import LinkProfile, profile_for_client, with_overrides
+
+#: ``factory(cfg, client_id, num_clients) -> Channel``: what :class:`WirelessMod` builds channels with.
+ChannelFactory = Callable[[RunConfig, int, int], Channel]
 
 # The names this module used to define; they live in pfl_app.protocol now, which the server
 # imports instead of this client-side module.
 STATUS_KEY = WIRELESS_STATUS_KEY
 MASK_KEY = WIRELESS_MASK_KEY
-__all__ = ["MASK_KEY", "OUTCOMES", "STATUS_KEY", "WIRELESS_KEY", "link_profile", "wireless_mod"]
+__all__ = ["MASK_KEY", "OUTCOMES", "STATUS_KEY", "WIRELESS_KEY", "ChannelFactory", "WirelessMod", "client_channel",
+           "link_profile", "wireless_mod"]
 
 
 def link_profile(cfg: RunConfig, client_id: int, num_clients: int) -> LinkProfile:
@@ -68,6 +84,8 @@ def link_profile(cfg: RunConfig, client_id: int, num_clients: int) -> LinkProfil
     overrides = {}
     if w.fading:
         overrides["fading"] = w.fading
+    if w.nakagami_m > 0:
+        overrides["nakagami_m"] = w.nakagami_m
     if w.max_retransmissions >= 0:
         overrides["max_retransmissions"] = w.max_retransmissions
     return with_overrides(profile, **overrides) if overrides else profile
@@ -98,61 +116,106 @@ def _lost_reply(msg: Message, client_id: int, stats: dict, reason: str) -> Messa
     return Message(content=content, reply_to=msg)
 
 
-def wireless_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """Send a train message and its reply over the client's simulated link."""
-    if msg.metadata.message_type != MessageType.TRAIN:
-        return call_next(msg, context)
-    cfg = run_config(context)
-    client_id, num_clients = client_identity(context)
-    server_round = int(msg.content[CONFIG_KEY][SERVER_ROUND_KEY])
-    profile = link_profile(cfg, client_id, num_clients)
-    # Block fading: one fade per client and round, shared by both directions. The downlink's
-    # packet draws continue the same generator, so none of them reuses the fade's draw.
-    down_rng = client_rng(cfg.seed, client_id, server_round, "down")
-    fade = float(draw_fading_power(down_rng, profile.fading, profile.rician_k))
-    down = transmit(down_rng, profile, message_bytes(msg), "down", fading_power=fade)
-    stats = _stats("down", down)
-    if not down.delivered:
-        stats.update({"compute-s": 0.0, "compute-energy-j": 0.0, "client-time-s": down.air_time_s})
-        return _lost_reply(msg, client_id, stats, f"downlink {down.reason}")
+def client_channel(cfg: RunConfig, client_id: int, num_clients: int) -> Channel:
+    """The default channel factory: the class ``wireless.channel`` names (the built-in
+    :class:`~pfl_app.wireless.link.LinkChannel` when empty), on the client's link profile.
 
-    reply = call_next(msg, context)
-    if reply.has_error():
+    Raises
+    ------
+    ValueError
+        Naming the run-config key when ``wireless.channel`` is not a Channel class.
+    """
+    cls: type[Channel] = LinkChannel
+    if cfg.wireless.channel:
+        try:
+            cls = load_channel_class(cfg.wireless.channel)
+        except ValueError as err:
+            raise ValueError(f"run-config key 'wireless.channel' = {cfg.wireless.channel!r}: {err}") from err
+    return cls(link_profile(cfg, client_id, num_clients), seed=cfg.seed, client_id=client_id,
+               num_clients=num_clients)
+
+
+def _cohort(msg: Message, node_id: int) -> Cohort | None:
+    record = msg.content.config_records.get(WIRELESS_COHORT_KEY)
+    if record is None or COHORT_NODE_IDS_KEY not in record:
+        return None
+    return Cohort.of(record[COHORT_NODE_IDS_KEY], node_id)
+
+
+def _sent(channel: Channel, what: str, t: object) -> Transmission:
+    # A plug-in's mistake shows here, named, rather than as an AttributeError further on.
+    if not isinstance(t, Transmission):
+        raise TypeError(f"{type(channel).__qualname__}.{what} returned {type(t).__name__}, not a Transmission")
+    return t
+
+
+class WirelessMod:
+    """Send a train message and its reply over the client's simulated link (a Flower mod).
+
+    Parameters
+    ----------
+    channel_factory : callable, optional
+        ``channel_factory(cfg, client_id, num_clients) -> Channel``: the client's channel for
+        one train message. Default: :func:`client_channel`, which reads ``wireless.channel``.
+    """
+
+    def __init__(self, channel_factory: ChannelFactory | None = None) -> None:
+        self.channel_factory = channel_factory or client_channel
+
+    def __call__(self, msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        if msg.metadata.message_type != MessageType.TRAIN:
+            return call_next(msg, context)
+        cfg = run_config(context)
+        client_id, num_clients = client_identity(context)
+        server_round = int(msg.content[CONFIG_KEY][SERVER_ROUND_KEY])
+        channel = self.channel_factory(cfg, client_id, num_clients)
+        channel.begin_round(server_round, _cohort(msg, context.node_id))
+        down = _sent(channel, "downlink", channel.downlink(server_round, message_bytes(msg)))
+        stats = _stats("down", down)
+        if not down.delivered:
+            stats.update({"compute-s": 0.0, "compute-energy-j": 0.0, "client-time-s": down.air_time_s})
+            return _lost_reply(msg, client_id, stats, f"downlink {down.reason}")
+
+        reply = call_next(msg, context)
+        if reply.has_error():
+            return reply
+        measured_s = float(reply.content[METRICS_KEY].get(TRAIN_SECONDS_KEY, 0.0))
+        up = _sent(channel, "uplink", channel.uplink(server_round, message_bytes(reply)))
+        stats.update(_stats("up", up))
+        # The round time counts a fixed, simulated compute time so that stragglers depend on the
+        # seed alone; the energy uses the training time measured here.
+        client_time = down.air_time_s + cfg.wireless.compute_s + up.air_time_s
+        stats.update({
+            "compute-s": measured_s,
+            "compute-energy-j": channel.compute_energy_j(measured_s),
+            "client-time-s": client_time,
+        })
+        deadline = cfg.wireless.deadline_s
+        outcome, reason = OUTCOME_DELIVERED, "ok"  # never empty: ConfigRecord.count_bytes() rejects ""
+        if deadline > 0 and client_time > deadline:
+            outcome, reason = OUTCOME_LOST, f"straggler: {client_time:.3f} s > deadline {deadline:g} s"
+        elif not up.delivered:
+            outcome, reason = OUTCOME_LOST, f"uplink {up.reason}"
+            arrays = reply.content.array_records.get(ARRAYS_KEY)
+            if cfg.wireless.loss_mode == "partial" and arrays is not None and up.rate_bps > 0:
+                tensors = from_arrayrecord(arrays)
+                masks = arrival_masks({k: v.size for k, v in tensors.items()}, up.lost_packets,
+                                      channel.packet_bytes, channel.overhead_bytes)
+                if any(m.any() for m in masks.values()):
+                    outcome = OUTCOME_PARTIAL
+                    reason = f"uplink lost {len(up.lost_packets)} of {up.packets} packets"
+                    reply.content[ARRAYS_KEY] = to_arrayrecord(
+                        {k: np.where(masks[k], v.reshape(-1), 0.0).reshape(v.shape) for k, v in tensors.items()})
+                    reply.content[WIRELESS_MASK_KEY] = ArrayRecord(
+                        {k: Array(m.astype(np.uint8).reshape(tensors[k].shape)) for k, m in masks.items()})
+        stats["delivered"] = 1.0 if outcome == OUTCOME_DELIVERED else 0.0
+        if outcome == OUTCOME_LOST:  # the server gets to know what happened, but not the arrays
+            kept = {k: v for k, v in reply.content.items() if not isinstance(v, ArrayRecord)}
+            reply = Message(content=RecordDict(kept), reply_to=msg)
+        reply.content[WIRELESS_KEY] = _metrics(stats)
+        reply.content[WIRELESS_STATUS_KEY] = ConfigRecord({OUTCOME_KEY: outcome, REASON_KEY: reason})
         return reply
-    measured_s = float(reply.content[METRICS_KEY].get(TRAIN_SECONDS_KEY, 0.0))
-    up = transmit(client_rng(cfg.seed, client_id, server_round, "up"), profile,
-                  message_bytes(reply), "up", fading_power=fade)
-    stats.update(_stats("up", up))
-    # The round time counts a fixed, simulated compute time so that stragglers depend on the
-    # seed alone; the energy uses the training time measured here.
-    client_time = down.air_time_s + cfg.wireless.compute_s + up.air_time_s
-    stats.update({
-        "compute-s": measured_s,
-        "compute-energy-j": compute_energy_j(profile, measured_s),
-        "client-time-s": client_time,
-    })
-    deadline = cfg.wireless.deadline_s
-    outcome, reason = OUTCOME_DELIVERED, "ok"  # never empty: ConfigRecord.count_bytes() rejects ""
-    if deadline > 0 and client_time > deadline:
-        outcome, reason = OUTCOME_LOST, f"straggler: {client_time:.3f} s > deadline {deadline:g} s"
-    elif not up.delivered:
-        outcome, reason = OUTCOME_LOST, f"uplink {up.reason}"
-        arrays = reply.content.array_records.get(ARRAYS_KEY)
-        if cfg.wireless.loss_mode == "partial" and arrays is not None and up.rate_bps > 0:
-            tensors = from_arrayrecord(arrays)
-            masks = arrival_masks({k: v.size for k, v in tensors.items()}, up.lost_packets,
-                                  profile.packet_bytes, profile.overhead_bytes)
-            if any(m.any() for m in masks.values()):
-                outcome = OUTCOME_PARTIAL
-                reason = f"uplink lost {len(up.lost_packets)} of {up.packets} packets"
-                reply.content[ARRAYS_KEY] = to_arrayrecord(
-                    {k: np.where(masks[k], v.reshape(-1), 0.0).reshape(v.shape) for k, v in tensors.items()})
-                reply.content[WIRELESS_MASK_KEY] = ArrayRecord(
-                    {k: Array(m.astype(np.uint8).reshape(tensors[k].shape)) for k, m in masks.items()})
-    stats["delivered"] = 1.0 if outcome == OUTCOME_DELIVERED else 0.0
-    if outcome == OUTCOME_LOST:  # the server gets to know what happened, but not the arrays
-        kept = {k: v for k, v in reply.content.items() if not isinstance(v, ArrayRecord)}
-        reply = Message(content=RecordDict(kept), reply_to=msg)
-    reply.content[WIRELESS_KEY] = _metrics(stats)
-    reply.content[WIRELESS_STATUS_KEY] = ConfigRecord({OUTCOME_KEY: outcome, REASON_KEY: reason})
-    return reply
+
+
+#: The mod with the default channel factory, under the name the function it replaces had.
+wireless_mod = WirelessMod()

@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
 
-FADING_KINDS = ("rayleigh", "rician", "none")
-ERROR_MODELS = ("outage", "bler")
+from .fading import FADING_MODELS, fading_model
+from .packet_errors import ERROR_MODELS_BY_NAME, error_model
+from .registry import Model, keyword_parameters
+
+# Live views of the registries, under the names the tuples they replace had: a model
+# registered later (a plug-in's) is listed too.
+FADING_KINDS = FADING_MODELS.keys()
+ERROR_MODELS = ERROR_MODELS_BY_NAME.keys()
 
 
 @dataclass(frozen=True)
@@ -39,9 +46,15 @@ class LinkProfile:
     reference_distance_m : float
         The model's reference distance ``d0`` (m).
     fading : str
-        Small-scale fading: ``"rayleigh"``, ``"rician"`` or ``"none"``.
+        Small-scale fading model: ``"rayleigh"``, ``"rician"``, ``"nakagami-m"``, ``"none"``,
+        another name in :data:`pfl_app.wireless.fading.FADING_MODELS`, or a function of
+        one's own as ``package.module:function``. A model's parameters are fields of this
+        class (``rician_k``, ``nakagami_m``), passed to the models that take them.
     rician_k : float
         Linear Rician K-factor (LOS to scattered power); used only when ``fading="rician"``.
+    nakagami_m : float
+        Shape ``m`` >= 1/2 of Nakagami-m fading (1 is Rayleigh); used only when
+        ``fading="nakagami-m"``.
     tx_power_dbm : float
         Client (uplink) transmit power.
     bs_tx_power_dbm : float
@@ -58,7 +71,9 @@ class LinkProfile:
         Payload bytes per packet (the unit of loss and retransmission).
     error_model : str
         ``"outage"`` (a packet fails iff the SNR is below ``outage_snr_db``) or ``"bler"``
-        (a packet fails with the logistic probability ``1 / (1 + exp((snr - snr50) / slope))``).
+        (a packet fails with the logistic probability ``1 / (1 + exp((snr - snr50) / slope))``),
+        or another name in :data:`pfl_app.wireless.packet_errors.ERROR_MODELS_BY_NAME`, or
+        ``package.module:function``.
     outage_snr_db : float
         Threshold of the outage model; ``-inf`` means the link never drops.
     bler_snr50_db, bler_slope_db : float
@@ -80,6 +95,7 @@ class LinkProfile:
     reference_distance_m: float = 1.0
     fading: str = "rayleigh"
     rician_k: float = 0.0
+    nakagami_m: float = 1.0
     tx_power_dbm: float = 23.0
     bs_tx_power_dbm: float = 46.0
     noise_psd_dbm_hz: float = -174.0
@@ -150,11 +166,22 @@ def _integer(name: str, low: int):
     return rule
 
 
-def _choice(name: str, choices: tuple[str, ...]):
+def _model(name: str, lookup: Callable[[str], Model], positional: int):
+    """A rule: the field names a model ``lookup`` finds, whose required parameters (after
+    its ``positional`` ones) are all fields of the profile, which fills them."""
+
     def rule(p: LinkProfile) -> None:
-        x = getattr(p, name)
-        if x not in choices:
-            raise ValueError(f"LinkProfile.{name} must be one of {', '.join(choices)}; got {x!r}")
+        try:
+            fn = lookup(getattr(p, name))
+        except ValueError as err:
+            raise ValueError(f"LinkProfile.{name}: {err}") from err
+        fields = {f.name for f in dataclasses.fields(LinkProfile)}
+        missing = [n for n in keyword_parameters(fn, positional)[1] if n not in fields]
+        if missing:
+            raise ValueError(
+                f"LinkProfile.{name} = {getattr(p, name)!r} requires parameter(s) {', '.join(missing)}, which "
+                "are not LinkProfile fields: give them a default, or name them like a field"
+            )
 
     return rule
 
@@ -164,8 +191,9 @@ _RULES = (
     _real("path_loss_exponent", low=0.0, high=10.0, low_open=True),
     _real("reference_loss_db"),
     _real("reference_distance_m", low=0.0, low_open=True),
-    _choice("fading", FADING_KINDS),
+    _model("fading", fading_model, 2),  # model(rng, size, **parameters)
     _real("rician_k", low=0.0),
+    _real("nakagami_m", low=0.5),
     _real("tx_power_dbm"),
     _real("bs_tx_power_dbm"),
     _real("noise_psd_dbm_hz"),
@@ -174,7 +202,7 @@ _RULES = (
     _real("bandwidth_down_hz", low=0.0, low_open=True),
     _real("efficiency", low=0.0, high=1.0, low_open=True),
     _integer("packet_bytes", 1),
-    _choice("error_model", ERROR_MODELS),
+    _model("error_model", error_model, 1),  # model(snr_db, **parameters)
     _real("outage_snr_db", allow_neg_inf=True),
     _real("bler_snr50_db"),
     _real("bler_slope_db", low=0.0, low_open=True),

@@ -200,8 +200,11 @@ def test_strategy_drops_lost_updates_and_averages_partial_ones_per_element(flowe
 
 
 def test_the_downlink_packets_continue_the_fades_random_stream(flower_identity, monkeypatch):
+    # The built-in channel (pfl_app.wireless.link) draws the fade and sends, for the mod.
+    from pfl_app.wireless import link as wlink
+
     used = {}
-    real_draw, real_transmit = wmod.draw_fading_power, wmod.transmit
+    real_draw, real_transmit = wlink.profile_fading_power, wlink.transmit
 
     def draw(rng, *args):
         used["fade"] = rng
@@ -211,8 +214,8 @@ def test_the_downlink_packets_continue_the_fades_random_stream(flower_identity, 
         used[direction] = rng
         return real_transmit(rng, profile, nbytes, direction, **kwargs)
 
-    monkeypatch.setattr(wmod, "draw_fading_power", draw)
-    monkeypatch.setattr(wmod, "transmit", transmit)
+    monkeypatch.setattr(wlink, "profile_fading_power", draw)
+    monkeypatch.setattr(wlink, "transmit", transmit)
     wireless_mod(_train_message(), _context(**{"wireless.profile": "wifi"}), App())
     assert used["down"] is used["fade"]  # one stream: no packet draw repeats the fade's
     assert used["up"] is not used["fade"]

@@ -1,0 +1,144 @@
+"""What the wireless mod needs from a channel: the :class:`Channel` interface.
+
+The mod (:class:`pfl_app.wireless.mod.WirelessMod`) builds one channel per client and train
+message, tells it which clients the server scheduled in the round (:meth:`Channel.begin_round`),
+then sends the server's message over :meth:`Channel.downlink` and the client's reply over
+:meth:`Channel.uplink`, and reads the client's compute energy from :meth:`Channel.compute_energy_j`.
+The built-in link model (:class:`pfl_app.wireless.link.LinkChannel`) is one implementation;
+the run config's ``wireless.channel`` names another by ``package.module:Class``.
+
+A channel is built afresh for every message, possibly in another process than the round
+before (a Ray actor serves many clients; a deployed client starts a process per message):
+it keeps no state from round to round, and draws its randomness from seeded generators
+(:func:`pfl_app.wireless.channel.client_rng`) so a run is reproducible.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..plugins import load_object
+from .channel import Transmission, compute_energy_j
+from .profiles import LinkProfile
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """The clients the server scheduled to train in one round, as one client sees them.
+
+    Attributes
+    ----------
+    node_ids : tuple of int
+        Flower node ids of every scheduled client, sorted; the same on every client.
+    node_id : int
+        This client's node id, one of ``node_ids``.
+    """
+
+    node_ids: tuple[int, ...]
+    node_id: int
+
+    def __post_init__(self) -> None:
+        if tuple(sorted(set(self.node_ids))) != tuple(self.node_ids):
+            raise ValueError(f"Cohort.node_ids must be sorted and distinct, got {self.node_ids!r}")
+        if self.node_id not in self.node_ids:
+            raise ValueError(f"node {self.node_id} is not in the round's cohort {list(self.node_ids)}")
+
+    @classmethod
+    def of(cls, node_ids: Sequence[int], node_id: int) -> Cohort:
+        """The cohort of ``node_ids`` given in any order, as ``node_id`` sees it."""
+        return cls(tuple(sorted(int(n) for n in node_ids)), int(node_id))
+
+    @property
+    def size(self) -> int:
+        """How many clients transmit in the round (share the spectrum, say)."""
+        return len(self.node_ids)
+
+    @property
+    def position(self) -> int:
+        """This client's place in :attr:`node_ids`, from 0: the same order on every client
+        (a slot of a TDMA frame, say)."""
+        return self.node_ids.index(self.node_id)
+
+
+class Channel(abc.ABC):
+    """One client's simulated radio link, as the wireless mod uses it.
+
+    Subclasses implement :meth:`downlink` and :meth:`uplink`; the rest has defaults that
+    read the client's link profile. The mod builds a channel with the constructor below
+    (a subclass that overrides it must accept the same arguments).
+
+    Parameters
+    ----------
+    profile : LinkProfile
+        The client's link under the run config (``wireless.profile``, ``poor-fraction``,
+        distance spread, overrides): a subclass may use it or not.
+    seed : int
+        The run's seed: derive every draw from it (with the client and round) so that a
+        run can be repeated.
+    client_id : int
+        The client's id (its ``partition-id``), in ``[0, num_clients)``.
+    num_clients : int
+        How many clients the federation has.
+    """
+
+    def __init__(self, profile: LinkProfile, *, seed: int, client_id: int, num_clients: int) -> None:
+        self.profile = profile
+        self.seed = seed
+        self.client_id = client_id
+        self.num_clients = num_clients
+
+    def begin_round(self, server_round: int, cohort: Cohort | None) -> None:
+        """Learn who transmits in ``server_round``, before :meth:`downlink`.
+
+        ``cohort`` is ``None`` when the server's message did not say (a strategy that is
+        not a :class:`~pfl_app.strategies.PersonalizedFedAvg`). The default ignores it: the
+        built-in link model gives each client a link of its own.
+        """
+
+    @abc.abstractmethod
+    def downlink(self, server_round: int, nbytes: int) -> Transmission:
+        """Send the server's message of ``nbytes`` to the client in ``server_round``."""
+
+    @abc.abstractmethod
+    def uplink(self, server_round: int, nbytes: int) -> Transmission:
+        """Send the client's reply of ``nbytes`` to the server in ``server_round``.
+
+        Called after :meth:`downlink` of the same round, and only when it was delivered.
+        ``lost_packets`` of the result say which packets of :attr:`packet_bytes` (after
+        :attr:`overhead_bytes` of protocol) are missing, for the ``partial`` loss mode.
+        """
+
+    def compute_energy_j(self, seconds: float) -> float:
+        """Energy the device spends computing for ``seconds``: the profile's
+        ``device_power_w`` times ``seconds``."""
+        return compute_energy_j(self.profile, seconds)
+
+    @property
+    def packet_bytes(self) -> int:
+        """Payload bytes per packet: the unit in which :attr:`Transmission.lost_packets` count."""
+        return self.profile.packet_bytes
+
+    @property
+    def overhead_bytes(self) -> int:
+        """Protocol bytes in front of a message's payload, in its first packets."""
+        return self.profile.overhead_bytes
+
+
+def load_channel_class(path: str) -> type[Channel]:
+    """The :class:`Channel` subclass a ``package.module:Class`` path names.
+
+    Raises
+    ------
+    ValueError
+        When ``path`` does not have that form, does not import, or names something that is
+        not a subclass of :class:`Channel` (or is abstract still).
+    """
+    cls = load_object(path, "channel")
+    if not (isinstance(cls, type) and issubclass(cls, Channel)):
+        raise ValueError(f"channel {path!r} is {cls!r}, not a subclass of {Channel.__module__}.Channel")
+    if abstract := sorted(getattr(cls, "__abstractmethods__", ())):
+        raise ValueError(f"channel {path!r} does not implement {', '.join(abstract)} of Channel")
+    return cls
+
