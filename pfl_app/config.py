@@ -19,7 +19,7 @@ from typing import Any
 from .data.partition import PARTITIONERS
 from .data.sources import Columns
 from .plugins import is_plugin_path
-from .wireless.fading import fading_problem
+from .wireless.fading import FADING_CHOICES
 from .wireless.profiles import PROFILES
 
 TASK_METHODS = ("pftt", "send-all", "fedit", "fedadapter", "ffa-lora", "fedsa-lora", "feddpa", "local-only",
@@ -283,7 +283,7 @@ FIELDS: tuple[Field, ...] = (
           "(m) evenly over [min, max]", check=_non_negative),
     Field("wireless.distance-max", float, 0.0, "0: each profile's own distance", check=_non_negative),
     Field("wireless.fading", str, "", "override the profile's fading model; empty: the profile's",
-          check=fading_problem),
+          FADING_CHOICES),
     Field("wireless.nakagami-m", float, 0.0, "m of nakagami-m fading (1: Rayleigh, larger: milder); "
           "0: the profile's (1)", check=lambda v: None if v == 0 or v >= 0.5 else "0, or a number >= 0.5"),
     Field("wireless.max-retransmissions", int, -1, "ARQ retransmissions per packet; -1: the "

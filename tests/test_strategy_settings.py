@@ -72,7 +72,9 @@ def test_the_settings_example_in_the_docs_runs(project_dir):
     import re
 
     text = (project_dir / "docs" / "extending.md").read_text()
-    (code,) = re.findall(r"```py\n(.*?)```", text, flags=re.S)
+    # This section's block: the channel section further down has blocks of its own.
+    section = text.split("## Settings of a method's own", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```py\n(.*?)```", section, flags=re.S)
     namespace: dict = {}
     exec(compile(code, "docs/extending.md", "exec"), namespace)
     with pytest.raises(ValueError, match="cap = -1"):

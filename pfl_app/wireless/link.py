@@ -9,6 +9,8 @@ generator. Both generators are :func:`~pfl_app.wireless.channel.client_rng` of
 
 from __future__ import annotations
 
+import numpy as np
+
 from .channel import Transmission, client_rng, transmit
 from .fading import profile_fading_power
 from .interface import Channel
@@ -23,16 +25,17 @@ class LinkChannel(Channel):
     def fading_power(self, server_round: int) -> float:
         """The block fade of ``server_round``, shared by both directions."""
         if self._fade is None or self._fade[0] != server_round:
-            self._downlink_rng(server_round)
+            self._downlink_generator(server_round)
         return self._fade[1]
 
-    def _downlink_rng(self, server_round: int):
+    def _downlink_generator(self, server_round: int) -> np.random.Generator:
+        """The round's downlink generator after its first draw, the fade (kept for the uplink)."""
         rng = client_rng(self.seed, self.client_id, server_round, "down")
         self._fade = (server_round, float(profile_fading_power(rng, self.profile)))
         return rng
 
     def downlink(self, server_round: int, nbytes: int) -> Transmission:
-        rng = self._downlink_rng(server_round)
+        rng = self._downlink_generator(server_round)
         return transmit(rng, self.profile, nbytes, "down", fading_power=self._fade[1])
 
     def uplink(self, server_round: int, nbytes: int) -> Transmission:

@@ -112,7 +112,8 @@ def test_the_mod_uses_the_channel_wireless_channel_names(flower_identity, user_c
     assert user_channel.CALLS[1][3] == message_bytes(msg)
     # The shared band shows in the reply: a quarter of the uplink band holds a quarter of the
     # noise (SNR + 6 dB) and carries less; the downlink is as it was alone.
-    alone = wireless_mod(_train_message(rnd=2, node=11), _context(client=1, **{"wireless.profile": "lte-cell-edge"}), _app)
+    alone_cfg = {"wireless.profile": "lte-cell-edge"}
+    alone = wireless_mod(_train_message(rnd=2, node=11), _context(client=1, **alone_cfg), _app)
     shared, single = reply.content["wireless"], alone.content["wireless"]
     assert shared["snr-db-up"] == pytest.approx(single["snr-db-up"] + 10 * math.log10(4))
     lte = PROFILES["lte-cell-edge"]

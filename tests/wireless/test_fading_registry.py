@@ -27,7 +27,8 @@ def _ks_distance(a, b):
     """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the empirical CDFs."""
     a, b = np.sort(a), np.sort(b)
     grid = np.concatenate([a, b])
-    return float(np.max(np.abs(np.searchsorted(a, grid, "right") / a.size - np.searchsorted(b, grid, "right") / b.size)))
+    cdf_a, cdf_b = np.searchsorted(a, grid, "right") / a.size, np.searchsorted(b, grid, "right") / b.size
+    return float(np.max(np.abs(cdf_a - cdf_b)))
 
 
 # 1.95 sqrt(2 / n): the two-sample KS test's critical value at the 0.1% level.
@@ -179,3 +180,17 @@ def test_a_packet_error_model_of_ones_own_decides_which_packets_fail(user_module
         ERROR_MODELS_BY_NAME.pop("test-always", None)
     with pytest.raises(ValueError, match="LinkProfile.error_model.*outage, bler"):
         with_overrides("wifi", error_model="test-always")
+
+
+def test_the_run_config_reads_the_registry_when_it_checks_wireless_fading():
+    from pfl_app.config import ConfigError, parse_run_config
+
+    allowed = "allowed values: '', rayleigh, rician, none, nakagami-m, package.module:function"
+    with pytest.raises(ConfigError, match=allowed):
+        parse_run_config({"wireless.fading": "test-late"})
+    register_fading("test-late")(lambda rng, size=None: 1.0)
+    try:
+        assert parse_run_config({"wireless.fading": "test-late"}).wireless.fading == "test-late"
+        assert parse_run_config({"wireless.fading": "my_pkg.fading:late"}).wireless.fading == "my_pkg.fading:late"
+    finally:
+        FADING_MODELS.pop("test-late")
