@@ -43,15 +43,19 @@ def check_wireless(cfg: RunConfig) -> None:
     that imports, and ``wireless.fading`` (with ``wireless.nakagami-m``) a fading model the
     link profiles accept.
 
-    Both are imported where they are used, on every client: a path that does not import here
-    (the launcher, the ServerApp) would fail there too, once per client and round.
+    Both are imported where they are used, on every client, and here (the launcher, the
+    ServerApp) first, so that a path that does not import stops the run before it starts
+    rather than fail on every client in every round: it must import in all those places.
     """
-    from .wireless.interface import load_channel_class
-    from .wireless.profiles import with_overrides
+    from .wireless.interface import build_channel, load_channel_class
+    from .wireless.profiles import get_profile, with_overrides
 
     if cfg.wireless.channel:
         try:
-            load_channel_class(cfg.wireless.channel)
+            cls = load_channel_class(cfg.wireless.channel)
+            # Built once as the mod builds it, on the base profile: a constructor that takes
+            # other arguments would fail on every client.
+            build_channel(cls, get_profile(cfg.wireless.profile), seed=cfg.seed, client_id=0, num_clients=1)
         except ValueError as err:
             raise ConfigError(f"run-config key 'wireless.channel' = {cfg.wireless.channel!r}: {err}") from err
     overrides = {"fading": cfg.wireless.fading} if cfg.wireless.fading else {}

@@ -142,3 +142,19 @@ def load_channel_class(path: str) -> type[Channel]:
         raise ValueError(f"channel {path!r} does not implement {', '.join(abstract)} of Channel")
     return cls
 
+
+
+def build_channel(cls: type[Channel], profile: LinkProfile, *, seed: int, client_id: int,
+                  num_clients: int) -> Channel:
+    """``cls(profile, seed=..., client_id=..., num_clients=...)``, as the wireless mod builds a channel.
+
+    Raises
+    ------
+    ValueError
+        When the class's constructor does not take those arguments.
+    """
+    try:
+        return cls(profile, seed=seed, client_id=client_id, num_clients=num_clients)
+    except TypeError as err:
+        raise ValueError(f"{cls.__qualname__} cannot be built as the wireless mod builds a channel, "
+                         f"cls(profile, *, seed, client_id, num_clients): {err}") from err

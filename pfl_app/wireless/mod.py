@@ -57,7 +57,7 @@ from ..protocol import (
 )
 from ..records import from_arrayrecord, message_bytes, to_arrayrecord
 from .channel import Transmission
-from .interface import Channel, Cohort, load_channel_class
+from .interface import Channel, Cohort, build_channel, load_channel_class
 from .link import LinkChannel
 from .partial import arrival_masks
 from .profiles import LinkProfile, profile_for_client, with_overrides
@@ -125,14 +125,14 @@ def client_channel(cfg: RunConfig, client_id: int, num_clients: int) -> Channel:
     ValueError
         Naming the run-config key when ``wireless.channel`` is not a Channel class.
     """
-    cls: type[Channel] = LinkChannel
-    if cfg.wireless.channel:
-        try:
-            cls = load_channel_class(cfg.wireless.channel)
-        except ValueError as err:
-            raise ValueError(f"run-config key 'wireless.channel' = {cfg.wireless.channel!r}: {err}") from err
-    return cls(link_profile(cfg, client_id, num_clients), seed=cfg.seed, client_id=client_id,
-               num_clients=num_clients)
+    profile = link_profile(cfg, client_id, num_clients)
+    if not cfg.wireless.channel:
+        return LinkChannel(profile, seed=cfg.seed, client_id=client_id, num_clients=num_clients)
+    try:
+        return build_channel(load_channel_class(cfg.wireless.channel), profile, seed=cfg.seed,
+                             client_id=client_id, num_clients=num_clients)
+    except ValueError as err:
+        raise ValueError(f"run-config key 'wireless.channel' = {cfg.wireless.channel!r}: {err}") from err
 
 
 def _cohort(msg: Message, node_id: int) -> Cohort | None:

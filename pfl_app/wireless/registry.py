@@ -90,10 +90,17 @@ def resolve(registry: Mapping[str, Model], name: str, what: str) -> Model:
     raise ValueError(f"{what} must be one of {allowed_text(registry)}; got {name!r}")
 
 
-@functools.lru_cache(maxsize=256)
 def keyword_parameters(fn: Model, positional: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``(names, required names)`` of the parameters of ``fn`` after its first ``positional``
     ones: those a caller fills by keyword."""
+    try:
+        return _keyword_parameters(fn, positional)
+    except TypeError:  # an unhashable callable: read its signature every time
+        return _keyword_parameters.__wrapped__(fn, positional)
+
+
+@functools.lru_cache(maxsize=256)  # a signature is read once per model, not per message
+def _keyword_parameters(fn: Model, positional: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
     params = list(inspect.signature(fn).parameters.values())
     free = [p for p in params[positional:]
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]

@@ -60,6 +60,11 @@ USER_CHANNEL = """
 
     class Unfinished(Channel):  # without downlink and uplink
         pass
+
+
+    class OwnConstructor(LinkChannel):
+        def __init__(self, profile):
+            super().__init__(profile, seed=0, client_id=0, num_clients=1)
 """
 
 
@@ -163,6 +168,7 @@ def test_a_channel_value_without_a_colon_is_refused_by_the_config():
     ("user_channel:NotAChannel", "not a subclass of pfl_app.wireless.interface.Channel"),
     ("user_channel:CALLS", "not a subclass"),
     ("user_channel:Unfinished", "does not implement downlink, uplink"),
+    ("user_channel:OwnConstructor", "OwnConstructor cannot be built as the wireless mod builds a channel"),
 ])
 def test_a_channel_that_is_not_a_channel_class_is_refused_before_the_run(user_channel, path, why):
     cfg = parse_run_config({**TINY, "wireless.channel": path})
