@@ -18,14 +18,19 @@ from typing import Any
 
 from .data.partition import PARTITIONERS
 from .data.sources import Columns
+from .methods import CLIENT_KINDS, MethodSpec, method_names, method_problem, method_spec
 from .wireless.profiles import FADING_KINDS, PROFILES
 
-TASK_METHODS = ("pftt", "send-all", "fedit", "fedadapter", "ffa-lora", "fedsa-lora", "feddpa", "local-only",
-                "centralized")
-# Instruction tuning with RLHF (PFIT and its baselines): GRPO on each client, rewarded by
-# the helpfulness and safety reward models (pfl_app/rlhf/).
-RLHF_METHODS = ("pfit", "rlhf-fedavg", "rlhf-local", "rlhf-single")
-METHODS = TASK_METHODS + RLHF_METHODS
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    """``METHODS``, ``TASK_METHODS`` and ``RLHF_METHODS``: the registered methods' names, all,
+    task tuning, and RLHF (:mod:`pfl_app.methods`), read when asked for (the methods register
+    themselves on import, after this module)."""
+    kinds = {"METHODS": CLIENT_KINDS, "TASK_METHODS": ("task",), "RLHF_METHODS": ("rlhf",)}
+    if name not in kinds:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return tuple(m for m in method_names() if method_spec(m).client_kind in kinds[name])
+
 SPARSE_UPDATES = ("dense", "last-k", "every-k")
 START_POINTS = ("personal", "global")
 ATTENTION_PATTERNS = ("dense", "local-window")
@@ -62,8 +67,9 @@ class Field:
         The value pyproject.toml carries.
     help : str
         One line for the docs and for error messages.
-    choices : tuple, optional
-        The allowed values, when the set is closed.
+    choices : tuple or callable, optional
+        The allowed values, when the set is closed; a function returning them when a
+        registry holds them.
     check : callable, optional
         ``check(value) -> str | None``: a description of the allowed range when the value
         is out of it, else ``None``.
@@ -73,9 +79,16 @@ class Field:
     kind: type
     default: Any
     help: str
-    choices: tuple = ()
+    choices: tuple | Callable[[], tuple] = ()
     check: Callable[[Any], str | None] | None = None
     allow_inf: bool = False
+    #: ``plugin(value) -> str | None`` checks a ``package.module:name`` value, which is then
+    #: allowed besides ``choices``.
+    plugin: Callable[[str], str | None] | None = None
+
+    def allowed_choices(self) -> tuple:
+        """``choices``, read now when they are a registry's names."""
+        return self.choices() if callable(self.choices) else self.choices
 
 
 def _positive(v: float) -> str | None:
@@ -127,7 +140,8 @@ def _csv_nonempty(v: str) -> str | None:
 
 FIELDS: tuple[Field, ...] = (
     # --- the run ------------------------------------------------------------------
-    Field("method", str, "pftt", "federated method: what is trained, sent and kept", METHODS),
+    Field("method", str, "pftt", "federated method: what is trained, sent and kept; or a strategy class "
+          "of your own as package.module:Class", method_names, plugin=method_problem),
     Field("num-server-rounds", int, 3, "federated rounds", check=_positive),
     Field("seed", int, 0, "seed for model init, data split and sampling", check=_non_negative),
     Field("run-name", str, "", "results sub-folder; empty: <method>-<UTC timestamp>",
@@ -355,7 +369,10 @@ def validate_flat(run_config: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in run_config.items():
         f = FIELDS_BY_KEY[key]
         value = _coerce(f, value)
-        if f.choices and value not in f.choices:
+        if f.plugin is not None and ":" in value:
+            if (problem := f.plugin(value)) is not None:
+                raise ConfigError(f"run-config key '{key}' = {value!r} is not allowed: {problem}")
+        elif f.choices and value not in f.allowed_choices():
             raise ConfigError(
                 f"run-config key '{key}' = {value!r} is not allowed; allowed values: "
                 f"{_allowed_text(f)}"  # shows an allowed empty value as ''; a bare join showed nothing
@@ -497,6 +514,12 @@ class RunConfig:
     rlhf: RlhfSettings
     flat: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
 
+    @property
+    def method_spec(self) -> MethodSpec:
+        """What the run's method is (:class:`pfl_app.methods.MethodSpec`): its strategy, the
+        client handlers that train it, its model's parts and the model it delivers."""
+        return method_spec(self.method)
+
 
 def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
     """Validate a flat Flower run config and return a :class:`RunConfig`.
@@ -589,7 +612,8 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
 
 def _allowed_text(f: Field) -> str:
     if f.choices:
-        return ", ".join(repr(c) if c == "" else str(c) for c in f.choices)
+        text = ", ".join(repr(c) if c == "" else str(c) for c in f.allowed_choices())
+        return text + (", or package.module:name" if f.plugin is not None else "")
     if f.check is None:
         return ""
     for probe in (-2, 0, 1.5, " , "):  # a value outside the range makes the check describe it
