@@ -173,7 +173,7 @@ def method_spec(method: str) -> MethodSpec:
             raise MethodError(f"{method!r} is not a method{hint}; allowed values: {', '.join(names)}, "
                               "or a strategy class of your own as 'package.module:Class'")
     try:
-        strategy = load_object(path, "method")
+        strategy = load_object(path, "method", "class")
     except PluginError as err:
         raise MethodError(str(err)) from None
     if not isinstance(strategy, type) or not callable(getattr(strategy, "from_run_config", None)) \

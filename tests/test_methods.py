@@ -55,8 +55,8 @@ def test_a_users_class_by_path_inherits_its_facts(user_module):
 
 
 @pytest.mark.parametrize("method, expected", [
-    ("user_methods:Missing", "has no 'Missing'"),
-    ("no_such_package.methods:Mine", "cannot import 'no_such_package.methods'"),
+    ("user_methods:Missing", "module 'user_methods' has no class 'Missing'"),
+    ("no_such_package.methods:Mine", "Cannot import 'no_such_package.methods'"),
     ("user_methods:NotAStrategy", "is not a strategy class"),
     ("user_methods:BadKind", "BadKind.client_kind = 'vision'; allowed: task, rlhf"),
     ("user methods:Mine", "not of the form 'package.module:name'"),
