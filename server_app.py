@@ -1,13 +1,6 @@
-"""The Flower ServerApp of pfl-app. Wiring only: the logic lives in pfl_app.server."""
+"""The Flower ServerApp of pfl-app (pyproject's ``serverapp``). Wiring only: the app is
+:mod:`pfl_app.server.app`, where an app of a user's own finds it too."""
 
-from flwr.app import Context
-from flwr.serverapp import Grid, ServerApp
+from pfl_app.server.app import app
 
-from pfl_app.server import run_server
-
-app = ServerApp()
-
-
-@app.main()
-def main(grid: Grid, context: Context) -> None:
-    run_server(grid, context)
+__all__ = ["app"]

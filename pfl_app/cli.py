@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .config import RLHF_METHODS, ConfigError, parse_run_config
+from .config import ConfigError, parse_run_config
+from .methods import method_names, method_spec, recorded_spec
 from .launch import (
     Interrupted,
     LaunchError,
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from .plots import load_run, plot_preferences, plot_runs, preference_table, separation_table
 
-        rlhf = [r for r in args.runs if load_run(r)[0].get("method") in RLHF_METHODS]
+        rlhf = [r for r in args.runs if recorded_spec(load_run(r)[0])[0] == "rlhf"]
         task = [r for r in args.runs if r not in rlhf]
         paths = plot_runs(task, args.out) if task else []
         if rlhf:
@@ -179,9 +180,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "reward-models":
             cfg = parse_run_config(resolve_run_config(scenario, overrides, app_dir))
-            if cfg.method not in RLHF_METHODS:
+            if not cfg.method_spec.uses_reward_models:
+                rlhf = [m for m in method_names() if method_spec(m).uses_reward_models]
                 raise ConfigError(f"run-config key 'method' = {cfg.method!r} uses no reward models; "
-                                  f"the methods that do: {', '.join(RLHF_METHODS)}")
+                                  f"the methods that do: {', '.join(rlhf)}")
             from .preflight import check_reward_models
 
             check_reward_models(cfg)  # before an embedded one is trained for minutes

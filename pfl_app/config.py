@@ -2,32 +2,47 @@
 
 Flower hands the ServerApp and every ClientApp a flat ``run_config`` dict whose keys come
 from ``[tool.flwr.app.config]`` in ``pyproject.toml`` (nested tables become dotted keys),
-overridden by ``flwr run --run-config``. :data:`FIELDS` is the single description of
-those keys; ``tests/test_config.py`` checks that pyproject lists exactly these keys with
-exactly these defaults, and :func:`parse_run_config` turns a flat dict into a typed,
-validated :class:`RunConfig` before any training starts.
+overridden by ``flwr run --run-config``. Each key is declared once, as a field of a settings
+dataclass (:class:`RunConfig` and its sections) made with :func:`setting`; :data:`FIELDS`,
+:func:`defaults`, the docs table and :func:`parse_run_config`'s construction are derived from
+those fields. ``tests/test_config.py`` checks that pyproject lists exactly these keys with
+exactly these defaults (``python -m pfl_app.config --pyproject`` prints them), and
+:func:`parse_run_config` turns a flat dict into a typed, validated :class:`RunConfig` before
+any training starts.
+
+To add a key: add a ``setting(...)`` field to the dataclass of its section, and its line to
+pyproject.toml and the table in docs/configuration.md (``python -m pfl_app.config``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_type_hints
 
 from .data.partition import PARTITIONERS
 from .data.sources import Columns
-from .plugins import is_plugin_path
-from .wireless.fading import FADING_CHOICES
+from .methods import CLIENT_KINDS, MethodSpec, method_names, method_problem, method_spec
+from .wireless.fading import fading_names, fading_problem
+from .wireless.interface import channel_path_problem, channel_problem
 from .wireless.profiles import PROFILES
 
-TASK_METHODS = ("pftt", "send-all", "fedit", "fedadapter", "ffa-lora", "fedsa-lora", "feddpa", "local-only",
-                "centralized")
-# Instruction tuning with RLHF (PFIT and its baselines): GRPO on each client, rewarded by
-# the helpfulness and safety reward models (pfl_app/rlhf/).
-RLHF_METHODS = ("pfit", "rlhf-fedavg", "rlhf-local", "rlhf-single")
-METHODS = TASK_METHODS + RLHF_METHODS
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    """``METHODS``, ``TASK_METHODS`` and ``RLHF_METHODS``: the registered methods' names, all,
+    task tuning, and RLHF (:mod:`pfl_app.methods`), read when asked for (the methods register
+    themselves on import, after this module)."""
+    kinds = {"METHODS": CLIENT_KINDS, "TASK_METHODS": ("task",), "RLHF_METHODS": ("rlhf",)}
+    if name not in kinds:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return tuple(m for m in method_names() if method_spec(m).client_kind in kinds[name])
+
 SPARSE_UPDATES = ("dense", "last-k", "every-k")
 START_POINTS = ("personal", "global")
 ATTENTION_PATTERNS = ("dense", "local-window")
@@ -64,8 +79,9 @@ class Field:
         The value pyproject.toml carries.
     help : str
         One line for the docs and for error messages.
-    choices : tuple, optional
-        The allowed values, when the set is closed.
+    choices : tuple or callable, optional
+        The allowed values, when the set is closed; a function returning them when a
+        registry holds them.
     check : callable, optional
         ``check(value) -> str | None``: a description of the allowed range when the value
         is out of it, else ``None``.
@@ -75,9 +91,16 @@ class Field:
     kind: type
     default: Any
     help: str
-    choices: tuple = ()
+    choices: tuple | Callable[[], tuple] = ()
     check: Callable[[Any], str | None] | None = None
     allow_inf: bool = False
+    #: ``plugin(value) -> str | None`` checks a ``package.module:name`` value, which is then
+    #: allowed besides ``choices``.
+    plugin: Callable[[str], str | None] | None = None
+
+    def allowed_choices(self) -> tuple:
+        """``choices``, read now when they are a registry's names."""
+        return self.choices() if callable(self.choices) else self.choices
 
 
 def _positive(v: float) -> str | None:
@@ -127,177 +150,358 @@ def _csv_nonempty(v: str) -> str | None:
     return None if [s for s in v.split(",") if s.strip()] else "a comma-separated, non-empty list"
 
 
-FIELDS: tuple[Field, ...] = (
-    # --- the run ------------------------------------------------------------------
-    Field("method", str, "pftt", "federated method: what is trained, sent and kept", METHODS),
-    Field("num-server-rounds", int, 3, "federated rounds", check=_positive),
-    Field("seed", int, 0, "seed for model init, data split and sampling", check=_non_negative),
-    Field("run-name", str, "", "results sub-folder; empty: <method>-<UTC timestamp>",
-          check=safe_name_problem),
-    Field("results-dir", str, "results", "where runs are written; relative paths resolve "
-          "against $PFL_APP_HOME, else the SuperLink's working directory"),
-    Field("resume-from", str, "", "a run folder to continue from its last finished round; "
-          "every other key must equal that run's (pfl-app run --resume-from sets them)"),
-    Field("fraction-train", float, 1.0, "fraction of clients sampled to train each round",
-          check=_fraction),
-    Field("fraction-evaluate", float, 1.0, "fraction of clients sampled to evaluate each round",
-          check=_fraction),
-    Field("min-clients", int, 2, "clients that must be connected before a round starts, and the "
-          "fewest sampled", check=_positive),
-    Field("min-answers", int, 1, "fewest clients that must answer a round (a failed or timed-out "
-          "client does not) for the run to go on; fewer stops it with a message", check=_positive),
-    Field("round-timeout-s", float, 3600.0, "seconds the server waits for replies in a round; "
-          "a client that has not answered by then is left out", check=_positive),
-    Field("update-norm-factor", float, 10.0, "reject an update that moved more than this many "
-          "times the round's median (3+ updates); 0: off", check=_non_negative),
-    Field("server-optimizer", str, "fedavg", "Flower strategy applied to the averaged shared "
-          "tensors", SERVER_OPTIMIZERS),
-    Field("server-learning-rate", float, 0.1, "eta of fedadam/fedyogi/fedadagrad; server "
-          "learning rate of fedavgm", check=_positive),
-    Field("proximal-mu", float, 0.01, "weight of FedProx's proximal term (server-optimizer "
-          "fedprox)", check=_non_negative),
-    # --- the model ----------------------------------------------------------------
-    Field("model.name", str, "smollm2-135m-instruct",
-          "embedded name (smollm2-135m-instruct, tiny-llama), a local directory, or a hub id"),
-    Field("model.cache-dir", str, "", "where converted models are cached; empty: "
-          "$PFL_APP_CACHE, else ~/.cache/pfl-app"),
-    Field("model.max-length", int, 128, "tokens per training/eval sequence", check=_positive),
-    # --- bottleneck adapters (shared) -------------------------------------------------
-    Field("adapter.bottleneck-dim", int, 16, "width of each bottleneck adapter", check=_positive),
-    Field("adapter.non-linearity", str, "relu", "adapter activation", NON_LINEARITIES),
-    Field("adapter.dropout", float, 0.0, "dropout inside the adapter", check=_probability),
-    # --- LoRA (personal) --------------------------------------------------------------
-    Field("lora.r", int, 16, "LoRA rank", check=_positive),
-    Field("lora.alpha", int, 32, "LoRA scaling numerator", check=_positive),
-    Field("lora.dropout", float, 0.05, "LoRA dropout", check=_probability),
-    Field("lora.target-modules", str, "q_proj,k_proj,v_proj,o_proj", "comma-separated module names LoRA wraps",
-          check=_csv_nonempty),
-    # --- data ---------------------------------------------------------------------
-    Field("data.tasks", str, "bbc-news", "comma-separated datasets handed to clients round-robin: "
-          "bbc-news, chatterbot-qa, a .jsonl/.json/.csv/.parquet path, or a hub id",
-          check=_csv_nonempty),
-    Field("data.partitioner", str, "dirichlet", "how a dataset is split across its clients",
-          PARTITIONERS),
-    Field("data.partition-by", str, "", "column to partition on; empty: label for "
-          "classification, category for question/answer"),
-    Field("data.alpha", float, 0.5, "Dirichlet concentration (smaller: more skew)",
-          check=_positive),
-    Field("data.labels-per-client", int, 2, "labels per client for the pathological split",
-          check=_positive),
-    Field("data.test-fraction", float, 0.2, "share of each client's partition held out for test",
-          check=_open_fraction),
-    Field("data.max-train-examples", int, 64, "cap on each client's train split; 0: no cap",
-          check=_non_negative),
-    Field("data.max-test-examples", int, 24, "cap on each client's test split; 0: no cap",
-          check=_non_negative),
-    Field("data.text-column", str, "text", "text column of a classification file"),
-    Field("data.label-column", str, "label", "label column of a classification file"),
-    Field("data.prompt-column", str, "prompt", "prompt column of a question/answer file"),
-    Field("data.completion-column", str, "completion", "answer column of a question/answer file"),
-    # --- local training -----------------------------------------------------------------
-    Field("train.local-steps", int, 6, "optimizer steps per client per round", check=_positive),
-    Field("train.batch-size", int, 4, "sequences per step", check=_positive),
-    Field("train.learning-rate", float, 5e-4, "AdamW learning rate", check=_positive),
-    Field("train.weight-decay", float, 0.0, "AdamW weight decay", check=_non_negative),
-    Field("eval.batch-size", int, 8, "sequences per evaluation forward pass", check=_positive),
-    # --- RLHF for PFIT and its baselines (see docs/pfit.md) ----------------------------
-    Field("rlhf.helpfulness-model", str, "", "helpfulness reward model: a local folder or hub id "
-          "of a 1-logit sequence classifier; empty: the embedded one, trained once and cached"),
-    Field("rlhf.safety-model", str, "", "safety reward model: as rlhf.helpfulness-model"),
-    Field("rlhf.reward-steps", int, 100, "training steps of each embedded reward model (the cache "
-          "is keyed on it)", check=_positive),
-    Field("rlhf.safety-weight-min", float, 0.1, "safety weight of the first client; client i's is "
-          "spread evenly up to safety-weight-max, and its helpfulness weight is 1 - that",
-          check=_unit_interval),
-    Field("rlhf.safety-weight-max", float, 0.9, "safety weight of the last client", check=_unit_interval),
-    Field("rlhf.harmful-fraction-min", float, 0.25, "share of harmful requests among the first "
-          "client's training prompts; spread up to harmful-fraction-max", check=_unit_interval),
-    Field("rlhf.harmful-fraction-max", float, 0.75, "share of harmful requests among the last "
-          "client's training prompts", check=_unit_interval),
-    Field("rlhf.train-prompts", int, 32, "training prompts per client", check=_positive),
-    Field("rlhf.eval-prompts", int, 8, "held-out evaluation prompts per client, half harmful",
-          check=_positive),
-    Field("rlhf.final-eval-prompts", int, 0, "held-out prompts scored in the last round, half harmful "
-          "(0: rlhf.eval-prompts): the delivered models measured more finely, at the cost of one "
-          "longer evaluation; earlier rounds score rlhf.eval-prompts of them (half from each half)",
-          check=_non_negative),
-    Field("rlhf.prompts-per-step", int, 1, "prompts per GRPO step (each sampled num-generations "
-          "times)", check=_positive),
-    Field("rlhf.num-generations", int, 8, "completions sampled per prompt (GRPO's group)",
-          check=lambda v: None if v >= 2 else "a whole number >= 2"),
-    Field("rlhf.max-completion-length", int, 32, "tokens per sampled completion", check=_positive),
-    Field("rlhf.sampling-temperature", float, 0.7, "temperature of training samples (below 1, the "
-          "policy's refusals, rare when sampled hot, show up in its groups)", check=_positive),
-    Field("rlhf.scale-rewards", str, "group", "how GRPO scales a group's centred mixed rewards into "
-          "advantages: by the group's standard deviation (trl's default), the step's batch's (the "
-          "same as group at one prompt per step), or not at all (Dr. GRPO); only with "
-          "sum-then-normalize", choices=("group", "batch", "none")),
-    Field("rlhf.reward-aggregation", str, "sum-then-normalize", "how GRPO combines the two rewards: "
-          "mix them with the client's weights, then scale (rlhf.scale-rewards; trl's default); or "
-          "z-score each within its group first, so a weight acts on the reward's standardized value, "
-          "not its spread, then standardize the mix over the batch (GDPO)",
-          choices=("sum-then-normalize", "normalize-then-sum")),
-    Field("rlhf.beta", float, 0.2, "weight of the KL term toward the reference (base) model",
-          check=_non_negative),
-    Field("rlhf.proximal-mu", float, 0.01, "weight of the proximal term toward the round's global "
-          "weights; 0: off", check=_non_negative),
-    Field("rlhf.aggregation-temperature", float, 1.0, "pfit: softmax temperature over clients' mean "
-          "rewards in the aggregation weights; inf: plain FedAvg", check=_positive_or_inf, allow_inf=True),
-    Field("rlhf.policy-pairs", int, 192, "harmful prompts (and half as many benign ones) the policy "
-          "answers twice each, so the embedded safety model also learns from the policy's own "
-          "compliance and refusals; 0: template pairs only", check=_non_negative),
-    Field("rlhf.warmup-steps", int, 40, "steps of the supervised warm-up (trl SFTTrainer) that every "
-          "RLHF method's policy starts from, trained once and cached; 0: start from model.name as it is",
-          check=_non_negative),
-    Field("rlhf.warmup-refusal-share", float, 0.5, "share of the warm-up's harmful demonstrations "
-          "that refuse; the rest are the policy's own answers", check=_unit_interval),
-    Field("rlhf.warmup-prompts", int, 128, "harmful prompts of the warm-up's demonstrations (and half as "
-          "many benign ones, answered by the policy itself)", check=_positive),
-    Field("rlhf.start-from", str, "personal", "pfit: what a client starts each round from: its own "
-          "policy of the last round (held near the global one by rlhf.proximal-mu), or the global "
-          "policy", START_POINTS),
-    Field("rlhf.carry-optimizer", bool, True, "a client whose round starts from its own policy also "
-          "continues its optimizer's state (Adam's moments) from its last round, instead of a fresh "
-          "optimizer every round"),
-    Field("rlhf.sparse-update", str, "last-k", "which layers carry the policy LoRA, are trained "
-          "and sent: all (dense), the last k, or every k-th", SPARSE_UPDATES),
-    Field("rlhf.sparse-k", int, 10, "k of rlhf.sparse-update", check=_positive),
-    Field("rlhf.attention", str, "dense", "self-attention pattern of the policy: dense, or a "
-          "local window plus sink tokens", ATTENTION_PATTERNS),
-    Field("rlhf.attention-window", int, 64, "local-window: tokens each query attends to back "
-          "from itself", check=_positive),
-    Field("rlhf.sink-tokens", int, 4, "local-window: first tokens every query also attends to",
-          check=_non_negative),
-    # --- fault injection, for testing (see pfl_app/faults.py) ----------------------------
-    Field("faults.fail-fraction", float, 0.0, "share of clients whose training raises, each round",
-          check=_unit_interval),
-    Field("faults.corrupt-fraction", float, 0.0, "share of clients that send a NaN update, each round",
-          check=_unit_interval),
-    # --- the wireless channel (train messages cross it; see docs/wireless.md) -------------
-    Field("wireless.profile", str, "ideal", "link profile of every client", tuple(PROFILES)),
-    Field("wireless.poor-fraction", float, 0.0, "share of clients moved to wireless.poor-profile",
-          check=_unit_interval),
-    Field("wireless.poor-profile", str, "lte-cell-edge", "link profile of the poor clients",
-          tuple(PROFILES)),
-    Field("wireless.distance-min", float, 0.0, "with distance-max > 0: spread client distances "
-          "(m) evenly over [min, max]", check=_non_negative),
-    Field("wireless.distance-max", float, 0.0, "0: each profile's own distance", check=_non_negative),
-    Field("wireless.fading", str, "", "override the profile's fading model; empty: the profile's",
-          FADING_CHOICES),
-    Field("wireless.nakagami-m", float, 0.0, "m of nakagami-m fading (1: Rayleigh, larger: milder); "
-          "0: the profile's (1)", check=lambda v: None if v == 0 or v >= 0.5 else "0, or a number >= 0.5"),
-    Field("wireless.max-retransmissions", int, -1, "ARQ retransmissions per packet; -1: the "
-          "profile's", check=_retransmissions),
-    Field("wireless.loss-mode", str, "whole", "whole: an update with a lost packet is lost; "
-          "partial: it arrives without the lost chunks", LOSS_MODES),
-    Field("wireless.compute-s", float, 0.0, "simulated on-device training time per round, counted "
-          "in a client's round time (the measured time would make stragglers depend on the host)",
-          check=_non_negative),
-    Field("wireless.deadline-s", float, 0.0, "round deadline in simulated seconds (downlink + "
-          "compute-s + uplink); later updates are dropped as stragglers; 0: none", check=_non_negative),
-    Field("wireless.channel", str, "", "a Channel class by package.module:Class; empty: the built-in link model",
-          check=lambda v: None if v == "" or is_plugin_path(v) else "empty, or package.module:Class"),
-)
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in value.split(",") if s.strip())
+
+
+# The key under which setting() stores a field's description in its dataclass metadata.
+_SETTING = "pfl_app.setting"
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What :func:`setting` records; :func:`fields_of` adds the key and the type."""
+
+    default: Any
+    help: str
+    choices: tuple | Callable[[], tuple]
+    check: Callable[[Any], str | None] | None
+    key: str | None
+    allow_inf: bool
+    parse: Callable[[Any], Any] | None
+    plugin: Callable[[str], str | None] | None
+
+
+def setting(default: Any, help: str, choices: tuple | Callable[[], tuple] = (),
+            check: Callable[[Any], str | None] | None = None, *, key: str | None = None, allow_inf: bool = False,
+            parse: Callable[[Any], Any] | None = None, plugin: Callable[[str], str | None] | None = None) -> Any:
+    """Declare a settings-dataclass field as a run-config key (its one declaration).
+
+    Parameters
+    ----------
+    default : Any
+        The value pyproject.toml carries, as it is written there (a comma-separated string
+        for a ``parse=_csv`` field).
+    help, choices, check, allow_inf, plugin
+        As in :class:`Field`.
+    key : str, optional
+        The dotted key, where it is not ``<section>.<field name with - for _>``.
+    parse : callable, optional
+        Turns the validated run-config value into the attribute's value; such a key is
+        read as a ``str`` whatever the annotation says (``data.tasks`` -> a tuple).
+
+    Returns
+    -------
+    dataclasses.Field
+        A field with no dataclass default: a settings object is only ever built from a
+        validated run config (:func:`parse_run_config`), never from the defaults alone.
+    """
+    choices = choices if callable(choices) else tuple(choices)
+    return field(metadata={_SETTING: _Spec(default, help, choices, check, key, allow_inf, parse, plugin)})
+
+
+# The settings dataclasses are the single description of the run-config keys: FIELDS, the
+# defaults, the docs table and parse_run_config are all derived from them, in field order.
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """``model.*``"""
+
+    name: str = setting("smollm2-135m-instruct",
+                        "embedded name (smollm2-135m-instruct, tiny-llama), a local directory, or a hub id")
+    cache_dir: str = setting("", "where converted models are cached; empty: $PFL_APP_CACHE, else "
+                             "~/.cache/pfl-app")
+    max_length: int = setting(128, "tokens per training/eval sequence", check=_positive)
+
+
+@dataclass(frozen=True)
+class AdapterSettings:
+    """``adapter.*``: the bottleneck adapters (shared)."""
+
+    bottleneck_dim: int = setting(16, "width of each bottleneck adapter", check=_positive)
+    non_linearity: str = setting("relu", "adapter activation", NON_LINEARITIES)
+    dropout: float = setting(0.0, "dropout inside the adapter", check=_probability)
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """``lora.*``: LoRA (personal)."""
+
+    r: int = setting(16, "LoRA rank", check=_positive)
+    alpha: int = setting(32, "LoRA scaling numerator", check=_positive)
+    dropout: float = setting(0.05, "LoRA dropout", check=_probability)
+    target_modules: tuple[str, ...] = setting("q_proj,k_proj,v_proj,o_proj", "comma-separated module names LoRA "
+                                              "wraps", check=_csv_nonempty, parse=_csv)
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """``data.*``"""
+
+    tasks: tuple[str, ...] = setting("bbc-news", "comma-separated datasets handed to clients round-robin: "
+                                     "bbc-news, chatterbot-qa, a .jsonl/.json/.csv/.parquet path, or a hub id",
+                                     check=_csv_nonempty, parse=_csv)
+    partitioner: str = setting("dirichlet", "how a dataset is split across its clients", PARTITIONERS)
+    partition_by: str = setting("", "column to partition on; empty: label for classification, category for "
+                                "question/answer")
+    alpha: float = setting(0.5, "Dirichlet concentration (smaller: more skew)", check=_positive)
+    labels_per_client: int = setting(2, "labels per client for the pathological split", check=_positive)
+    test_fraction: float = setting(0.2, "share of each client's partition held out for test",
+                                   check=_open_fraction)
+    max_train_examples: int = setting(64, "cap on each client's train split; 0: no cap", check=_non_negative)
+    max_test_examples: int = setting(24, "cap on each client's test split; 0: no cap", check=_non_negative)
+    text_column: str = setting("text", "text column of a classification file")
+    label_column: str = setting("label", "label column of a classification file")
+    prompt_column: str = setting("prompt", "prompt column of a question/answer file")
+    completion_column: str = setting("completion", "answer column of a question/answer file")
+
+    @property
+    def columns(self) -> Columns:
+        """The four ``data.*-column`` keys, as the data loaders take them."""
+        return Columns(self.text_column, self.label_column, self.prompt_column, self.completion_column)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """``train.*``: local training (and ``eval.batch-size``)."""
+
+    local_steps: int = setting(6, "optimizer steps per client per round", check=_positive)
+    batch_size: int = setting(4, "sequences per step", check=_positive)
+    learning_rate: float = setting(5e-4, "AdamW learning rate", check=_positive)
+    weight_decay: float = setting(0.0, "AdamW weight decay", check=_non_negative)
+    eval_batch_size: int = setting(8, "sequences per evaluation forward pass", check=_positive,
+                                   key="eval.batch-size")
+
+
+@dataclass(frozen=True)
+class RlhfSettings:
+    """``rlhf.*``: RLHF for PFIT and its baselines (see docs/pfit.md)."""
+
+    helpfulness_model: str = setting("", "helpfulness reward model: a local folder or hub id of a 1-logit "
+                                     "sequence classifier; empty: the embedded one, trained once and cached")
+    safety_model: str = setting("", "safety reward model: as rlhf.helpfulness-model")
+    reward_steps: int = setting(100, "training steps of each embedded reward model (the cache is keyed on "
+                                "it)", check=_positive)
+    safety_weight_min: float = setting(0.1, "safety weight of the first client; client i's is spread evenly up "
+                                       "to safety-weight-max, and its helpfulness weight is 1 - that",
+                                       check=_unit_interval)
+    safety_weight_max: float = setting(0.9, "safety weight of the last client", check=_unit_interval)
+    harmful_fraction_min: float = setting(0.25, "share of harmful requests among the first client's training "
+                                          "prompts; spread up to harmful-fraction-max", check=_unit_interval)
+    harmful_fraction_max: float = setting(0.75, "share of harmful requests among the last client's training "
+                                          "prompts", check=_unit_interval)
+    train_prompts: int = setting(32, "training prompts per client", check=_positive)
+    eval_prompts: int = setting(8, "held-out evaluation prompts per client, half harmful", check=_positive)
+    final_eval_prompts: int = setting(0, "held-out prompts scored in the last round, half harmful (0: "
+                                      "rlhf.eval-prompts): the delivered models measured more finely, at the "
+                                      "cost of one longer evaluation; earlier rounds score rlhf.eval-prompts of "
+                                      "them (half from each half)", check=_non_negative)
+    prompts_per_step: int = setting(1, "prompts per GRPO step (each sampled num-generations times)",
+                                    check=_positive)
+    num_generations: int = setting(8, "completions sampled per prompt (GRPO's group)",
+                                   check=lambda v: None if v >= 2 else "a whole number >= 2")
+    max_completion_length: int = setting(32, "tokens per sampled completion", check=_positive)
+    sampling_temperature: float = setting(0.7, "temperature of training samples (below 1, the policy's "
+                                          "refusals, rare when sampled hot, show up in its groups)",
+                                          check=_positive)
+    scale_rewards: str = setting("group", "how GRPO scales a group's centred mixed rewards into advantages: by "
+                                 "the group's standard deviation (trl's default), the step's batch's (the same "
+                                 "as group at one prompt per step), or not at all (Dr. GRPO); only with "
+                                 "sum-then-normalize", ("group", "batch", "none"))
+    reward_aggregation: str = setting("sum-then-normalize", "how GRPO combines the two rewards: mix them with "
+                                      "the client's weights, then scale (rlhf.scale-rewards; trl's default); or "
+                                      "z-score each within its group first, so a weight acts on the reward's "
+                                      "standardized value, not its spread, then standardize the mix over the "
+                                      "batch (GDPO)", ("sum-then-normalize", "normalize-then-sum"))
+    beta: float = setting(0.2, "weight of the KL term toward the reference (base) model", check=_non_negative)
+    proximal_mu: float = setting(0.01, "weight of the proximal term toward the round's global weights; 0: off",
+                                 check=_non_negative)
+    aggregation_temperature: float = setting(1.0, "pfit: softmax temperature over clients' mean rewards in the "
+                                             "aggregation weights; inf: plain FedAvg", check=_positive_or_inf,
+                                             allow_inf=True)
+    policy_pairs: int = setting(192, "harmful prompts (and half as many benign ones) the policy answers twice "
+                                "each, so the embedded safety model also learns from the policy's own "
+                                "compliance and refusals; 0: template pairs only", check=_non_negative)
+    warmup_steps: int = setting(40, "steps of the supervised warm-up (trl SFTTrainer) that every RLHF method's "
+                                "policy starts from, trained once and cached; 0: start from model.name as it "
+                                "is", check=_non_negative)
+    warmup_refusal_share: float = setting(0.5, "share of the warm-up's harmful demonstrations that refuse; the "
+                                          "rest are the policy's own answers", check=_unit_interval)
+    warmup_prompts: int = setting(128, "harmful prompts of the warm-up's demonstrations (and half as many "
+                                  "benign ones, answered by the policy itself)", check=_positive)
+    start_from: str = setting("personal", "pfit: what a client starts each round from: its own policy of the "
+                              "last round (held near the global one by rlhf.proximal-mu), or the global policy",
+                              START_POINTS)
+    carry_optimizer: bool = setting(True, "a client whose round starts from its own policy also continues its "
+                                    "optimizer's state (Adam's moments) from its last round, instead of a "
+                                    "fresh optimizer every round")
+    sparse_update: str = setting("last-k", "which layers carry the policy LoRA, are trained and sent: all "
+                                 "(dense), the last k, or every k-th", SPARSE_UPDATES)
+    sparse_k: int = setting(10, "k of rlhf.sparse-update", check=_positive)
+    attention: str = setting("dense", "self-attention pattern of the policy: dense, or a local window plus "
+                             "sink tokens", ATTENTION_PATTERNS)
+    attention_window: int = setting(64, "local-window: tokens each query attends to back from itself",
+                                    check=_positive)
+    sink_tokens: int = setting(4, "local-window: first tokens every query also attends to", check=_non_negative)
+
+
+@dataclass(frozen=True)
+class FaultSettings:
+    """``faults.*``: fault injection, for testing (see pfl_app/faults.py)."""
+
+    fail_fraction: float = setting(0.0, "share of clients whose training raises, each round",
+                                   check=_unit_interval)
+    corrupt_fraction: float = setting(0.0, "share of clients that send a NaN update, each round",
+                                      check=_unit_interval)
+
+
+@dataclass(frozen=True)
+class WirelessSettings:
+    """``wireless.*``: the wireless channel (train messages cross it; see docs/wireless.md)."""
+
+    profile: str = setting("ideal", "link profile of every client", tuple(PROFILES))
+    poor_fraction: float = setting(0.0, "share of clients moved to wireless.poor-profile", check=_unit_interval)
+    poor_profile: str = setting("lte-cell-edge", "link profile of the poor clients", tuple(PROFILES))
+    distance_min: float = setting(0.0, "with distance-max > 0: spread client distances (m) evenly over [min, "
+                                  "max]", check=_non_negative)
+    distance_max: float = setting(0.0, "0: each profile's own distance", check=_non_negative)
+    fading: str = setting("", "override the profile's fading model; empty: the profile's", fading_names,
+                          plugin=fading_problem)
+    nakagami_m: float = setting(0.0, "m of nakagami-m fading (1: Rayleigh, larger: milder); 0: the profile's (1)",
+                                check=lambda v: None if v == 0 or v >= 0.5 else "0, or a number >= 0.5")
+    max_retransmissions: int = setting(-1, "ARQ retransmissions per packet; -1: the profile's",
+                                       check=_retransmissions)
+    loss_mode: str = setting("whole", "whole: an update with a lost packet is lost; partial: it arrives "
+                             "without the lost chunks", LOSS_MODES)
+    compute_s: float = setting(0.0, "simulated on-device training time per round, counted in a client's round "
+                               "time (the measured time would make stragglers depend on the host)",
+                               check=_non_negative)
+    deadline_s: float = setting(0.0, "round deadline in simulated seconds (downlink + compute-s + uplink); later "
+                                "updates are dropped as stragglers; 0: none", check=_non_negative)
+    channel: str = setting("", "a Channel class by package.module:Class; empty: the built-in link model",
+                           check=channel_path_problem, plugin=channel_problem)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The validated, typed run configuration.
+
+    Its own settings are the top-level keys; each settings-dataclass field is a section
+    whose name prefixes its keys. The field order is the order of :data:`FIELDS` (and so of
+    docs/configuration.md and pyproject.toml).
+    """
+
+    method: str = setting("pftt", "federated method: what is trained, sent and kept; or a strategy class "
+                          "of your own as package.module:Class", method_names, plugin=method_problem)
+    num_server_rounds: int = setting(3, "federated rounds", check=_positive)
+    seed: int = setting(0, "seed for model init, data split and sampling", check=_non_negative)
+    run_name: str = setting("", "results sub-folder; empty: <method>-<UTC timestamp>", check=safe_name_problem)
+    results_dir: str = setting("results", "where runs are written; relative paths resolve against "
+                               "$PFL_APP_HOME, else the SuperLink's working directory")
+    resume_from: str = setting("", "a run folder to continue from its last finished round; every other key "
+                               "must equal that run's (pfl-app run --resume-from sets them)")
+    fraction_train: float = setting(1.0, "fraction of clients sampled to train each round", check=_fraction)
+    fraction_evaluate: float = setting(1.0, "fraction of clients sampled to evaluate each round",
+                                       check=_fraction)
+    min_clients: int = setting(2, "clients that must be connected before a round starts, and the fewest "
+                               "sampled", check=_positive)
+    min_answers: int = setting(1, "fewest clients that must answer a round (a failed or timed-out client does "
+                               "not) for the run to go on; fewer stops it with a message", check=_positive)
+    round_timeout_s: float = setting(3600.0, "seconds the server waits for replies in a round; a client that "
+                                     "has not answered by then is left out", check=_positive)
+    update_norm_factor: float = setting(10.0, "reject an update that moved more than this many times the "
+                                        "round's median (3+ updates); 0: off", check=_non_negative)
+    server_optimizer: str = setting("fedavg", "Flower strategy applied to the averaged shared tensors",
+                                    SERVER_OPTIMIZERS)
+    server_learning_rate: float = setting(0.1, "eta of fedadam/fedyogi/fedadagrad; server learning rate of "
+                                          "fedavgm", check=_positive)
+    proximal_mu: float = setting(0.01, "weight of FedProx's proximal term (server-optimizer fedprox)",
+                                 check=_non_negative)
+    model: ModelSettings
+    adapter: AdapterSettings
+    lora: LoraSettings
+    data: DataSettings
+    train: TrainSettings
+    rlhf: RlhfSettings
+    faults: FaultSettings
+    wireless: WirelessSettings
+    flat: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
+
+    @property
+    def method_spec(self) -> MethodSpec:
+        """What the run's method is (:class:`pfl_app.methods.MethodSpec`): its strategy, the
+        client handlers that train it, its model's parts and the model it delivers."""
+        return method_spec(self.method)
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where one setting lives: attribute ``name`` of ``owner``, the dataclass held in the
+    root's field ``section`` ("": the root itself)."""
+
+    section: str
+    owner: type
+    name: str
+    field: Field
+    parse: Callable[[Any], Any] | None
+
+
+_KINDS = (bool, int, float, str)
+
+
+@functools.cache
+def _places(root: type) -> tuple[_Place, ...]:
+    """Every setting under the dataclass ``root``, in declaration order: its own, then each
+    section's (a field whose type is a dataclass) in turn."""
+    out = []
+    hints = get_type_hints(root)
+    for f in dataclasses.fields(root):
+        if _SETTING in f.metadata:
+            out.append(_place("", root, f, hints[f.name]))
+        elif dataclasses.is_dataclass(hints[f.name]):
+            section = hints[f.name]
+            section_hints = get_type_hints(section)
+            for g in dataclasses.fields(section):
+                if _SETTING not in g.metadata:
+                    # Derived values are properties: a plain field would have no key to come from.
+                    raise TypeError(f"{section.__name__}.{g.name} is not declared with setting()")
+                out.append(_place(f.name, section, g, section_hints[g.name]))
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise TypeError(f"{root.__name__}.{f.name} is neither a setting nor a section")
+    return tuple(out)
+
+
+def _place(section: str, owner: type, f: dataclasses.Field, hint: Any) -> _Place:
+    spec: _Spec = f.metadata[_SETTING]
+    key = spec.key or (f"{section}." if section else "") + f.name.replace("_", "-")
+    kind = str if spec.parse is not None else hint
+    if kind not in _KINDS:
+        raise TypeError(f"setting {key!r} is annotated {hint!r}; a run-config value is one of "
+                        f"{[k.__name__ for k in _KINDS]} (or a str with parse=)")
+    return _Place(section, owner, f.name,
+                  Field(key, kind, spec.default, spec.help, spec.choices, spec.check, spec.allow_inf, spec.plugin),
+                  spec.parse)
+
+
+def fields_of(root: type) -> tuple[Field, ...]:
+    """The :class:`Field` of every setting declared under the dataclass ``root``, in
+    declaration order (see :func:`setting`)."""
+    return tuple(p.field for p in _places(root))
+
+
+def _construct(root: type, config: Mapping[str, Any], **extra: Any) -> Any:
+    """Build ``root`` and its sections from a validated flat run ``config`` (``extra``:
+    root's other fields, such as ``flat``)."""
+    parts: dict[str, tuple[type, dict[str, Any]]] = {}
+    for p in _places(root):
+        value = config[p.field.key]
+        parts.setdefault(p.section, (p.owner, {}))[1][p.name] = value if p.parse is None else p.parse(value)
+    own = parts.pop("", (root, {}))[1]
+    return root(**own, **{s: owner(**values) for s, (owner, values) in parts.items()}, **extra)
+
+
+FIELDS: tuple[Field, ...] = fields_of(RunConfig)
 
 FIELDS_BY_KEY: dict[str, Field] = {f.key: f for f in FIELDS}
 
@@ -361,7 +565,10 @@ def validate_flat(run_config: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in run_config.items():
         f = FIELDS_BY_KEY[key]
         value = _coerce(f, value)
-        if f.choices and value not in f.choices:
+        if f.plugin is not None and ":" in value:
+            if (problem := f.plugin(value)) is not None:
+                raise ConfigError(f"run-config key '{key}' = {value!r} is not allowed: {problem}")
+        elif f.choices and value not in f.allowed_choices():
             raise ConfigError(
                 f"run-config key '{key}' = {value!r} is not allowed; allowed values: "
                 f"{_allowed_text(f)}"  # shows an allowed empty value as ''; a bare join showed nothing
@@ -371,139 +578,6 @@ def validate_flat(run_config: Mapping[str, Any]) -> dict[str, Any]:
         out[key] = value
     return out
 
-
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(s.strip() for s in value.split(",") if s.strip())
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    name: str
-    cache_dir: str
-    max_length: int
-
-
-@dataclass(frozen=True)
-class AdapterSettings:
-    bottleneck_dim: int
-    non_linearity: str
-    dropout: float
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    r: int
-    alpha: int
-    dropout: float
-    target_modules: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class DataSettings:
-    tasks: tuple[str, ...]
-    partitioner: str
-    partition_by: str
-    alpha: float
-    labels_per_client: int
-    test_fraction: float
-    max_train_examples: int
-    max_test_examples: int
-    columns: Columns
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    local_steps: int
-    batch_size: int
-    learning_rate: float
-    weight_decay: float
-    eval_batch_size: int
-
-
-@dataclass(frozen=True)
-class RlhfSettings:
-    helpfulness_model: str
-    safety_model: str
-    reward_steps: int
-    safety_weight_min: float
-    safety_weight_max: float
-    harmful_fraction_min: float
-    harmful_fraction_max: float
-    train_prompts: int
-    eval_prompts: int
-    final_eval_prompts: int
-    prompts_per_step: int
-    num_generations: int
-    max_completion_length: int
-    sampling_temperature: float
-    scale_rewards: str
-    reward_aggregation: str
-    beta: float
-    proximal_mu: float
-    aggregation_temperature: float
-    policy_pairs: int
-    warmup_steps: int
-    warmup_refusal_share: float
-    warmup_prompts: int
-    start_from: str
-    carry_optimizer: bool
-    sparse_update: str
-    sparse_k: int
-    attention: str
-    attention_window: int
-    sink_tokens: int
-
-
-@dataclass(frozen=True)
-class FaultSettings:
-    fail_fraction: float
-    corrupt_fraction: float
-
-
-@dataclass(frozen=True)
-class WirelessSettings:
-    profile: str
-    poor_fraction: float
-    poor_profile: str
-    distance_min: float
-    distance_max: float
-    fading: str
-    max_retransmissions: int
-    loss_mode: str
-    compute_s: float
-    deadline_s: float
-    channel: str
-    nakagami_m: float
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """The validated, typed run configuration."""
-
-    method: str
-    num_server_rounds: int
-    seed: int
-    run_name: str
-    results_dir: str
-    resume_from: str
-    fraction_train: float
-    fraction_evaluate: float
-    min_clients: int
-    min_answers: int
-    round_timeout_s: float
-    update_norm_factor: float
-    server_optimizer: str
-    server_learning_rate: float
-    proximal_mu: float
-    model: ModelSettings
-    adapter: AdapterSettings
-    lora: LoraSettings
-    data: DataSettings
-    train: TrainSettings
-    wireless: WirelessSettings
-    faults: FaultSettings
-    rlhf: RlhfSettings
-    flat: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
 
 
 def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
@@ -534,72 +608,13 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
         # trl's normalize_then_sum always standardizes over the batch and never reads scale_rewards
         raise ConfigError(f"run-config key 'rlhf.scale-rewards' = {c['rlhf.scale-rewards']!r} has no effect with "
                           "'rlhf.reward-aggregation' = 'normalize-then-sum'; allowed with it: group")
-    return RunConfig(
-        method=c["method"],
-        num_server_rounds=c["num-server-rounds"],
-        seed=c["seed"],
-        run_name=c["run-name"],
-        results_dir=c["results-dir"],
-        resume_from=c["resume-from"],
-        fraction_train=c["fraction-train"],
-        fraction_evaluate=c["fraction-evaluate"],
-        min_clients=c["min-clients"],
-        min_answers=c["min-answers"],
-        round_timeout_s=c["round-timeout-s"],
-        update_norm_factor=c["update-norm-factor"],
-        server_optimizer=c["server-optimizer"],
-        server_learning_rate=c["server-learning-rate"],
-        proximal_mu=c["proximal-mu"],
-        model=ModelSettings(c["model.name"], c["model.cache-dir"], c["model.max-length"]),
-        adapter=AdapterSettings(
-            c["adapter.bottleneck-dim"], c["adapter.non-linearity"], c["adapter.dropout"]
-        ),
-        lora=LoraSettings(
-            c["lora.r"], c["lora.alpha"], c["lora.dropout"], _csv(c["lora.target-modules"])
-        ),
-        data=DataSettings(
-            tasks=_csv(c["data.tasks"]),
-            partitioner=c["data.partitioner"],
-            partition_by=c["data.partition-by"],
-            alpha=c["data.alpha"],
-            labels_per_client=c["data.labels-per-client"],
-            test_fraction=c["data.test-fraction"],
-            max_train_examples=c["data.max-train-examples"],
-            max_test_examples=c["data.max-test-examples"],
-            columns=Columns(c["data.text-column"], c["data.label-column"], c["data.prompt-column"],
-                            c["data.completion-column"]),
-        ),
-        train=TrainSettings(
-            c["train.local-steps"],
-            c["train.batch-size"],
-            c["train.learning-rate"],
-            c["train.weight-decay"],
-            c["eval.batch-size"],
-        ),
-        wireless=WirelessSettings(
-            profile=c["wireless.profile"],
-            poor_fraction=c["wireless.poor-fraction"],
-            poor_profile=c["wireless.poor-profile"],
-            distance_min=c["wireless.distance-min"],
-            distance_max=c["wireless.distance-max"],
-            fading=c["wireless.fading"],
-            max_retransmissions=c["wireless.max-retransmissions"],
-            loss_mode=c["wireless.loss-mode"],
-            compute_s=c["wireless.compute-s"],
-            deadline_s=c["wireless.deadline-s"],
-            channel=c["wireless.channel"],
-            nakagami_m=c["wireless.nakagami-m"],
-        ),
-        faults=FaultSettings(c["faults.fail-fraction"], c["faults.corrupt-fraction"]),
-        rlhf=RlhfSettings(**{k.removeprefix("rlhf.").replace("-", "_"): v for k, v in c.items()
-                             if k.startswith("rlhf.")}),
-        flat=c,
-    )
+    return _construct(RunConfig, c, flat=c)
 
 
 def _allowed_text(f: Field) -> str:
     if f.choices:
-        return ", ".join(repr(c) if c == "" else str(c) for c in f.choices)
+        text = ", ".join(repr(c) if c == "" else str(c) for c in f.allowed_choices())
+        return text + (", or package.module:name" if f.plugin is not None else "")
     if f.check is None:
         return ""
     for probe in (-2, 0, 1.5, " , "):  # a value outside the range makes the check describe it
@@ -620,5 +635,22 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    return repr(value)  # int; float as Python writes it (0.0005, 3600.0, inf), all valid TOML
+
+
+def pyproject_body(flat: Mapping[str, Any] | None = None) -> str:
+    """The ``[tool.flwr.app.config]`` lines of pyproject.toml for ``flat`` (default: the
+    defaults), one ``key = value`` a line (``python -m pfl_app.config --pyproject``)."""
+    flat = defaults() if flat is None else flat
+    return "\n".join(f"{key} = {_toml_value(value)}" for key, value in flat.items())
+
+
 if __name__ == "__main__":
-    print(markdown_table())
+    import sys
+
+    print(pyproject_body() if sys.argv[1:] == ["--pyproject"] else markdown_table())

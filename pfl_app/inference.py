@@ -147,9 +147,7 @@ def load_personalized_model(
     clients = _run_clients(run_dir, summary, state_dir)
     if client_id not in clients:
         raise ValueError(f"the run in {run_dir} has no client {client_id}; its clients are {clients}")
-    from .strategies import STRATEGIES  # the method's shared and trained groups
-
-    strategy = STRATEGIES[cfg.method]
+    strategy = cfg.method_spec.strategy  # the method's shared and trained groups
     model, tokenizer = build_personalized_model(cfg)
     shared = _global_shared(run_dir, trainable_names(model, strategy.shared_groups))
     own = kept_groups(cfg, strategy.shared_groups, strategy.trained_groups)

@@ -36,6 +36,7 @@ from typing import Any, Iterator
 import tomli_w
 
 from .config import ConfigError, parse_run_config, resume_differences, validate_flat
+from .methods import method_label
 from .process_guard import TOKEN_VAR, Guard, new_token, stop_token_processes
 from .runlock import LAUNCHER_LOCK, SERVERAPP_LOCK, RunFolderLocked, RunLock, check_unlocked
 
@@ -216,17 +217,39 @@ def read_json(path: Path, what: str) -> Any:
         raise ConfigError(f"{what}: {path} cannot be read: {err.strerror}") from None
 
 
+def app_on_path(project_dir: Path) -> None:
+    """Let the app's own modules import here, as Flower lets them in the ServerApp and the
+    ClientApps: a method of the user's (``method = "my_methods:MyMethod"``) is checked and
+    its pre-flight checks run in this process, before anything starts."""
+    folder = str(Path(project_dir).resolve())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+
+
+def app_run_config(project_dir: Path) -> dict[str, Any]:
+    """The run config the app's ``pyproject.toml`` declares (``[tool.flwr.app.config]``, flat):
+    what ``flwr run`` runs with before overrides. A user's app may set other values there
+    than pfl-app's defaults (its own ``method``); no ``pyproject.toml``: nothing."""
+    path = Path(project_dir) / "pyproject.toml"
+    if not path.is_file():
+        return {}
+    table = read_toml(path, "the app's")
+    return _flatten(table.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {}))
+
+
 def resolve_run_config(scenario: Scenario, overrides: dict[str, Any], project_dir: Path) -> dict[str, Any]:
-    """Merge scenario and overrides, validate, and pin ``run-name`` and an absolute
-    ``results-dir`` so that the launcher knows where the results will be."""
-    flat = validate_flat({**scenario.run_config, **overrides})
+    """Merge the app's own config, the scenario and the overrides, validate, and pin
+    ``run-name`` and an absolute ``results-dir`` so that the launcher knows where the
+    results will be."""
+    app_on_path(project_dir)
+    flat = validate_flat({**app_run_config(project_dir), **scenario.run_config, **overrides})
     results = Path(flat["results-dir"]).expanduser()
     results = results if results.is_absolute() else (project_dir / results).resolve()
     if results.exists() and not results.is_dir():
         raise ConfigError(f"run-config key 'results-dir' = {str(results)!r} is a file; a folder is expected")
     flat["results-dir"] = str(results)
     if not flat["run-name"]:
-        flat["run-name"] = f"{flat['method']}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+        flat["run-name"] = f"{method_label(flat['method'])}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     parse_run_config(flat)  # the typed checks too
     return flat
 

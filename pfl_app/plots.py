@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display is needed or assumed
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .methods import recorded_spec  # noqa: E402
 from .rlhf.repetition import is_repetitive  # noqa: E402
 
 
@@ -81,10 +82,6 @@ def plot_runs(run_dirs: list[str | Path], out_dir: str | Path) -> list[Path]:
     return written
 
 
-# The model each RLHF method hands its clients: their own for PFIT and local-only RLHF, the
-# one shared model for federated RLHF with uniform weights.
-DELIVERED_MODEL = {"pfit": "personalized", "rlhf-local": "personalized", "rlhf-fedavg": "global",
-                   "rlhf-single": "global"}
 SCORES = ("helpfulness", "safety", "objective", "harmful_compliance", "benign_refusal")
 
 
@@ -99,7 +96,7 @@ def preference_points(summary: dict[str, Any], rows: list[dict[str, Any]], model
     share of its answers there that loop (``None`` without samples); see
     :func:`sample_scores`.
     """
-    model = model or DELIVERED_MODEL.get(summary.get("method", ""), "personalized")
+    model = model or recorded_spec(summary)[1]
     last = max((r["round"] for r in rows), default=0)
     points = []
     for r in sorted((r for r in rows if r["round"] == last), key=lambda r: r.get("client", r["node"])):
@@ -245,7 +242,7 @@ def separation(run_dir: str | Path) -> dict[str, Any] | None:
 
     run_dir = Path(run_dir)
     summary, rows = load_run(run_dir)
-    model = DELIVERED_MODEL.get(summary.get("method", ""), "personalized")
+    model = recorded_spec(summary)[1]
     points = [p for p in preference_points(summary, rows, model, run_dir) if p.get("safety_weight") is not None]
     if len(points) < 2:
         return None
@@ -307,7 +304,7 @@ def objective_table(groups: dict[str, list[str | Path]]) -> str:
         loaded = [(d, *load_run(d)) for d in run_dirs]
         if not loaded:
             continue
-        delivered = DELIVERED_MODEL.get(loaded[0][1].get("method", ""), "personalized")
+        delivered = recorded_spec(loaded[0][1])[1]
         models = [delivered] + [m for m in ("personalized", "global") if m != delivered]
         if not base_done:
             models.insert(0, "base")

@@ -24,7 +24,7 @@ def is_plugin_path(value: str) -> bool:
     return bool(_PATH.fullmatch(value))
 
 
-def load_object(path: str, what: str) -> object:
+def load_object(path: str, what: str, noun: str = "attribute") -> object:
     """Import ``package.module:name`` and return the object it names.
 
     Parameters
@@ -32,7 +32,9 @@ def load_object(path: str, what: str) -> object:
     path : str
         ``package.module:name``; ``name`` may be dotted (``module:Class.attribute``).
     what : str
-        What the object is for, used in error messages (``"method"``, ``"channel"``).
+        What the object is for, used in error messages (``"method"``, ``"data source"``).
+    noun : str
+        What the object is, in the message when it is missing (``"class"``, ``"function"``).
 
     Raises
     ------
@@ -46,12 +48,12 @@ def load_object(path: str, what: str) -> object:
         obj: object = importlib.import_module(module_name)
     except ImportError as exc:
         raise PluginError(
-            f"cannot import {module_name!r} for {what} {path!r}: {exc}. The module must be importable "
+            f"Cannot import {module_name!r} for {what} {path!r}: {exc}. The module must be importable "
             "where it is used (installed, on PYTHONPATH, or a file of the Flower app, which Flower puts "
             "on the path of the ServerApp and the ClientApps)"
         ) from exc
     for attr in attrs.split("."):
         if not hasattr(obj, attr):
-            raise PluginError(f"{what} {path!r}: {module_name!r} has no {attrs!r}")
+            raise PluginError(f"{what} {path!r}: module {module_name!r} has no {noun} {attrs!r}")
         obj = getattr(obj, attr)
     return obj

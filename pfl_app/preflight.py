@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .config import ConfigError, RunConfig, TASK_METHODS
+from .config import ConfigError, RunConfig
 
 
 def check_federation_fit(cfg: RunConfig, num_clients: int) -> None:
@@ -216,7 +216,7 @@ def preflight(cfg: RunConfig, num_clients: int | None) -> None:
         check_federation_fit(cfg, num_clients)
     check_wireless(cfg)
     check_model(cfg)
-    if cfg.method in TASK_METHODS:
+    if not cfg.method_spec.uses_reward_models:
         check_data(cfg, num_clients)
     else:
         check_reward_models(cfg)

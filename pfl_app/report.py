@@ -18,8 +18,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .config import RLHF_METHODS  # noqa: E402
 from .experiments import FAILURE_FILE, SET_ASIDE, run_problem  # noqa: E402
+from .methods import recorded_spec  # noqa: E402
 from .plots import (  # noqa: E402
     load_run,
     mean_sd,
@@ -167,7 +167,8 @@ def write_report(results_dir: str | Path) -> Path:
         lines += failed_list(failed)
     if not groups:
         lines.append("No finished runs yet.")
-    rlhf = {k: v for k, v in groups.items() if k[0] in RLHF_METHODS}
+    rlhf = {k: v for k, v in groups.items()
+            if recorded_spec(json.loads((v[0] / "summary.json").read_text()))[0] == "rlhf"}
     task = {k: v for k, v in groups.items() if k not in rlhf}
     if task:
         lines += [markdown_table(task), "",

@@ -23,7 +23,8 @@ from rich.console import Console
 from safetensors.numpy import save_file
 
 from . import checkpoint
-from .config import RLHF_METHODS, RunConfig
+from .config import RunConfig
+from .methods import method_label
 from .wireless.channel import round_air_time as channel_round_air_time
 
 PEFT_PREFIX = "base_model.model."
@@ -49,7 +50,7 @@ def resolve_run_dir(cfg: RunConfig, now: datetime | None = None) -> Path:
     base = Path(cfg.results_dir).expanduser()
     if not base.is_absolute():
         base = Path(os.environ.get("PFL_APP_HOME", os.getcwd())) / base
-    name = cfg.run_name or f"{cfg.method}-{(now or datetime.now(timezone.utc)):%Y%m%d-%H%M%S}"
+    name = cfg.run_name or f"{method_label(cfg.method)}-{(now or datetime.now(timezone.utc)):%Y%m%d-%H%M%S}"
     if "/" in name or name in (".", ".."):
         raise ValueError(f"run-config key 'run-name' = {name!r} must be a plain folder name")
     return base.resolve() / name
@@ -162,7 +163,7 @@ class RunRecorder:
             f"up {_fmt_bytes(up)}",
             f"down {_fmt_bytes(down)}",
         ]
-        for key, label in PROGRESS_RLHF if self.cfg.method in RLHF_METHODS else PROGRESS_TASK:
+        for key, label in PROGRESS_RLHF if self.cfg.method_spec.uses_reward_models else PROGRESS_TASK:
             value = _mean(rows, key)
             parts.append(f"{label} {value:.3f}" if value is not None else f"{label} -")
         if lost:
@@ -182,6 +183,9 @@ class RunRecorder:
         last = [(client, r) for client, r in zip(owner, self.rows) if r["round"] == self.rounds_completed]
         summary: dict[str, Any] = {
             "method": self.cfg.method,
+            # What the method is, for tools that read the run where the method may not import.
+            "client_kind": self.cfg.method_spec.client_kind,
+            "delivered_model": self.cfg.method_spec.delivered_model,
             "model": self.cfg.model.name,
             "num_server_rounds": self.cfg.num_server_rounds,
             "rounds_completed": self.rounds_completed,

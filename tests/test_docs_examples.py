@@ -19,8 +19,10 @@ def test_extending_example_runs_and_its_method_sends_what_it_says(flower_identit
     (code,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     namespace: dict = {}
     try:
+        assert len(code.splitlines()) <= 40  # a method in at most 40 lines, in a file of its own
         exec(compile(code, "docs/extending.md", "exec"), namespace)
-        strategy = namespace["strategy"]
+        strategy = namespace["AdaptersAndA"](method="adapters-and-a", min_available_nodes=1, min_train_nodes=1)
+        assert strategy.shared_groups == ("adapter", "lora_A")
         bundle = shared_model_bundle(tiny_cfg)
         glob = bundle.initial_tensors(strategy.shared_groups)
         (msg,) = strategy.configure_train(1, to_arrayrecord(glob), ConfigRecord({"run-dir": str(tmp_path)}), FakeGrid([5]))

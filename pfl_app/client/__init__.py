@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 from flwr.app import Context, Message
 
-from ..config import RLHF_METHODS
 from .context import run_config
 
 Handler = Callable[[Message, Context], Message]
@@ -16,7 +15,7 @@ def handlers(context: Context) -> tuple[Handler, Handler]:
     """``(train, evaluate)`` for the run's method: task tuning (PFTT and its baselines) or
     RLHF (PFIT and its baselines). Imported lazily: a task-tuning client never loads trl's
     RL trainer."""
-    if run_config(context).method in RLHF_METHODS:
+    if run_config(context).method_spec.uses_reward_models:
         from .rlhf_tuning import handle_evaluate, handle_train
     else:
         from .task_tuning import handle_evaluate, handle_train

@@ -12,7 +12,6 @@ used for natural-id partitioning.
 from __future__ import annotations
 
 import functools
-import importlib
 import importlib.util
 import json
 import re
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import datasets
 import yaml
+
+from ..plugins import PluginError, load_object
 
 EMBEDDED_SOURCES = ("bbc-news", "chatterbot-qa")
 
@@ -259,18 +260,12 @@ def _load_saved(path: Path) -> datasets.Dataset:
 
 def _call_function(spec: str) -> datasets.Dataset:
     """Import ``package.module:function`` and call it with no arguments."""
-    module_name, _, attr = spec.partition(":")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(
-            f"Cannot import {module_name!r} for data source {spec!r}: {exc}. The module "
-            "must be importable where the clients run (installed in their Python "
-            "environment, or on PYTHONPATH)."
-        ) from exc
-    func = getattr(module, attr, None)
+        func = load_object(spec, "data source", "function")
+    except PluginError as exc:
+        raise ValueError(str(exc)) from exc
     if not callable(func):
-        raise ValueError(f"Data source {spec!r}: module {module_name!r} has no function {attr!r}.")
+        raise ValueError(f"Data source {spec!r}: {spec.partition(':')[2]!r} is not a function.")
     try:
         result = func()
     except Exception as exc:  # noqa: BLE001 - the user's code: report whatever it raised

@@ -23,7 +23,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedTokenizerBase
 
 from ..adapters import BottleneckConfig, inject_bottleneck_adapters, is_adapter_key
-from ..config import RLHF_METHODS, RunConfig
+from ..config import RunConfig
 from .loading import load_causal_lm, load_tokenizer
 from .sparse_attention import register_window_sink
 
@@ -62,9 +62,6 @@ def parse_groups(spec: str | Iterable[str]) -> tuple[str, ...]:
     return groups
 
 
-DUAL_LORA_METHODS = ("feddpa",)
-
-
 def sparse_layers(kind: str, k: int, num_layers: int) -> tuple[int, ...] | None:
     """The decoder layers that carry LoRA under a sparse attention update.
 
@@ -86,7 +83,7 @@ def sparse_layers(kind: str, k: int, num_layers: int) -> tuple[int, ...] | None:
 
 def lora_layers(cfg: RunConfig, num_layers: int) -> tuple[int, ...] | None:
     """The layers LoRA goes into: all of them, except for RLHF methods under a sparse update."""
-    if cfg.method not in RLHF_METHODS:
+    if not cfg.method_spec.uses_reward_models:
         return None
     return sparse_layers(cfg.rlhf.sparse_update, cfg.rlhf.sparse_k, num_layers)
 
@@ -94,7 +91,7 @@ def lora_layers(cfg: RunConfig, num_layers: int) -> tuple[int, ...] | None:
 def base_policy(cfg: RunConfig) -> str:
     """What the model is built on: ``model.name``, or for RLHF methods the policy after the
     supervised warm-up (``rlhf.warmup-steps``; trained once and cached)."""
-    if cfg.method not in RLHF_METHODS:
+    if not cfg.method_spec.uses_reward_models:
         return cfg.model.name
     from ..rlhf.warmup import warmed_policy, warmup_spec  # RLHF runs only
 
@@ -106,18 +103,18 @@ def build_personalized_model(cfg: RunConfig) -> tuple[PeftModel, PreTrainedToken
     """Load the base model, insert adapters and LoRA, and freeze everything else.
 
     Seeded from ``cfg.seed``, so every process builds the same initial adapters and LoRA.
-    Methods in :data:`DUAL_LORA_METHODS` get a second LoRA named ``local``.
+    Methods whose model has a ``local-lora`` part (FedDPA) get a second LoRA named ``local``.
 
     This is the one place a client's model is built: clients build theirs with it (once per
     process, :func:`shared_model_bundle`), and so does
     :func:`pfl_app.inference.load_personalized_model` from a finished run's config, so the
     loaded model cannot drift from the trained one.
     """
-    dual_lora = cfg.method in DUAL_LORA_METHODS
+    dual_lora = cfg.method_spec.second_lora
     tokenizer = load_tokenizer(cfg.model.name, cfg.model.cache_dir)
     base = load_causal_lm(base_policy(cfg), cfg.model.cache_dir, seed=cfg.seed)
     base.config.pad_token_id = tokenizer.pad_token_id
-    if cfg.method in RLHF_METHODS and cfg.rlhf.attention == "local-window":
+    if cfg.method_spec.uses_reward_models and cfg.rlhf.attention == "local-window":
         base.set_attn_implementation(register_window_sink(cfg.rlhf.attention_window, cfg.rlhf.sink_tokens))
     torch.manual_seed(cfg.seed)
     inject_bottleneck_adapters(
@@ -166,7 +163,7 @@ def kept_groups(cfg: RunConfig, shared: Iterable[str], trained: Iterable[str]) -
         For task tuning, every group that is not shared; for RLHF, every group the client
         trains, shared ones included: its whole policy.
     """
-    if cfg.method in RLHF_METHODS:
+    if cfg.method_spec.uses_reward_models:
         return tuple(trained)
     shared = set(shared)
     return tuple(g for g in TENSOR_GROUPS if g not in shared)
@@ -198,7 +195,7 @@ def personalized_tensors(
         the client's own policy alone (it holds the shared tensors as the client trained
         them). Initial values everywhere else.
     """
-    if cfg.method in RLHF_METHODS:
+    if cfg.method_spec.uses_reward_models:
         return {**initial, **kept}
     return {**initial, **shared, **kept}
 
@@ -264,8 +261,8 @@ _BUNDLES: dict[tuple, ModelBundle] = {}
 
 def model_key(cfg: RunConfig) -> tuple:
     """What determines the structure and initial values of the model."""
-    return (cfg.model, cfg.adapter, cfg.lora, cfg.seed, cfg.method in DUAL_LORA_METHODS,
-            cfg.method in RLHF_METHODS and (cfg.rlhf.sparse_update, cfg.rlhf.sparse_k, cfg.rlhf.attention,
+    return (cfg.model, cfg.adapter, cfg.lora, cfg.seed, cfg.method_spec.second_lora,
+            cfg.method_spec.uses_reward_models and (cfg.rlhf.sparse_update, cfg.rlhf.sparse_k, cfg.rlhf.attention,
                                             cfg.rlhf.attention_window, cfg.rlhf.sink_tokens))
 
 

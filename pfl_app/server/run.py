@@ -12,7 +12,7 @@ from flwr.serverapp import Grid
 
 from ..checkpoint import Checkpoint, restore_random, restore_strategy_state, strategy_state
 from ..checkpoint import read as read_checkpoint
-from ..config import RLHF_METHODS, RunConfig, parse_run_config, resume_differences
+from ..config import RunConfig, parse_run_config, resume_differences
 from ..models.personalized import shared_model_bundle
 from ..preflight import check_data, preflight
 from ..protocol import RUN_DIR_KEY
@@ -96,7 +96,7 @@ def run_server(grid: Grid, context: Context) -> dict:
         run_dir = resolve_run_dir(cfg)
     connected = len(list(grid.get_node_ids()))
     preflight(cfg, connected if connected >= cfg.min_clients else None)
-    if cfg.method in RLHF_METHODS:
+    if cfg.method_spec.uses_reward_models:
         check_client_prompts(cfg, grid)
         prepare_reward_models(cfg)
     try:

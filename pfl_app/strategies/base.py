@@ -117,6 +117,12 @@ class PersonalizedFedAvg(FedAvg):
     }
 
     shared_groups: tuple[str, ...] = ("adapter", "lora_A", "lora_B")
+    # What the rest of pfl-app reads of a method (pfl_app.methods.MethodSpec): which client
+    # handlers train it, what its model carries besides adapters and LoRA, and which of its
+    # models is its result.
+    client_kind: str = "task"
+    model_parts: tuple[str, ...] = ()
+    delivered_model: str = "personalized"
     #: Rounds up to this one were finished before a resume: they are skipped.
     resume_after: int = 0
     #: An update whose distance from the global tensors exceeds this many times the

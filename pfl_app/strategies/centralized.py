@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from flwr.app import ConfigRecord
 
+from ..methods import register_method
 from ..protocol import POOLED_DATA_KEY
 from .base import PersonalizedFedAvg
 
 
+@register_method("centralized")
 class Centralized(PersonalizedFedAvg):
     """One client per round trains the PFTT model on the union of every client's training
     split, for ``local-steps x number of clients`` steps (the compute the federation spends);

@@ -3,9 +3,11 @@ Learning for Modern NLP", MobiCom 2023, arXiv 2205.10162)."""
 
 from __future__ import annotations
 
+from ..methods import register_method
 from .base import PersonalizedFedAvg
 
 
+@register_method("fedadapter")
 class FedAdapter(PersonalizedFedAvg):
     """Train and average the bottleneck adapters; no LoRA is trained (its B stays zero).
 

@@ -3,9 +3,11 @@ Instruction Tuning", ICASSP 2024, arXiv 2305.05644)."""
 
 from __future__ import annotations
 
+from ..methods import register_method
 from .base import PersonalizedFedAvg
 
 
+@register_method("fedit")
 class FedIT(PersonalizedFedAvg):
     """Train and average every LoRA tensor; the adapters stay at their identity init.
 

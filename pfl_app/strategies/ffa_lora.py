@@ -3,9 +3,11 @@ Learning", ICLR 2024, arXiv 2403.12313)."""
 
 from __future__ import annotations
 
+from ..methods import register_method
 from .base import PersonalizedFedAvg
 
 
+@register_method("ffa-lora")
 class FFALoRA(PersonalizedFedAvg):
     """Freeze every LoRA A at its random init (the same on every client, from the seed);
     train and average only B. Averaging B alone is then exact: the mean of the updates

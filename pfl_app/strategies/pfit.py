@@ -11,6 +11,7 @@ from flwr.app import MetricRecord
 from flwr.common.logger import log
 
 from ..config import START_POINTS, RunConfig
+from ..methods import register_method
 from ..protocol import START_FROM_PERSONAL, TRAIN_REWARD_KEY
 from .rlhf_base import RlhfFedAvg
 
@@ -38,6 +39,7 @@ def reward_weights(examples: list[float], rewards: list[float], temperature: flo
     return (w / w.sum()).tolist()
 
 
+@register_method("pfit")
 class PFIT(RlhfFedAvg):
     """Average the clients' policy LoRA weighted by their examples times a softmax of their
     mean personalized reward this round (``train-reward``, each client's own mix of the

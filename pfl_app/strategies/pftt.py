@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from ..methods import register_method
 from .base import PersonalizedFedAvg
 
 
+@register_method("pftt")
 class PFTT(PersonalizedFedAvg):
     """Share and average the bottleneck adapters; keep every client's LoRA on the client.
 

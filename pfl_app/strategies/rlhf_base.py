@@ -34,6 +34,7 @@ class RlhfFedAvg(PersonalizedFedAvg):
 
     shared_groups = ("lora_A", "lora_B")
     trained_groups = ("lora_A", "lora_B")
+    client_kind = "rlhf"
     preference: str = PREFERENCE_OWN
     start_from: str = START_FROM_GLOBAL
     #: The run's number of rounds, to know which round is the last.

@@ -17,13 +17,11 @@ profile's ``fading`` (and the run config's ``wireless.fading``) names a model in
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from ..plugins import is_plugin_path
 from .registry import Model, call_model, registrar, resolve
 
 #: Every registered fading model, by name, in the order they were registered.
@@ -44,34 +42,19 @@ def fading_model(name: str) -> Model:
     return resolve(FADING_MODELS, name, "fading model")
 
 
-class FadingChoices(Sequence[str]):
-    """The values a ``fading`` setting takes, read from :data:`FADING_MODELS` when asked.
-
-    ``""`` (the profile's own), every registered name, and any ``package.module:function``
-    path: listed as that form, and checked only for its form here (it is imported where it
-    is used). A sequence, so that the run config lists it as it lists a tuple of choices.
-    """
-
-    PATH_FORM = "package.module:function"
-
-    def _listed(self) -> tuple[str, ...]:
-        return ("", *FADING_MODELS, self.PATH_FORM)
-
-    def __getitem__(self, index):  # type: ignore[override]
-        return self._listed()[index]
-
-    def __len__(self) -> int:
-        return len(self._listed())
-
-    def __contains__(self, value: object) -> bool:
-        return isinstance(value, str) and (value == "" or value in FADING_MODELS or is_plugin_path(value))
-
-    def __repr__(self) -> str:
-        return f"FadingChoices{self._listed()!r}"
+def fading_names() -> tuple[str, ...]:
+    """The names a ``fading`` setting may be, read from :data:`FADING_MODELS` when asked:
+    ``""`` (the profile's own) and every registered model (the run config's choices)."""
+    return ("", *FADING_MODELS)
 
 
-#: What the run config's ``wireless.fading`` may be.
-FADING_CHOICES = FadingChoices()
+def fading_problem(path: str) -> str | None:
+    """Why a ``package.module:function`` path leads to no fading model, or ``None``."""
+    try:
+        fading_model(path)
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 def draw_fading_power(rng: np.random.Generator, kind: str, rician_k: float = 0.0,

@@ -19,7 +19,7 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..plugins import load_object
+from ..plugins import is_plugin_path, load_object
 from .channel import Transmission, compute_energy_j
 from .profiles import LinkProfile
 
@@ -142,6 +142,23 @@ def load_channel_class(path: str) -> type[Channel]:
         raise ValueError(f"channel {path!r} does not implement {', '.join(abstract)} of Channel")
     return cls
 
+
+
+def channel_path_problem(value: object) -> str | None:
+    """What a ``channel`` setting may be, or ``None`` when ``value`` has that form: empty
+    (the built-in link model) or a ``package.module:Class`` path."""
+    if isinstance(value, str) and (value == "" or is_plugin_path(value)):
+        return None
+    return "empty, or package.module:Class"
+
+
+def channel_problem(path: str) -> str | None:
+    """Why a ``package.module:Class`` path leads to no :class:`Channel` class, or ``None``."""
+    try:
+        load_channel_class(path)
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 def build_channel(cls: type[Channel], profile: LinkProfile, *, seed: int, client_id: int,

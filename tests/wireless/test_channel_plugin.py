@@ -1,5 +1,6 @@
 """A channel of one's own: named by wireless.channel, checked before a run, told the round's cohort."""
 
+import dataclasses
 import math
 import sys
 import textwrap
@@ -65,6 +66,10 @@ USER_CHANNEL = """
     class OwnConstructor(LinkChannel):
         def __init__(self, profile):
             super().__init__(profile, seed=0, client_id=0, num_clients=1)
+
+
+    def needs_gamma(rng, size=None, *, gamma):
+        return 1.0
 """
 
 
@@ -163,20 +168,30 @@ def test_a_channel_value_without_a_colon_is_refused_by_the_config():
 
 
 @pytest.mark.parametrize("path, why", [
-    ("no_such_module:Channel", "cannot import 'no_such_module'"),
-    ("user_channel:Missing", "has no 'Missing'"),
+    ("no_such_module:Channel", "annot import 'no_such_module'"),
+    ("user_channel:Missing", "has no .*'Missing'"),
     ("user_channel:NotAChannel", "not a subclass of pfl_app.wireless.interface.Channel"),
     ("user_channel:CALLS", "not a subclass"),
     ("user_channel:Unfinished", "does not implement downlink, uplink"),
-    ("user_channel:OwnConstructor", "OwnConstructor cannot be built as the wireless mod builds a channel"),
 ])
-def test_a_channel_that_is_not_a_channel_class_is_refused_before_the_run(user_channel, path, why):
-    cfg = parse_run_config({**TINY, "wireless.channel": path})
+def test_a_channel_that_is_not_a_channel_class_is_refused_by_the_config(user_channel, path, why):
     with pytest.raises(ConfigError, match=f"run-config key 'wireless.channel' = '{path}'") as err:
-        check_wireless(cfg)
+        parse_run_config({**TINY, "wireless.channel": path})
     assert err.match(why)
-    # A client that got it anyway says the same.
+    # A client handed it anyway says the same.
+    cfg = parse_run_config(TINY)
+    cfg = dataclasses.replace(cfg, wireless=dataclasses.replace(cfg.wireless, channel=path))
     with pytest.raises(ValueError, match=f"'wireless.channel' = '{path}'.*{why}"):
+        client_channel(cfg, 0, 4)
+
+
+def test_a_channel_class_the_mod_cannot_build_is_refused_before_the_run(user_channel):
+    path = "user_channel:OwnConstructor"
+    cfg = parse_run_config({**TINY, "wireless.channel": path})  # it imports, and is a Channel
+    why = "OwnConstructor cannot be built as the wireless mod builds a channel"
+    with pytest.raises(ConfigError, match=f"run-config key 'wireless.channel' = '{path}': {why}"):
+        check_wireless(cfg)
+    with pytest.raises(ValueError, match=f"'wireless.channel' = '{path}': {why}"):
         client_channel(cfg, 0, 4)
 
 
@@ -187,11 +202,14 @@ def test_a_good_channel_and_fading_pass_the_checks(user_channel):
     assert issubclass(user_channel.SharedUplink, Channel)
 
 
-def test_a_bad_fading_is_refused_before_the_run_naming_the_key():
+def test_a_bad_fading_is_refused_before_the_run_naming_the_key(user_channel):
     with pytest.raises(ConfigError, match="'wireless.fading'.*rayleigh, rician, none, nakagami-m"):
         parse_run_config({**TINY, "wireless.fading": "weibull"})
-    cfg = parse_run_config({**TINY, "wireless.fading": "no_such_module:fade"})
-    with pytest.raises(ConfigError, match="run-config key 'wireless.fading' = 'no_such_module:fade'.*cannot import"):
+    with pytest.raises(ConfigError, match="run-config key 'wireless.fading' = 'no_such_module:fade'.*annot import"):
+        parse_run_config({**TINY, "wireless.fading": "no_such_module:fade"})
+    # It imports, but asks for a parameter no link profile has: the pre-flight check finds it.
+    cfg = parse_run_config({**TINY, "wireless.fading": "user_channel:needs_gamma"})
+    with pytest.raises(ConfigError, match="'wireless.fading' = 'user_channel:needs_gamma'.*requires parameter.*gamma"):
         check_wireless(cfg)
     with pytest.raises(ConfigError, match="'wireless.nakagami-m'"):
         parse_run_config({**TINY, "wireless.nakagami-m": 0.4})
