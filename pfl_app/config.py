@@ -30,7 +30,8 @@ from .data.sources import Columns
 from .methods import CLIENT_KINDS, MethodSpec, method_names, method_problem, method_spec
 from .wireless.fading import fading_names, fading_problem
 from .wireless.interface import channel_path_problem, channel_problem
-from .wireless.profiles import PROFILES
+from .wireless.profiles import PROFILES, LinkPopulation
+from .wireless.scheduling import policies_without_deadline, policy_names, policy_problem, policy_requires_deadline
 
 
 
@@ -384,6 +385,19 @@ class WirelessSettings:
 
 
 @dataclass(frozen=True)
+class ScheduleSettings:
+    """``schedule.*``: which sampled clients transmit in a round (see docs/wireless.md#scheduling)."""
+
+    policy: str = setting("random", "who of the sampled clients transmits: random (Flower's sampling), best-snr, "
+                          "proportional-fair, age-aware, deadline (needs wireless.deadline-s), or "
+                          "package.module:function", policy_names, plugin=policy_problem)
+    clients_per_round: int = setting(0, "K, how many of the sampled clients are scheduled each round; 0: all "
+                                     "of them", check=_non_negative)
+    pf_window: float = setting(10.0, "proportional-fair: rounds t_c over which a client's past rate is "
+                               "averaged", check=lambda v: None if v >= 1 else "a number >= 1")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """The validated, typed run configuration.
 
@@ -426,6 +440,7 @@ class RunConfig:
     rlhf: RlhfSettings
     faults: FaultSettings
     wireless: WirelessSettings
+    schedule: ScheduleSettings
     flat: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
 
     @property
@@ -433,6 +448,25 @@ class RunConfig:
         """What the run's method is (:class:`pfl_app.methods.MethodSpec`): its strategy, the
         client handlers that train it, its model's parts and the model it delivers."""
         return method_spec(self.method)
+
+    @property
+    def link_population(self) -> LinkPopulation:
+        """Every client's link under the ``wireless.*`` settings: what the client's channel is
+        built on (:func:`pfl_app.wireless.mod.link_profile`) and what the server's scheduler
+        knows the channels from (:mod:`pfl_app.wireless.csi`)."""
+        w = self.wireless
+        overrides: dict[str, Any] = {}
+        if w.fading:
+            overrides["fading"] = w.fading
+        if w.nakagami_m > 0:
+            overrides["nakagami_m"] = w.nakagami_m
+        if w.max_retransmissions >= 0:
+            overrides["max_retransmissions"] = w.max_retransmissions
+        return LinkPopulation(
+            base=w.profile, distance_spread=(w.distance_min, w.distance_max) if w.distance_max > 0 else None,
+            poor_fraction=w.poor_fraction, poor_profile=w.poor_profile, seed=self.seed,
+            overrides=tuple(overrides.items()),
+        )
 
 
 @dataclass(frozen=True)
@@ -608,6 +642,12 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
         # trl's normalize_then_sum always standardizes over the batch and never reads scale_rewards
         raise ConfigError(f"run-config key 'rlhf.scale-rewards' = {c['rlhf.scale-rewards']!r} has no effect with "
                           "'rlhf.reward-aggregation' = 'normalize-then-sum'; allowed with it: group")
+    if c["wireless.deadline-s"] <= 0 and policy_requires_deadline(c["schedule.policy"]):
+        raise ConfigError(
+            f"run-config key 'schedule.policy' = {c['schedule.policy']!r} schedules by the round deadline, but "
+            f"'wireless.deadline-s' = {c['wireless.deadline-s']:g} sets none; set wireless.deadline-s > 0, or "
+            f"use another policy; allowed values without a deadline: {policies_without_deadline()}"
+        )
     return _construct(RunConfig, c, flat=c)
 
 

@@ -26,6 +26,7 @@ from . import checkpoint
 from .config import RunConfig
 from .methods import method_label
 from .wireless.channel import round_air_time as channel_round_air_time
+from .wireless.scheduling import jain_index
 
 PEFT_PREFIX = "base_model.model."
 # Evaluation results in a row start with the model they score: the client's personalized
@@ -87,6 +88,16 @@ def client_of(rows: list[dict[str, Any]]) -> list[Any]:
     """
     known = {r["node"]: r["client"] for r in rows if "client" in r and "node" in r}
     return [r.get("client", known.get(r.get("node"), r.get("node"))) for r in rows]
+
+
+def times_scheduled(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """How many rounds each client of the run was scheduled to train in (``scheduled`` rows),
+    0 for a client that only evaluated; keyed by client id as a string, in client order."""
+    counts: dict[Any, int] = {}
+    for client, r in zip(client_of(rows), rows):
+        counts[client] = counts.get(client, 0) + (1 if r.get("scheduled") is True else 0)
+    order = sorted(counts, key=lambda c: (0, c, "") if isinstance(c, int) else (1, 0, str(c)))
+    return {str(c): counts[c] for c in order}
 
 
 def _mean(rows: list[dict], key: str) -> float | None:
@@ -158,6 +169,7 @@ class RunRecorder:
         down = sum(r["bytes_down"] for r in rows)
         bad = sum(r.get("status") in ("error", "rejected") for r in rows)
         lost = sum(r.get("status") == "lost" for r in rows)
+        scheduled = sum(r.get("scheduled") is True for r in rows)
         parts = [
             f"[bold]round {server_round}/{self.cfg.num_server_rounds}[/bold]",
             f"up {_fmt_bytes(up)}",
@@ -166,6 +178,8 @@ class RunRecorder:
         for key, label in PROGRESS_RLHF if self.cfg.method_spec.uses_reward_models else PROGRESS_TASK:
             value = _mean(rows, key)
             parts.append(f"{label} {value:.3f}" if value is not None else f"{label} -")
+        if self.cfg.schedule.policy != "random" or self.cfg.schedule.clients_per_round:
+            parts.append(f"scheduled {scheduled} of {len(rows)}")
         if lost:
             parts.append(f"[yellow]{lost} update(s) lost on the air[/yellow]")
         if bad:
@@ -202,7 +216,12 @@ class RunRecorder:
             "energy_j_total": sum(r.get("energy_j_up", 0.0) + r.get("compute_energy_j", 0.0) for r in self.rows),
             "simulated_time_s_total": self.simulated_time_s,
             "wall_time_s": round(self._wall(), 3),
+            "schedule_policy": self.cfg.schedule.policy,
+            "clients_per_round": self.cfg.schedule.clients_per_round,
         }
+        counts = times_scheduled(self.rows)
+        summary["times_scheduled"] = counts
+        summary["scheduling_jain_index"] = jain_index(list(counts.values())) if counts else None
         scores = sorted({k for _, r in last for k in r if k.startswith(SCORE_PREFIXES)})
         for key in sorted(set(scores) | set(TASK_SCORES)):
             summary[f"{key}_mean"] = _mean([r for _, r in last], key)

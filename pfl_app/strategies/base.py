@@ -294,8 +294,11 @@ class PersonalizedFedAvg(FedAvg):
             # A record of the simulated link, outside the byte counts (protocol.SIMULATION_PREFIX):
             # it is the scheduler's knowledge, not payload.
             cohort = ConfigRecord({COHORT_NODE_IDS_KEY: sorted(chosen)})
+            ledger = self._ledger_for(server_round)
             for m in kept:
                 m.content[WIRELESS_COHORT_KEY] = cohort
+                # The fairness report counts these (pfl_app.results: times_scheduled).
+                ledger.note(m.metadata.dst_node_id, scheduled=True)
         return kept
 
     def configure_evaluate(

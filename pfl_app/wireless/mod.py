@@ -60,7 +60,7 @@ from .channel import Transmission
 from .interface import Channel, Cohort, build_channel, load_channel_class
 from .link import LinkChannel
 from .partial import arrival_masks
-from .profiles import LinkProfile, profile_for_client, with_overrides
+from .profiles import LinkProfile
 
 #: ``factory(cfg, client_id, num_clients) -> Channel``: what :class:`WirelessMod` builds channels with.
 ChannelFactory = Callable[[RunConfig, int, int], Channel]
@@ -74,21 +74,9 @@ __all__ = ["MASK_KEY", "OUTCOMES", "STATUS_KEY", "WIRELESS_KEY", "ChannelFactory
 
 
 def link_profile(cfg: RunConfig, client_id: int, num_clients: int) -> LinkProfile:
-    """The link of client ``client_id`` under the run's wireless settings."""
-    w = cfg.wireless
-    spread = (w.distance_min, w.distance_max) if w.distance_max > 0 else None
-    profile = profile_for_client(
-        w.profile, client_id, num_clients, distance_spread=spread,
-        poor_fraction=w.poor_fraction, poor_profile=w.poor_profile, seed=cfg.seed,
-    )
-    overrides = {}
-    if w.fading:
-        overrides["fading"] = w.fading
-    if w.nakagami_m > 0:
-        overrides["nakagami_m"] = w.nakagami_m
-    if w.max_retransmissions >= 0:
-        overrides["max_retransmissions"] = w.max_retransmissions
-    return with_overrides(profile, **overrides) if overrides else profile
+    """The link of client ``client_id`` under the run's wireless settings (the run's
+    :attr:`~pfl_app.config.RunConfig.link_population`, which the server's scheduler reads too)."""
+    return cfg.link_population.profile(client_id, num_clients)
 
 
 def _stats(prefix: str, t: Transmission) -> dict[str, float]:

@@ -12,6 +12,7 @@ of them, deterministically from a seed so every process agrees on who is who.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -432,3 +433,56 @@ def profile_for_client(
         return base_profile
     distance = client_distance(client_id, num_clients, distance_spread, seed)
     return with_overrides(base_profile, distance_m=distance)
+
+
+@dataclass(frozen=True)
+class LinkPopulation:
+    """Every client's link in a run, as :func:`profile_for_client` deals them.
+
+    The one description of "who has which link" that both sides use: the client's channel
+    builds its own link from it, and the server's scheduler computes every client's channel
+    state from it (:mod:`pfl_app.wireless.csi`). Built from the run config by
+    :attr:`pfl_app.config.RunConfig.link_population`.
+
+    Parameters
+    ----------
+    base : LinkProfile or str
+        Profile (or preset name) of the ordinary clients.
+    distance_spread : (float, float), optional
+        See :func:`profile_for_client`.
+    poor_fraction : float
+        See :func:`profile_for_client`.
+    poor_profile : LinkProfile or str
+        See :func:`profile_for_client`.
+    seed : int
+        Seeds the deal (and, in a run, the channel draws: both are the run's ``seed``).
+    overrides : tuple of (str, value) pairs
+        :class:`LinkProfile` fields replaced on every client's profile, poor ones included
+        (``wireless.fading``, ``wireless.nakagami-m``, ``wireless.max-retransmissions``).
+    """
+
+    base: LinkProfile | str = "ideal"
+    distance_spread: tuple[float, float] | None = None
+    poor_fraction: float = 0.0
+    poor_profile: LinkProfile | str = "lte-cell-edge"
+    seed: int = 0
+    overrides: tuple[tuple[str, object], ...] = ()
+
+    def profile(self, client_id: int, num_clients: int) -> LinkProfile:
+        """The link of client ``client_id`` of ``num_clients`` (validated).
+
+        Raises
+        ------
+        ValueError
+            As :func:`profile_for_client` and :func:`with_overrides` do.
+        """
+        return _population_profile(self, client_id, num_clients)
+
+
+@functools.lru_cache(maxsize=1024)  # the server asks for every candidate's link every round
+def _population_profile(population: LinkPopulation, client_id: int, num_clients: int) -> LinkProfile:
+    profile = profile_for_client(
+        population.base, client_id, num_clients, distance_spread=population.distance_spread,
+        poor_fraction=population.poor_fraction, poor_profile=population.poor_profile, seed=population.seed,
+    )
+    return with_overrides(profile, **dict(population.overrides)) if population.overrides else profile
