@@ -16,11 +16,9 @@ of nodes connected (as many as ``num-partitions`` in a simulation).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from logging import INFO
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message
-from flwr.common.logger import log
 from flwr.serverapp import Grid
 
 from ..config import RunConfig
@@ -138,8 +136,6 @@ class ChannelScheduled(PersonalizedFedAvg):
         for node in chosen:
             self._last_scheduled[node] = server_round
         self._pending = (server_round, chosen)
-        log(INFO, "round %d: %s scheduled %d of %d sampled node(s)", server_round, self.schedule_policy,
-            len(chosen), len(sampled))
         return chosen
 
     def _known_client(self, node: int) -> int | None:
