@@ -221,6 +221,9 @@ config_case("range-min-clients-zero", "min-clients=0", "'min-clients' = 0", "a n
 config_case("range-empty-target-modules", "lora.target-modules=' , '", "'lora.target-modules'", "non-empty list")
 config_case("range-empty-tasks", "data.tasks=''", "'data.tasks'", "non-empty list")
 config_case("range-timeout-negative", "round-timeout-s=-5", "'round-timeout-s'", "a number > 0")
+config_case("range-clients-per-round", "schedule.clients-per-round=-1", "'schedule.clients-per-round' = -1",
+            "a number >= 0")
+config_case("range-pf-window", "schedule.pf-window=0.5", "'schedule.pf-window' = 0.5", "a number >= 1")
 
 # --- values outside a closed set -----------------------------------------------------------
 
@@ -231,6 +234,10 @@ config_case("choice-non-linearity", "adapter.non-linearity='sigmoid'", "'adapter
 config_case("choice-server-optimizer", "server-optimizer='sgd'", "'server-optimizer'", "fedadam")
 config_case("choice-scale-rewards", "rlhf.scale-rewards='std'", "'rlhf.scale-rewards'", "group")
 config_case("choice-fading", "wireless.fading='nakagami'", "'wireless.fading'", "allowed values: '', rayleigh")
+config_case("choice-schedule-policy", "schedule.policy='greedy'", "'schedule.policy' = 'greedy'",
+            "allowed values: random, best-snr, proportional-fair, age-aware, deadline")
+config_case("choice-schedule-policy-path", "schedule.policy='no_such_module:policy'", "'schedule.policy'",
+            "no_such_module")
 config_case("choice-case-matters", "method='PFTT'", "'method' = 'PFTT'", "allowed values")
 
 # --- rules across keys -----------------------------------------------------------------------
@@ -241,6 +248,9 @@ config_case("cross-distance-order", "wireless.distance-min=100.0 wireless.distan
             "'wireless.distance-max'", "'wireless.distance-min'")
 config_case("cross-distance-min-zero", "wireless.distance-max=100.0", "'wireless.distance-min' = 0",
             "'wireless.distance-max' = 100", "0 < distance-min")
+config_case("cross-deadline-policy-without-deadline", "schedule.policy='deadline'",
+            "'schedule.policy' = 'deadline'", "'wireless.deadline-s' = 0",
+            "allowed values without a deadline: random, best-snr, proportional-fair, age-aware")
 config_case("cross-final-eval-prompts", "rlhf.eval-prompts=8 rlhf.final-eval-prompts=4",
             "'rlhf.final-eval-prompts' = 4", "'rlhf.eval-prompts'")
 config_case("cross-scale-rewards", "rlhf.reward-aggregation='normalize-then-sum' rlhf.scale-rewards='batch'",
