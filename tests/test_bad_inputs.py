@@ -232,6 +232,8 @@ config_case("choice-server-optimizer", "server-optimizer='sgd'", "'server-optimi
 config_case("choice-scale-rewards", "rlhf.scale-rewards='std'", "'rlhf.scale-rewards'", "group")
 config_case("choice-fading", "wireless.fading='nakagami'", "'wireless.fading'", "allowed values: '', rayleigh")
 config_case("choice-case-matters", "method='PFTT'", "'method' = 'PFTT'", "allowed values")
+config_case("choice-device", "wireless.device='toaster'", "'wireless.device' = 'toaster'",
+            "allowed values: '', phone-sd8gen3", "jetson-orin-nano", "laptop-ryzen7-7840u")
 
 # --- rules across keys -----------------------------------------------------------------------
 
@@ -241,6 +243,8 @@ config_case("cross-distance-order", "wireless.distance-min=100.0 wireless.distan
             "'wireless.distance-max'", "'wireless.distance-min'")
 config_case("cross-distance-min-zero", "wireless.distance-max=100.0", "'wireless.distance-min' = 0",
             "'wireless.distance-max' = 100", "0 < distance-min")
+config_case("cross-device-compute-s", "wireless.device='phone-sd8gen3' wireless.compute-s=2.0",
+            "'wireless.device' = 'phone-sd8gen3'", "'wireless.compute-s' = 2")
 config_case("cross-final-eval-prompts", "rlhf.eval-prompts=8 rlhf.final-eval-prompts=4",
             "'rlhf.final-eval-prompts' = 4", "'rlhf.eval-prompts'")
 config_case("cross-scale-rewards", "rlhf.reward-aggregation='normalize-then-sum' rlhf.scale-rewards='batch'",
