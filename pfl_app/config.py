@@ -28,6 +28,7 @@ from typing import Any, get_type_hints
 from .data.partition import PARTITIONERS
 from .data.sources import Columns
 from .methods import CLIENT_KINDS, MethodSpec, method_names, method_problem, method_spec
+from .wireless.device import device_names, device_problem
 from .wireless.fading import fading_names, fading_problem
 from .wireless.interface import channel_path_problem, channel_problem
 from .wireless.profiles import PROFILES, LinkPopulation
@@ -376,9 +377,13 @@ class WirelessSettings:
     loss_mode: str = setting("whole", "whole: an update with a lost packet is lost; partial: it arrives "
                              "without the lost chunks", LOSS_MODES)
     compute_s: float = setting(0.0, "simulated on-device training time per round, counted in a client's round "
-                               "time (the measured time would make stragglers depend on the host)",
-                               check=_non_negative)
-    deadline_s: float = setting(0.0, "round deadline in simulated seconds (downlink + compute-s + uplink); later "
+                               "time (the measured time would make stragglers depend on the host); 0 with "
+                               "wireless.device, which computes it", check=_non_negative)
+    device: str = setting("", "device model of every client: compute time = the training's FLOPs / the device's "
+                          "sustained FLOP/s (in place of compute-s), compute energy = that time x its power; empty: "
+                          "compute energy from the measured training time", device_names, plugin=device_problem)
+    deadline_s: float = setting(0.0, "round deadline in simulated seconds (downlink + compute-s or the device's "
+                                "compute time + uplink); later "
                                 "updates are dropped as stragglers; 0: none", check=_non_negative)
     channel: str = setting("", "a Channel class by package.module:Class; empty: the built-in link model",
                            check=channel_path_problem, plugin=channel_problem)
@@ -634,6 +639,12 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
             f"run-config key 'wireless.distance-min' = {c['wireless.distance-min']:g} must be > 0 when "
             f"'wireless.distance-max' = {c['wireless.distance-max']:g} spreads the clients; allowed: "
             "0 < distance-min <= distance-max"
+        )
+    if c["wireless.device"] and c["wireless.compute-s"] > 0:
+        # Both say how long a client computes: the device's FLOP count would silently win.
+        raise ConfigError(
+            f"run-config keys 'wireless.device' = {c['wireless.device']!r} and 'wireless.compute-s' = "
+            f"{c['wireless.compute-s']:g} both set the simulated compute time; set one (compute-s = 0 with a device)"
         )
     if 0 < c["rlhf.final-eval-prompts"] < c["rlhf.eval-prompts"]:
         raise ConfigError(f"run-config key 'rlhf.final-eval-prompts' = {c['rlhf.final-eval-prompts']} must be 0 "

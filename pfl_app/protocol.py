@@ -42,6 +42,12 @@ WIRELESS_MASK_KEY = "wireless-mask"
 #: channel model, as a base station's scheduler knows them. Strategy writes on every train
 #: message; wireless mod reads and hands it to the channel. Not payload (see SIMULATION_PREFIX).
 WIRELESS_COHORT_KEY = "wireless-cohort"
+#: MetricRecord: the work of the client's local training (keys below), for the wireless mod's
+#: device model (pfl_app.wireless.device). Task and RLHF clients write it on every train reply;
+#: the wireless mod reads it and copies its entries into its ``wireless`` record, which the
+#: server records. Simulation accounting that a real device would not send: not payload (see
+#: SIMULATION_PREFIX), so reporting it leaves the bytes on the air as they were.
+WIRELESS_WORKLOAD_KEY = "wireless-workload"
 #: Records whose names start with this describe the simulated link, not payload: the byte
 #: counts (pfl_app.records.message_bytes, on both sides) leave them out.
 SIMULATION_PREFIX = "wireless"
@@ -91,12 +97,25 @@ TASK_KEY = "task"
 #: (Flower FedAvg's weighted_by_key).
 NUM_EXAMPLES_KEY = "num-examples"
 #: Seconds the local training took. Task and RLHF clients write; the wireless mod reads it
-#: (compute energy), the server records it.
+#: (compute energy, when ``wireless.device`` is empty), the server records it.
 TRAIN_SECONDS_KEY = "train-seconds"
 #: Mean personalized reward of the round. RLHF client writes; PFIT weighs updates by it.
 TRAIN_REWARD_KEY = "train-reward"
 #: The client's safety weight. RLHF client writes; server records it, the plots read it.
 SAFETY_WEIGHT_KEY = "safety-weight"
+
+# -- Keys of the "wireless-workload" record (client -> wireless mod -> server) -------------
+#: Non-padding tokens the local training processed (forward and backward), over every sequence
+#: and step; RLHF: every sampled sequence, prompt and completion. Clients write; the mod copies it.
+TRAIN_TOKENS_KEY = "train-tokens"
+#: FLOPs of the round's local training (pfl_app.wireless.device.training_flops; RLHF adds the
+#: sampling, reference and reward-model forward passes). Clients write; the wireless mod turns
+#: it into compute time and energy under ``wireless.device``, and copies it.
+TRAIN_FLOPS_KEY = "train-flops"
+#: The model's multiply-add weights N, and those trained, that train-flops is computed from.
+#: Clients write; the wireless mod copies them.
+MODEL_PARAMS_KEY = "model-params"
+TRAINABLE_PARAMS_KEY = "trainable-params"
 
 # -- Keys of the wireless records (wireless mod -> server) --------------------------------
 #: Bytes the reply spent on the air, delivered or not. Wireless mod writes; server counts them.

@@ -212,6 +212,8 @@ class RunRecorder:
             "updates_rejected": sum(r.get("status") == "rejected" for r in self.rows),
             "client_failures": sum(r.get("status") == "error" for r in self.rows),
             "wireless_profile": self.cfg.wireless.profile,
+            # "": compute energy from the measured training time; else from FLOPs on this device.
+            "wireless_device": self.cfg.wireless.device,
             "air_time_s_total": sum(r.get("air_time_s_up", 0.0) + r.get("air_time_s_down", 0.0) for r in self.rows),
             "energy_j_total": sum(r.get("energy_j_up", 0.0) + r.get("compute_energy_j", 0.0) for r in self.rows),
             "simulated_time_s_total": self.simulated_time_s,

@@ -17,6 +17,7 @@ from transformers.trainer_callback import PrinterCallback
 from trl import SFTConfig, SFTTrainer
 
 from .config import TrainSettings
+from .wireless.device import training_flops
 
 
 class ProximalSFTTrainer(SFTTrainer):
@@ -62,6 +63,45 @@ def restored_after_training(model):
             p.requires_grad = n in trainable
 
 
+def flop_params(model) -> int:
+    """``N`` of the FLOP count (:mod:`pfl_app.wireless.device`): the parameters that do a
+    multiply-add per token. Every parameter but the input embedding table, which is looked
+    up, not multiplied; with tied embeddings that table is the LM head's matrix, which does
+    multiply, and is counted once (``model.parameters()`` yields a shared tensor once)."""
+    total = sum(p.numel() for p in model.parameters())
+    inputs, outputs = model.get_input_embeddings(), model.get_output_embeddings()
+    if inputs is not None and (outputs is None or inputs.weight is not outputs.weight):
+        total -= inputs.weight.numel()
+    return int(total)
+
+
+def trainable_params(model) -> int:
+    """The parameters that get a gradient (``requires_grad``): ``N_trainable``."""
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a round of local training computed, for the device model.
+
+    Attributes
+    ----------
+    tokens : int
+        Non-padding tokens trained on (forward and backward), over every sequence and step.
+    flops : float
+        FLOPs of the round's training.
+    params : int
+        ``N``, the model's multiply-add weights (:func:`flop_params`).
+    trainable : int
+        ``N_trainable`` (:func:`trainable_params`).
+    """
+
+    tokens: int = 0
+    flops: float = 0.0
+    params: int = 0
+    trainable: int = 0
+
+
 def train_quietly(trainer) -> tuple[Any, float]:
     """Run ``trainer.train()`` without its per-log printout (one dict per client per round
     would drown the run's progress); return its output and the seconds it took."""
@@ -100,6 +140,7 @@ class TrainResult:
     loss: float
     steps: int
     seconds: float
+    workload: Workload = Workload()
 
 
 def train_locally(
@@ -129,6 +170,8 @@ def train_locally(
             completion_only_loss=True,
             logging_strategy="no",
             remove_unused_columns=True,
+            # state.num_input_tokens_seen: the attention mask's ones, batch by batch.
+            include_num_input_tokens_seen="non_padding",
         )
         with restored_after_training(model):
             trainer = ProximalSFTTrainer(
@@ -140,6 +183,10 @@ def train_locally(
                     [c for c in examples.column_names if c not in ("input_ids", "completion_mask")]),
                 processing_class=tokenizer,
             )
+            # Counted once the trainer is built: what it trains is what gets a gradient.
+            params, trained = flop_params(model), trainable_params(model)
             output, seconds = train_quietly(trainer)
+            tokens = int(trainer.state.num_input_tokens_seen)
     model.eval()
-    return TrainResult(float(output.training_loss), int(output.global_step), seconds)
+    workload = Workload(tokens, training_flops(params, trained, tokens), params, trained)
+    return TrainResult(float(output.training_loss), int(output.global_step), seconds, workload)

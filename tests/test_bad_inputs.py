@@ -239,6 +239,8 @@ config_case("choice-schedule-policy", "schedule.policy='greedy'", "'schedule.pol
 config_case("choice-schedule-policy-path", "schedule.policy='no_such_module:policy'", "'schedule.policy'",
             "no_such_module")
 config_case("choice-case-matters", "method='PFTT'", "'method' = 'PFTT'", "allowed values")
+config_case("choice-device", "wireless.device='toaster'", "'wireless.device' = 'toaster'",
+            "allowed values: '', phone-sd8gen3", "jetson-orin-nano", "laptop-ryzen7-7840u")
 
 # --- rules across keys -----------------------------------------------------------------------
 
@@ -251,6 +253,8 @@ config_case("cross-distance-min-zero", "wireless.distance-max=100.0", "'wireless
 config_case("cross-deadline-policy-without-deadline", "schedule.policy='deadline'",
             "'schedule.policy' = 'deadline'", "'wireless.deadline-s' = 0",
             "allowed values without a deadline: random, best-snr, proportional-fair, age-aware")
+config_case("cross-device-compute-s", "wireless.device='phone-sd8gen3' wireless.compute-s=2.0",
+            "'wireless.device' = 'phone-sd8gen3'", "'wireless.compute-s' = 2")
 config_case("cross-final-eval-prompts", "rlhf.eval-prompts=8 rlhf.final-eval-prompts=4",
             "'rlhf.final-eval-prompts' = 4", "'rlhf.eval-prompts'")
 config_case("cross-scale-rewards", "rlhf.reward-aggregation='normalize-then-sum' rlhf.scale-rewards='batch'",

@@ -142,3 +142,46 @@ def test_server_preflight_names_a_missing_dataset(tmp_path):
     with pytest.raises(ValueError, match="data.tasks.*nope.jsonl"):
         check_data_sources(parse_run_config({**TINY, "data.tasks": f"bbc-news,{tmp_path / 'nope.jsonl'}"}))
     check_data_sources(parse_run_config({**TINY, "data.tasks": "bbc-news,chatterbot-qa"}))
+
+
+def test_local_training_counts_the_non_padding_tokens_it_trained_on(bundle, tiny_cfg):
+    from dataclasses import replace
+
+    from datasets import Dataset
+
+    from pfl_app.models.personalized import set_trainable
+    from pfl_app.training import flop_params, train_locally, trainable_params
+    from pfl_app.wireless.device import training_flops
+
+    lengths = [3, 5, 7, 9]
+    ids = [[(7 * i + j) % 50 + 10 for j in range(n)] for i, n in enumerate(lengths)]
+    examples = Dataset.from_dict({"input_ids": ids, "completion_mask": [[0] + [1] * (n - 1) for n in lengths]})
+    set_trainable(bundle.model, ("adapter", "lora_A", "lora_B"))
+    trained = trainable_params(bundle.model)
+    # One batch holds all four sequences, so two steps see each twice: 2 x 24 tokens, not the
+    # 2 x 4 x 9 a padded count would give.
+    settings = replace(tiny_cfg.train, local_steps=2, batch_size=4)
+    result = train_locally(bundle.model, bundle.tokenizer, examples, settings, seed=0, max_length=64)
+    w = result.workload
+    assert w.tokens == 2 * sum(lengths)
+    assert (w.params, w.trainable) == (flop_params(bundle.model), trained)
+    assert 0 < trained < w.params
+    assert w.flops == training_flops(w.params, trained, w.tokens)
+
+
+def test_flop_params_leaves_out_an_input_embedding_table_that_only_looks_up(bundle):
+    from pfl_app.training import flop_params
+
+    model = bundle.model
+    every = sum(p.numel() for p in model.parameters())
+    table = model.get_input_embeddings().weight
+    tied = table is model.get_output_embeddings().weight
+    assert flop_params(model) == (every if tied else every - table.numel())
+
+
+def test_a_train_reply_reports_its_workload_beside_the_metrics(flower_identity, bundle, tmp_path):
+    glob = bundle.initial_tensors(["adapter"])
+    reply = handle_train(_message("train", "adapter", glob, tmp_path), _context(5, 0))
+    work = reply.content["wireless-workload"]
+    assert work["train-tokens"] > 0 and work["train-flops"] > 4 * work["model-params"] * work["train-tokens"]
+    assert "train-tokens" not in reply.content["metrics"]  # simulation accounting, not payload

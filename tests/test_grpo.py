@@ -172,3 +172,34 @@ def test_the_reward_scaling_and_aggregation_reach_grpo():
     # trl ignores the scaling under normalize-then-sum: asking for one is an error, not a silent no-op
     with pytest.raises(ValueError, match="rlhf.scale-rewards.*no effect.*allowed with it: group"):
         parse_run_config({**RLHF, "rlhf.reward-aggregation": "normalize-then-sum", "rlhf.scale-rewards": "none"})
+
+
+class CountingReward(ConstantReward):
+    """A reward that counts what it scores as a RewardScorer does: 5 tokens a completion."""
+
+    tokens_scored, flop_params = 0, 1000
+
+    def __call__(self, prompts, completions, question=None, **kwargs):
+        self.tokens_scored += 5 * len(completions)
+        return super().__call__(prompts, completions, question, **kwargs)
+
+
+def test_a_round_reports_its_tokens_and_flops():
+    from pfl_app.rlhf.grpo import grpo_workload
+    from pfl_app.training import flop_params, trainable_params
+
+    cfg, model, tok, ds = _setup()
+    params, trained = flop_params(model), trainable_params(model)
+    counting, plain = CountingReward("helpfulness", 1.0), ConstantReward("safety", 0.0)
+    result = train_policy(model, tok, ds, [counting, plain], Preference(0.5, 0.5), cfg.train, cfg.rlhf, seed=0)
+    w = result.workload
+    sequences = cfg.train.local_steps * cfg.rlhf.prompts_per_step * cfg.rlhf.num_generations
+    prompt_tokens = [len(tok(tok.apply_chat_template(p, add_generation_prompt=True, tokenize=False),
+                             add_special_tokens=False)["input_ids"]) for p in ds["prompt"]]
+    # every sampled sequence: its prompt and at most max-completion-length generated tokens
+    assert sequences * min(prompt_tokens) < w.tokens <= sequences * (max(prompt_tokens) + cfg.rlhf.max_completion_length)
+    assert counting.tokens_scored == 5 * sequences
+    # sampling + training + reference (beta > 0) + the counting reward model; the plain one is not counted
+    assert cfg.rlhf.beta > 0
+    assert w.flops == grpo_workload(params, trained, w.tokens, cfg.rlhf.beta, [(1000, 5 * sequences)]).flops
+    assert (w.params, w.trainable) == (params, trained)

@@ -154,3 +154,13 @@ def test_a_stopped_runs_failed_rows_can_be_handed_over_and_a_finished_run_takes_
         rec.round_done(1, [_row(1, 0, 100, 0.5)])
         assert rec.finish({})["client_failures"] == 0
     assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_the_summary_says_which_device_the_compute_energy_comes_from(tmp_path):
+    for device in ("", "jetson-orin-nano"):
+        rec = RunRecorder(tmp_path / f"run{device}", parse_run_config({"num-server-rounds": 1,
+                                                                       "wireless.device": device}))
+        rec.round_done(1, [_row(1, 0, 100, 0.5, compute_energy_j=2.5)])
+        summary = rec.finish({})
+        assert summary["wireless_device"] == device
+        assert summary["energy_j_total"] == pytest.approx(0.1 + 2.5)

@@ -136,6 +136,7 @@ def handle_train(msg: Message, context: Context) -> Message:
             "train-kl": result.kl,
             SAFETY_WEIGHT_KEY: s.preference.safety,
         },
+        workload=result.workload,
     )
 
 

@@ -37,6 +37,7 @@ from ..protocol import (
     CLIENT_KEY,
     CONFIG_KEY,
     METRICS_KEY,
+    MODEL_PARAMS_KEY,
     NUM_EXAMPLES_KEY,
     POOLED_DATA_KEY,
     PROXIMAL_MU_KEY,
@@ -45,12 +46,16 @@ from ..protocol import (
     SHARED_GROUPS_KEY,
     STATE_DIR_NODE_KEY,
     TASK_KEY,
+    TRAIN_FLOPS_KEY,
     TRAIN_SECONDS_KEY,
+    TRAIN_TOKENS_KEY,
+    TRAINABLE_PARAMS_KEY,
     TRAINED_GROUPS_KEY,
+    WIRELESS_WORKLOAD_KEY,
 )
 from ..records import from_arrayrecord, to_arrayrecord
 from ..tasks import evaluate as evaluate_task
-from ..training import train_locally
+from ..training import Workload, train_locally
 from .context import client_identity, run_config
 from .data import ClientData, client_data, pooled_train
 from .state import ClientState, client_dir
@@ -65,6 +70,17 @@ def _check_received(bundle: ModelBundle, shared: tuple[str, ...], tensors: Mappi
             f"unexpected {extra[:3]}{'...' if len(extra) > 3 else ''}, missing "
             f"{missing[:3]}{'...' if len(missing) > 3 else ''}"
         )
+
+
+def workload_record(workload: Workload) -> MetricRecord:
+    """The ``wireless-workload`` record of a train reply: what the round's training computed,
+    for the wireless mod's device model (not payload: see :mod:`pfl_app.protocol`)."""
+    return MetricRecord({
+        TRAIN_TOKENS_KEY: int(workload.tokens),
+        TRAIN_FLOPS_KEY: float(workload.flops),
+        MODEL_PARAMS_KEY: int(workload.params),
+        TRAINABLE_PARAMS_KEY: int(workload.trainable),
+    })
 
 
 def round_seed(seed: int, server_round: int, client_id: int) -> int:
@@ -136,7 +152,8 @@ class ClientSession:
         # this process served.
         set_tensors(self.bundle.model, {**self.received, **local})
 
-    def reply(self, msg: Message, metrics: dict[str, Any], arrays: Mapping[str, np.ndarray] | None = None) -> Message:
+    def reply(self, msg: Message, metrics: dict[str, Any], arrays: Mapping[str, np.ndarray] | None = None,
+              workload: Workload | None = None) -> Message:
         content = RecordDict(
             {
                 METRICS_KEY: MetricRecord(metrics),
@@ -145,6 +162,8 @@ class ClientSession:
         )
         if arrays is not None:
             content[ARRAYS_KEY] = to_arrayrecord(arrays)
+        if workload is not None:
+            content[WIRELESS_WORKLOAD_KEY] = workload_record(workload)
         return Message(content=content, reply_to=msg)
 
 
@@ -183,6 +202,7 @@ def handle_train(msg: Message, context: Context) -> Message:
             "train-steps": result.steps,
             TRAIN_SECONDS_KEY: result.seconds,
         },
+        workload=result.workload,
     )
 
 

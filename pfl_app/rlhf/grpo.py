@@ -24,7 +24,16 @@ from transformers import PreTrainedTokenizerBase
 from trl import GRPOConfig, GRPOTrainer
 
 from ..config import RlhfSettings, TrainSettings
-from ..training import anchor_tensors, local_run_args, restored_after_training, train_quietly
+from ..training import (
+    Workload,
+    anchor_tensors,
+    flop_params,
+    local_run_args,
+    restored_after_training,
+    train_quietly,
+    trainable_params,
+)
+from ..wireless.device import forward_flops, training_flops
 from .client_setup import Preference
 
 OPTIMIZER_STATE_SEP = "::"
@@ -120,6 +129,29 @@ class PolicyResult:
     step_seconds: float
     #: The optimizer's state at the end (see :func:`optimizer_state`).
     optimizer_state: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    #: What the round computed (see :func:`grpo_workload`).
+    workload: Workload = Workload()
+
+
+def grpo_workload(params: int, trained: int, tokens: int, beta: float,
+                  reward_passes: Sequence[tuple[int, int]] = ()) -> Workload:
+    """The FLOPs of a round of GRPO on ``tokens`` sampled tokens (prompt and completion of
+    every sequence, padding left out).
+
+    Each sequence is sampled (a forward pass per token: prefill, then one per generated
+    token with the KV cache), trained on once (forward and backward,
+    :func:`~pfl_app.wireless.device.training_flops`), and with ``beta > 0`` scored by the
+    reference model (the policy with its adapters off: a forward pass, counted at the
+    policy's ``N``). ``reward_passes`` are ``(N_r, tokens_r)`` of each reward model's forward
+    passes. Not counted: trl's old-policy pass, which it skips when, as here, every step
+    samples afresh (``gradient_accumulation_steps`` a multiple of ``steps_per_generation x
+    num_iterations``), and the attention over the context (as in the FLOP model).
+    """
+    flops = forward_flops(params, tokens) + training_flops(params, trained, tokens)
+    if beta > 0:
+        flops += forward_flops(params, tokens)
+    flops += sum(forward_flops(n, t) for n, t in reward_passes)
+    return Workload(tokens, flops, params, trained)
 
 
 def _mean(history: Sequence[dict], key: str) -> float:
@@ -176,9 +208,15 @@ def train_policy(
             train_dataset=prompts,
             processing_class=tokenizer,
         )
+        params, trained = flop_params(model), trainable_params(model)
+        # Reward functions that count what they score (RewardScorer does); others go uncounted.
+        scored = [(sc, getattr(sc, "tokens_scored", None)) for sc in reward_funcs]
         output, seconds = train_quietly(trainer)
         final_state = optimizer_state_of(trainer)
     model.eval()
+    reward_passes = [(sc.flop_params, sc.tokens_scored - before) for sc, before in scored if before is not None]
+    # trl adds every sampled sequence's prompt and completion lengths (no padding) to this.
+    workload = grpo_workload(params, trained, int(trainer.state.num_input_tokens_seen), rlhf.beta, reward_passes)
     history = [h for h in trainer.state.log_history if "reward" in h]
     return PolicyResult(
         loss=float(output.training_loss),
@@ -190,6 +228,7 @@ def train_policy(
         kl=_mean(history, "kl"),
         step_seconds=_mean(history, "step_time"),
         optimizer_state=final_state,
+        workload=workload,
     )
 
 

@@ -13,6 +13,7 @@ A user can instead name any local folder or hub id of a one-logit sequence class
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -35,6 +36,7 @@ from transformers.trainer_callback import PrinterCallback
 from ..config import ConfigError
 from ..data.sources import _package_dir
 from ..models.loading import cache_root
+from ..training import flop_params
 from .preferences import helpfulness_pairs, policy_safety_pairs, prompts_in, safety_pairs
 
 REWARD_KINDS = ("helpfulness", "safety")
@@ -97,12 +99,22 @@ class RewardScorer:
             raise ValueError(f"reward model {self.path} has {self.model.config.num_labels} outputs; 1 is needed")
         self.batch_size = batch_size
 
+    #: Non-padding tokens scored so far, for the FLOP count of local RLHF (a class default, so
+    #: that a scorer built without __init__, as calibrate builds one, counts too).
+    tokens_scored: int = 0
+
+    @functools.cached_property
+    def flop_params(self) -> int:
+        """The model's multiply-add weights (:func:`pfl_app.training.flop_params`)."""
+        return flop_params(self.model)
+
     @torch.no_grad()
     def score(self, questions: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """The reward of each response to its question."""
         out = []
         for i in range(0, len(questions), self.batch_size):
             ids = encode(self.tokenizer, questions[i:i + self.batch_size], responses[i:i + self.batch_size])
+            self.tokens_scored += sum(len(x) for x in ids)
             batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
             logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             out.append(logits[:, 0].float().numpy())

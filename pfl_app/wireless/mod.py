@@ -9,7 +9,8 @@ ConfigRecord) and enforces what it would have done to the update:
   never trains; a lost uplink reaches the server without its arrays;
 - in ``partial`` loss mode the uplink arrives with the lost chunks zeroed and a
   ``wireless-mask`` ArrayRecord saying which elements arrived;
-- a client whose downlink + simulated compute (``wireless.compute-s``) + uplink time
+- a client whose downlink + simulated compute (``wireless.compute-s``, or under
+  ``wireless.device`` the training's FLOPs over the device's throughput) + uplink time
   exceeds the round deadline is a *straggler*: its update is dropped.
 
 The link is a :class:`~pfl_app.wireless.interface.Channel`, built per client and message
@@ -49,14 +50,17 @@ from ..protocol import (
     OUTCOMES,
     REASON_KEY,
     SERVER_ROUND_KEY,
+    TRAIN_FLOPS_KEY,
     TRAIN_SECONDS_KEY,
     WIRELESS_COHORT_KEY,
     WIRELESS_KEY,
     WIRELESS_MASK_KEY,
     WIRELESS_STATUS_KEY,
+    WIRELESS_WORKLOAD_KEY,
 )
 from ..records import from_arrayrecord, message_bytes, to_arrayrecord
 from .channel import Transmission
+from .device import device_profile
 from .interface import Channel, Cohort, build_channel, load_channel_class
 from .link import LinkChannel
 from .partial import arrival_masks
@@ -70,7 +74,7 @@ ChannelFactory = Callable[[RunConfig, int, int], Channel]
 STATUS_KEY = WIRELESS_STATUS_KEY
 MASK_KEY = WIRELESS_MASK_KEY
 __all__ = ["MASK_KEY", "OUTCOMES", "STATUS_KEY", "WIRELESS_KEY", "ChannelFactory", "WirelessMod", "client_channel",
-           "link_profile", "wireless_mod"]
+           "compute_cost", "link_profile", "wireless_mod"]
 
 
 def link_profile(cfg: RunConfig, client_id: int, num_clients: int) -> LinkProfile:
@@ -123,6 +127,32 @@ def client_channel(cfg: RunConfig, client_id: int, num_clients: int) -> Channel:
         raise ValueError(f"run-config key 'wireless.channel' = {cfg.wireless.channel!r}: {err}") from err
 
 
+def compute_cost(cfg: RunConfig, channel: Channel, measured_s: float,
+                 workload: MetricRecord | None) -> tuple[float, float, float]:
+    """``(compute-s, compute time in the round, compute energy)`` of a client's training.
+
+    Without ``wireless.device``: the measured training time and its energy
+    (:meth:`Channel.compute_energy_j`), while the round counts the fixed ``wireless.compute-s``
+    so that stragglers depend on the seed alone. With a device: both times are the
+    training's FLOPs (the reply's ``wireless-workload``) over the device's sustained FLOP/s,
+    and the energy that time times the device's power, so the seed alone decides all three.
+
+    Raises
+    ------
+    ValueError
+        Naming ``wireless.device`` when the reply carries no FLOP count.
+    """
+    if not cfg.wireless.device:
+        return measured_s, cfg.wireless.compute_s, channel.compute_energy_j(measured_s)
+    if workload is None or TRAIN_FLOPS_KEY not in workload:
+        raise ValueError(f"run-config key 'wireless.device' = {cfg.wireless.device!r} needs the client's "
+                         f"'{TRAIN_FLOPS_KEY}' in its train reply's '{WIRELESS_WORKLOAD_KEY}' record, which this "
+                         "client did not send")
+    device = device_profile(cfg.wireless.device)
+    seconds = device.compute_seconds(float(workload[TRAIN_FLOPS_KEY]))
+    return seconds, seconds, seconds * device.power_w
+
+
 def _cohort(msg: Message, node_id: int) -> Cohort | None:
     record = msg.content.config_records.get(WIRELESS_COHORT_KEY)
     if record is None or COHORT_NODE_IDS_KEY not in record:
@@ -168,15 +198,18 @@ class WirelessMod:
         if reply.has_error():
             return reply
         measured_s = float(reply.content[METRICS_KEY].get(TRAIN_SECONDS_KEY, 0.0))
+        workload = reply.content.metric_records.get(WIRELESS_WORKLOAD_KEY)
         up = _sent(channel, "uplink", channel.uplink(server_round, message_bytes(reply)))
         stats.update(_stats("up", up))
-        # The round time counts a fixed, simulated compute time so that stragglers depend on the
-        # seed alone; the energy uses the training time measured here.
-        client_time = down.air_time_s + cfg.wireless.compute_s + up.air_time_s
+        # The round time counts a simulated compute time (wireless.compute-s, or the device's)
+        # so that stragglers depend on the seed alone; see compute_cost for the energy.
+        compute_s, round_compute_s, compute_energy_j = compute_cost(cfg, channel, measured_s, workload)
+        client_time = down.air_time_s + round_compute_s + up.air_time_s
         stats.update({
-            "compute-s": measured_s,
-            "compute-energy-j": channel.compute_energy_j(measured_s),
+            "compute-s": compute_s,
+            "compute-energy-j": compute_energy_j,
             "client-time-s": client_time,
+            **(dict(workload) if workload is not None else {}),  # train-tokens, train-flops, ...: recorded
         })
         deadline = cfg.wireless.deadline_s
         outcome, reason = OUTCOME_DELIVERED, "ok"  # never empty: ConfigRecord.count_bytes() rejects ""
