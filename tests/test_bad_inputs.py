@@ -232,6 +232,10 @@ config_case("choice-server-optimizer", "server-optimizer='sgd'", "'server-optimi
 config_case("choice-scale-rewards", "rlhf.scale-rewards='std'", "'rlhf.scale-rewards'", "group")
 config_case("choice-fading", "wireless.fading='nakagami'", "'wireless.fading'", "allowed values: '', rayleigh")
 config_case("choice-case-matters", "method='PFTT'", "'method' = 'PFTT'", "allowed values")
+config_case("choice-access", "wireless.access='fdma'", "'wireless.access' = 'fdma'",
+            "allowed values: dedicated, tdma, ofdma")
+config_case("choice-coherence", "wireless.coherence='symbol'", "'wireless.coherence' = 'symbol'",
+            "allowed values: message, packet")
 
 # --- rules across keys -----------------------------------------------------------------------
 
@@ -241,6 +245,8 @@ config_case("cross-distance-order", "wireless.distance-min=100.0 wireless.distan
             "'wireless.distance-max'", "'wireless.distance-min'")
 config_case("cross-distance-min-zero", "wireless.distance-max=100.0", "'wireless.distance-min' = 0",
             "'wireless.distance-max' = 100", "0 < distance-min")
+config_case("cross-access-own-channel", "wireless.access='tdma' wireless.channel='pfl_app.wireless.link:LinkChannel'",
+            "'wireless.access' = 'tdma'", "'wireless.channel'", "allowed with it: dedicated")
 config_case("cross-final-eval-prompts", "rlhf.eval-prompts=8 rlhf.final-eval-prompts=4",
             "'rlhf.final-eval-prompts' = 4", "'rlhf.eval-prompts'")
 config_case("cross-scale-rewards", "rlhf.reward-aggregation='normalize-then-sum' rlhf.scale-rewards='batch'",
