@@ -23,16 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pfl_app.wireless import LinkChannel, mean_snr_db, packet_error_probability, with_overrides  # noqa: E402
+from pfl_app.wireless import LinkChannel, mean_snr_db, packet_error_probability, with_overrides
 
 SIZES = {"pftt": 9_229_072 // 4, "send-all": 38_910_992 // 4}
 CLIENTS = 4
