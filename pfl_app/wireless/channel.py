@@ -401,7 +401,9 @@ def round_air_time(transmissions_or_times: Iterable[Transmission | float],
     transmissions_or_times : iterable of Transmission or float
         One entry per client: its :class:`Transmission`, or its time in seconds (taken as
         delivered; sum a client's downlink, compute and uplink times first if the round
-        should include them all).
+        should include them all, with its waits for the air under a shared access scheme,
+        :meth:`pfl_app.wireless.interface.Channel.wait_s`: a Transmission's ``air_time_s``
+        holds no wait).
     deadline_s : float, optional
         The server stops waiting at this time.
 

@@ -9,8 +9,9 @@ ConfigRecord) and enforces what it would have done to the update:
   never trains; a lost uplink reaches the server without its arrays;
 - in ``partial`` loss mode the uplink arrives with the lost chunks zeroed and a
   ``wireless-mask`` ArrayRecord saying which elements arrived;
-- a client whose downlink + simulated compute (``wireless.compute-s``) + uplink time
-  exceeds the round deadline is a *straggler*: its update is dropped.
+- a client whose downlink + simulated compute (``wireless.compute-s``) + uplink time, with
+  any wait for its turn on the air (:meth:`~pfl_app.wireless.interface.Channel.wait_s`: TDMA
+  slots), exceeds the round deadline is a *straggler*: its update is dropped.
 
 The link is a :class:`~pfl_app.wireless.interface.Channel`, built per client and message
 by the mod's channel factory: the built-in link model (:class:`~pfl_app.wireless.link.LinkChannel`)
