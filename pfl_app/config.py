@@ -29,6 +29,8 @@ from .data.partition import PARTITIONERS
 from .data.sources import Columns
 from .methods import CLIENT_KINDS, MethodSpec, method_names, method_problem, method_spec
 from .wireless.device import device_names, device_problem
+from .wireless.access import ACCESS_SCHEMES
+from .wireless.channel import COHERENCES
 from .wireless.fading import fading_names, fading_problem
 from .wireless.interface import channel_path_problem, channel_problem
 from .wireless.profiles import PROFILES, LinkPopulation
@@ -385,7 +387,14 @@ class WirelessSettings:
     deadline_s: float = setting(0.0, "round deadline in simulated seconds (downlink + compute-s or the device's "
                                 "compute time + uplink); later "
                                 "updates are dropped as stragglers; 0: none", check=_non_negative)
-    channel: str = setting("", "a Channel class by package.module:Class; empty: the built-in link model",
+    access: str = setting("dedicated", "how the clients scheduled in a round share the cell: dedicated (each the "
+                          "whole band), tdma (the whole band for its share of the time), ofdma (its share of the "
+                          "band); the share is 1/K of K clients unless the server sends shares", ACCESS_SCHEMES)
+    coherence: str = setting("message", "how long a fade lasts: message (one per client and round, both "
+                             "directions: block fading), packet (one per attempt of each packet: fast fading)",
+                             COHERENCES)
+    channel: str = setting("", "a Channel class by package.module:Class; empty: the built-in link model (with "
+                           "wireless.access and wireless.coherence, which a class of one's own does not read)",
                            check=channel_path_problem, plugin=channel_problem)
 
 
@@ -646,6 +655,13 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
             f"run-config keys 'wireless.device' = {c['wireless.device']!r} and 'wireless.compute-s' = "
             f"{c['wireless.compute-s']:g} both set the simulated compute time; set one (compute-s = 0 with a device)"
         )
+    if c["wireless.channel"]:
+        # The built-in link model reads these; a class of one's own is built without them.
+        for key, default in (("wireless.access", ACCESS_SCHEMES[0]), ("wireless.coherence", COHERENCES[0])):
+            if c[key] != default:
+                raise ConfigError(f"run-config key '{key}' = {c[key]!r} applies to the built-in link model only, "
+                                  f"but 'wireless.channel' = {c['wireless.channel']!r} replaces it; allowed with "
+                                  f"it: {default}")
     if 0 < c["rlhf.final-eval-prompts"] < c["rlhf.eval-prompts"]:
         raise ConfigError(f"run-config key 'rlhf.final-eval-prompts' = {c['rlhf.final-eval-prompts']} must be 0 "
                           f"or >= 'rlhf.eval-prompts' ({c['rlhf.eval-prompts']})")

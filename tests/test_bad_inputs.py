@@ -241,6 +241,10 @@ config_case("choice-schedule-policy-path", "schedule.policy='no_such_module:poli
 config_case("choice-case-matters", "method='PFTT'", "'method' = 'PFTT'", "allowed values")
 config_case("choice-device", "wireless.device='toaster'", "'wireless.device' = 'toaster'",
             "allowed values: '', phone-sd8gen3", "jetson-orin-nano", "laptop-ryzen7-7840u")
+config_case("choice-access", "wireless.access='fdma'", "'wireless.access' = 'fdma'",
+            "allowed values: dedicated, tdma, ofdma")
+config_case("choice-coherence", "wireless.coherence='symbol'", "'wireless.coherence' = 'symbol'",
+            "allowed values: message, packet")
 
 # --- rules across keys -----------------------------------------------------------------------
 
@@ -255,6 +259,8 @@ config_case("cross-deadline-policy-without-deadline", "schedule.policy='deadline
             "allowed values without a deadline: random, best-snr, proportional-fair, age-aware")
 config_case("cross-device-compute-s", "wireless.device='phone-sd8gen3' wireless.compute-s=2.0",
             "'wireless.device' = 'phone-sd8gen3'", "'wireless.compute-s' = 2")
+config_case("cross-access-own-channel", "wireless.access='tdma' wireless.channel='pfl_app.wireless.link:LinkChannel'",
+            "'wireless.access' = 'tdma'", "'wireless.channel'", "allowed with it: dedicated")
 config_case("cross-final-eval-prompts", "rlhf.eval-prompts=8 rlhf.final-eval-prompts=4",
             "'rlhf.final-eval-prompts' = 4", "'rlhf.eval-prompts'")
 config_case("cross-scale-rewards", "rlhf.reward-aggregation='normalize-then-sum' rlhf.scale-rewards='batch'",

@@ -2,12 +2,15 @@
 
 A channel is a :class:`Channel` (``interface``); the built-in one, :class:`LinkChannel`
 (``link``), runs the link model of ``channel`` over a client's :class:`LinkProfile`
-(``profiles``). Fading and packet-error models are looked up by name in registries
+(``profiles``), and :class:`CellChannel` (``access``) shares a cell's band among the
+clients of a round (TDMA, OFDMA). Fading and packet-error models are looked up by name in registries
 (``fading``, ``packet_errors``) that ``register_fading`` / ``register_error_model`` fill;
 device profiles, for compute time and energy, in ``device`` (``register_device``).
 """
 
+from .access import ACCESS_SCHEMES, CellChannel, ofdma_profile, tdma_wait_s
 from .channel import (
+    COHERENCES,
     DIRECTIONS,
     MIN_RATE_BPS,
     MIN_SNR_DB,
@@ -50,14 +53,14 @@ from .profiles import (
 )
 
 __all__ = [
-    "DEVICES", "DIRECTIONS", "ERROR_MODELS", "ERROR_MODELS_BY_NAME", "FADING_KINDS", "FADING_MODELS", "MIN_RATE_BPS",
-    "MIN_SNR_DB", "PROFILES", "REASON_NO_LINK", "REASON_OK", "REASON_OUTAGE", "REASON_PACKET_LOSS",
-    "Channel", "Cohort", "DeviceProfile", "LinkChannel", "LinkProfile", "Transmission",
+    "ACCESS_SCHEMES", "COHERENCES", "DEVICES", "DIRECTIONS", "ERROR_MODELS", "ERROR_MODELS_BY_NAME", "FADING_KINDS",
+    "FADING_MODELS", "MIN_RATE_BPS", "MIN_SNR_DB", "PROFILES", "REASON_NO_LINK", "REASON_OK", "REASON_OUTAGE",
+    "REASON_PACKET_LOSS", "CellChannel", "Channel", "Cohort", "DeviceProfile", "LinkChannel", "LinkProfile", "Transmission",
     "client_distance", "client_rng", "compute_energy_j", "db_to_linear", "dbm_to_watts", "device_profile",
     "draw_fading_power", "error_model", "fading_model", "forward_flops", "get_profile", "linear_to_db",
     "load_channel_class", "mean_snr_db", "noise_power_dbm",
     "packet_error_probability", "path_loss_db", "poor_clients", "profile_for_client",
     "rayleigh_outage_probability", "register_device", "register_error_model", "register_fading", "round_air_time",
     "shannon_rate_bps", "straggler",
-    "training_flops", "transmit", "with_overrides",
+    "ofdma_profile", "tdma_wait_s", "training_flops", "transmit", "with_overrides",
 ]

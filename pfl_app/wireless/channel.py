@@ -4,11 +4,16 @@ One call to :func:`transmit` sends one message over one link and says how long i
 how much energy the device spent and which packets got through. The model, in order:
 
 1. Mean SNR from a log-distance path loss (:func:`mean_snr_db`).
-2. Block fading: one small-scale power gain ``|h|^2`` (mean 1) for the whole message,
-   drawn by the profile's fading model (:mod:`pfl_app.wireless.fading`). The fading is
-   therefore redrawn per message; a caller that wants one fade per round for both
-   directions draws it once and passes ``fading_power`` to both calls.
-3. Rate: ``efficiency * B * log2(1 + SNR)`` at the faded SNR (ideal link adaptation).
+2. Fading, at one of two coherences (:data:`COHERENCES`):
+
+   - ``"message"`` (block fading): one small-scale power gain ``|h|^2`` (mean 1) for the
+     whole message, drawn by the profile's fading model (:mod:`pfl_app.wireless.fading`).
+     The fading is therefore redrawn per message; a caller that wants one fade per round for
+     both directions draws it once and passes ``fading_power`` to both calls.
+   - ``"packet"`` (fast fading): an independent gain for every attempt of every packet, so
+     that a longer message has more chances to meet a deep fade.
+3. Rate: ``efficiency * B * log2(1 + SNR)`` at the faded SNR (ideal link adaptation), per
+   message or per attempt.
 4. The message plus ``overhead_bytes`` is cut into packets of ``packet_bytes``; each
    attempt of each packet fails independently with the probability that the profile's
    packet-error model (:mod:`pfl_app.wireless.packet_errors`) gives at that SNR, and is
@@ -36,7 +41,7 @@ from .profiles import LinkProfile
 # draw_fading_power and packet_error_probability were defined here: other modules and the
 # tests still import them from here.
 __all__ = [
-    "DIRECTIONS", "MIN_RATE_BPS", "MIN_SNR_DB", "REASON_NO_LINK", "REASON_OK", "REASON_OUTAGE",
+    "COHERENCES", "DIRECTIONS", "MIN_RATE_BPS", "MIN_SNR_DB", "REASON_NO_LINK", "REASON_OK", "REASON_OUTAGE",
     "REASON_PACKET_LOSS", "Transmission", "client_rng", "compute_energy_j", "db_to_linear",
     "dbm_to_watts", "draw_fading_power", "linear_to_db", "mean_snr_db", "noise_power_dbm",
     "packet_error_probability", "path_loss_db", "rayleigh_outage_probability", "round_air_time",
@@ -44,6 +49,12 @@ __all__ = [
 ]
 
 DIRECTIONS = ("up", "down")
+
+#: How long a fade lasts: a whole message (block fading, the default) or one attempt of one
+#: packet (fast fading). See :func:`transmit`.
+COHERENCE_MESSAGE = "message"
+COHERENCE_PACKET = "packet"
+COHERENCES = (COHERENCE_MESSAGE, COHERENCE_PACKET)
 
 # Below this rate no practical modem keeps a link up: the message is abandoned at once
 # (reason "no-link") rather than reporting astronomically long, or infinite, air times.
@@ -220,7 +231,7 @@ def _attempts(rng: np.random.Generator, p_fail: float, packets: int,
 
 
 def transmit(rng: np.random.Generator, profile: LinkProfile, nbytes: int, direction: str, *,
-             fading_power: float | None = None) -> Transmission:
+             fading_power: float | None = None, coherence: str = COHERENCE_MESSAGE) -> Transmission:
     """Send one message of ``nbytes`` over one direction of a link.
 
     Parameters
@@ -235,15 +246,35 @@ def transmit(rng: np.random.Generator, profile: LinkProfile, nbytes: int, direct
         ``"up"`` or ``"down"``.
     fading_power : float, optional
         Use this block-fading gain instead of drawing one (e.g. to share one fade
-        between the two directions of a round).
+        between the two directions of a round). Only with ``coherence="message"``.
+    coherence : str
+        ``"message"``: block fading, one gain for the whole message (the draws are those
+        of the model before this argument existed). ``"packet"``: fast fading, an
+        independent gain for each attempt of each packet (:func:`_transmit_fast`).
 
     Returns
     -------
     Transmission
+
+    Notes
+    -----
+    Block fading is the quasi-static channel, fast fading the fully interleaved one, of
+    Tse & Viswanath, *Fundamentals of Wireless Communication* (2005), sections 3.1 and 5.4.
+    Without ARQ, a message of ``n`` packets at mean SNR ``g`` is delivered with probability
+    ``E_h[(1 - p(g h))^n]`` under block fading (one ``h`` for all packets; ``1 - P(outage)``
+    with the outage model, whatever ``n``) and ``(1 - E_h[p(g h)])^n`` under fast fading,
+    where ``p`` is the packet-error model.
     """
     _check_direction(direction)
     if isinstance(nbytes, bool) or not isinstance(nbytes, Integral) or nbytes < 0:
         raise ValueError(f"nbytes must be an integer >= 0, got {nbytes!r}")
+    if coherence not in COHERENCES:
+        raise ValueError(f"coherence must be one of {', '.join(COHERENCES)}; got {coherence!r}")
+    if coherence == COHERENCE_PACKET:
+        if fading_power is not None:
+            raise ValueError("fading_power is one gain for the whole message: it cannot be given with "
+                             "coherence='packet', which draws a gain per attempt")
+        return _transmit_fast(rng, profile, int(nbytes), direction)
     if fading_power is None:
         fading_power = float(profile_fading_power(rng, profile))
     elif not (math.isfinite(fading_power) and fading_power >= 0):
@@ -291,6 +322,64 @@ def transmit(rng: np.random.Generator, profile: LinkProfile, nbytes: int, direct
                         lost_packets=tuple(int(i) for i in lost), reason=reason)
 
 
+def _transmit_fast(rng: np.random.Generator, profile: LinkProfile, nbytes: int, direction: str) -> Transmission:
+    """:func:`transmit` under fast fading: each attempt of each packet sees its own gain.
+
+    The gains of every possible attempt are drawn first, as a ``(packets, attempts)`` array
+    (packet by packet, attempts in order), then one uniform per possible attempt decides its
+    error at its own SNR; a packet's attempts after its first success are not made. Each
+    attempt is sent at the rate of its own SNR (ideal link adaptation, as under block
+    fading); one whose rate is below :data:`MIN_RATE_BPS` is not sent (no time on the air)
+    and counts as failed. The result's ``fading_power`` is the mean gain of the attempts
+    made, ``snr_db`` the mean SNR times it, and ``rate_bps`` the effective rate: bits sent
+    over their time on the air.
+    """
+    up = direction == "up"
+    mean_db = mean_snr_db(profile, direction)
+    bandwidth = profile.bandwidth_up_hz if up else profile.bandwidth_down_hz
+    total_bytes = nbytes + profile.overhead_bytes
+    packets = -(-total_bytes // profile.packet_bytes)  # ceil
+    max_attempts = profile.max_retransmissions + 1
+
+    gains = np.asarray(profile_fading_power(rng, profile, size=(packets, max_attempts)), dtype=float)
+    snr = np.maximum(mean_db + linear_to_db(np.maximum(gains, 1e-300)), MIN_SNR_DB)
+    rates = np.asarray(shannon_rate_bps(bandwidth, db_to_linear(snr), profile.efficiency), dtype=float)
+    p_fail = np.asarray(packet_error_probability(profile, snr), dtype=float)
+    linked = rates >= MIN_RATE_BPS
+    ok = (rng.random((packets, max_attempts)) >= p_fail) & linked
+
+    # Attempts made: up to the first success, or all of them when none succeeds.
+    first = np.where(ok.any(axis=1), ok.argmax(axis=1), max_attempts - 1)
+    made = np.arange(max_attempts)[None, :] <= first[:, None]
+    sent = made & linked
+    bits = np.full(packets, 8 * profile.packet_bytes, dtype=np.int64)
+    if packets:
+        bits[-1] = 8 * (total_bytes - (packets - 1) * profile.packet_bytes)
+    on_air = float(np.sum(np.where(sent, bits[:, None] / np.where(linked, rates, 1.0), 0.0)))
+    sent_bits = int(np.sum(np.where(sent, bits[:, None], 0)))
+    lost = np.flatnonzero(~ok.any(axis=1))
+
+    fade = float(gains[made].mean()) if packets else 1.0
+    snr_db = max(mean_db + float(linear_to_db(max(fade, 1e-300))), MIN_SNR_DB)
+    rate = sent_bits / on_air if sent_bits else float(shannon_rate_bps(bandwidth, db_to_linear(snr_db),
+                                                                       profile.efficiency))
+    # As under block fading, a message with no attempt on the air took no time at all.
+    air_time = on_air + profile.overhead_s if sent.any() or not packets else 0.0
+    transmissions = int(made.sum())
+    delivered = lost.size == 0
+    if delivered:
+        reason = REASON_OK
+    elif not sent.any():
+        reason = REASON_NO_LINK
+    else:
+        reason = REASON_OUTAGE if profile.error_model == "outage" else REASON_PACKET_LOSS
+    tx_watts = dbm_to_watts(profile.tx_power_dbm) if up else 0.0
+    return Transmission(direction=direction, nbytes=nbytes, fading_power=fade, snr_db=snr_db, rate_bps=float(rate),
+                        packets=packets, transmissions=transmissions, retransmissions=transmissions - packets,
+                        air_time_s=float(air_time), energy_j=tx_watts * float(air_time), delivered=bool(delivered),
+                        lost_packets=tuple(int(i) for i in lost), reason=reason)
+
+
 def compute_energy_j(profile: LinkProfile, seconds: float) -> float:
     """Energy the device spends computing for ``seconds``: ``device_power_w * seconds``."""
     if not (math.isfinite(seconds) and seconds >= 0):
@@ -312,7 +401,9 @@ def round_air_time(transmissions_or_times: Iterable[Transmission | float],
     transmissions_or_times : iterable of Transmission or float
         One entry per client: its :class:`Transmission`, or its time in seconds (taken as
         delivered; sum a client's downlink, compute and uplink times first if the round
-        should include them all).
+        should include them all, with its waits for the air under a shared access scheme,
+        :meth:`pfl_app.wireless.interface.Channel.wait_s`: a Transmission's ``air_time_s``
+        holds no wait).
     deadline_s : float, optional
         The server stops waiting at this time.
 

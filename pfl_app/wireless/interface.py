@@ -16,6 +16,7 @@ it keeps no state from round to round, and draws its randomness from seeded gene
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,21 +35,47 @@ class Cohort:
         Flower node ids of every scheduled client, sorted; the same on every client.
     node_id : int
         This client's node id, one of ``node_ids``.
+    shares : tuple of float, optional
+        Each client's share of the cell's air (bandwidth under OFDMA, time under TDMA),
+        aligned with ``node_ids``: each > 0, summing to 1. ``None`` (the server sent none):
+        every client gets ``1 / size`` (:attr:`share`). The server writes them as the
+        ``wireless-cohort`` record's ``shares`` (:data:`pfl_app.protocol.COHORT_SHARES_KEY`).
     """
 
     node_ids: tuple[int, ...]
     node_id: int
+    shares: tuple[float, ...] | None = None
+
+    #: How far from 1 the shares may sum (they travel as float64, and a scheduler may
+    #: compute them in float32).
+    SUM_TOLERANCE = 1e-6
 
     def __post_init__(self) -> None:
         if tuple(sorted(set(self.node_ids))) != tuple(self.node_ids):
             raise ValueError(f"Cohort.node_ids must be sorted and distinct, got {self.node_ids!r}")
         if self.node_id not in self.node_ids:
             raise ValueError(f"node {self.node_id} is not in the round's cohort {list(self.node_ids)}")
+        if self.shares is not None:
+            shares = self.shares
+            if len(shares) != len(self.node_ids):
+                raise ValueError(f"Cohort.shares has {len(shares)} entries for {len(self.node_ids)} node ids")
+            if not all(isinstance(x, float) and math.isfinite(x) and x > 0 for x in shares):
+                raise ValueError(f"Cohort.shares must be finite floats > 0, got {list(shares)}")
+            if abs(math.fsum(shares) - 1.0) > self.SUM_TOLERANCE:
+                raise ValueError(f"Cohort.shares must sum to 1, got {list(shares)} (sum {math.fsum(shares)!r})")
 
     @classmethod
-    def of(cls, node_ids: Sequence[int], node_id: int) -> Cohort:
-        """The cohort of ``node_ids`` given in any order, as ``node_id`` sees it."""
-        return cls(tuple(sorted(int(n) for n in node_ids)), int(node_id))
+    def of(cls, node_ids: Sequence[int], node_id: int, shares: Sequence[float] | None = None) -> Cohort:
+        """The cohort of ``node_ids`` given in any order, as ``node_id`` sees it; ``shares``,
+        when given, are aligned with ``node_ids`` as given (and sorted along with them)."""
+        ids = [int(n) for n in node_ids]
+        if shares is None:
+            return cls(tuple(sorted(ids)), int(node_id))
+        values = [float(x) for x in shares]
+        if len(values) != len(ids):
+            raise ValueError(f"Cohort shares has {len(values)} entries for {len(ids)} node ids")
+        pairs = sorted(zip(ids, values))
+        return cls(tuple(n for n, _ in pairs), int(node_id), tuple(x for _, x in pairs))
 
     @property
     def size(self) -> int:
@@ -60,6 +87,12 @@ class Cohort:
         """This client's place in :attr:`node_ids`, from 0: the same order on every client
         (a slot of a TDMA frame, say)."""
         return self.node_ids.index(self.node_id)
+
+    @property
+    def share(self) -> float:
+        """This client's share of the cell: its entry of :attr:`shares`, or ``1 / size``
+        when the server sent none."""
+        return self.shares[self.position] if self.shares is not None else 1.0 / self.size
 
 
 class Channel(abc.ABC):
@@ -109,6 +142,20 @@ class Channel(abc.ABC):
         ``lost_packets`` of the result say which packets of :attr:`packet_bytes` (after
         :attr:`overhead_bytes` of protocol) are missing, for the ``partial`` loss mode.
         """
+
+    def wait_s(self, transmission: Transmission) -> float:
+        """Seconds ``transmission`` (a result of this channel's :meth:`downlink` or
+        :meth:`uplink`) spent waiting for its turn on the air, on top of its own
+        ``air_time_s``: a TDMA client's wait for its slots. The mod counts it in the
+        client's round time (and so against the deadline). The default is 0: a link of
+        one's own never waits."""
+        return 0.0
+
+    def metrics(self) -> dict[str, float]:
+        """Figures of the round, by name, that the mod adds to the reply's ``wireless``
+        MetricRecord (after :meth:`uplink`, or after a lost :meth:`downlink`). The default
+        adds none."""
+        return {}
 
     def compute_energy_j(self, seconds: float) -> float:
         """Energy the device spends computing for ``seconds``: the profile's

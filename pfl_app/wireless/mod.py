@@ -10,8 +10,9 @@ ConfigRecord) and enforces what it would have done to the update:
 - in ``partial`` loss mode the uplink arrives with the lost chunks zeroed and a
   ``wireless-mask`` ArrayRecord saying which elements arrived;
 - a client whose downlink + simulated compute (``wireless.compute-s``, or under
-  ``wireless.device`` the training's FLOPs over the device's throughput) + uplink time
-  exceeds the round deadline is a *straggler*: its update is dropped.
+  ``wireless.device`` the training's FLOPs over the device's throughput) + uplink time, with
+  any wait for its turn on the air (:meth:`~pfl_app.wireless.interface.Channel.wait_s`: TDMA
+  slots), exceeds the round deadline is a *straggler*: its update is dropped.
 
 The link is a :class:`~pfl_app.wireless.interface.Channel`, built per client and message
 by the mod's channel factory: the built-in link model (:class:`~pfl_app.wireless.link.LinkChannel`)
@@ -41,6 +42,7 @@ from ..protocol import (
     CLIENT_ID_KEY,
     CLIENT_KEY,
     COHORT_NODE_IDS_KEY,
+    COHORT_SHARES_KEY,
     CONFIG_KEY,
     METRICS_KEY,
     OUTCOME_DELIVERED,
@@ -59,6 +61,7 @@ from ..protocol import (
     WIRELESS_WORKLOAD_KEY,
 )
 from ..records import from_arrayrecord, message_bytes, to_arrayrecord
+from .access import ACCESS_DEDICATED, CellChannel
 from .channel import Transmission
 from .device import device_profile
 from .interface import Channel, Cohort, build_channel, load_channel_class
@@ -109,8 +112,10 @@ def _lost_reply(msg: Message, client_id: int, stats: dict, reason: str) -> Messa
 
 
 def client_channel(cfg: RunConfig, client_id: int, num_clients: int) -> Channel:
-    """The default channel factory: the class ``wireless.channel`` names (the built-in
-    :class:`~pfl_app.wireless.link.LinkChannel` when empty), on the client's link profile.
+    """The default channel factory: the class ``wireless.channel`` names, on the client's link
+    profile; when empty, the built-in link model with ``wireless.coherence``: a
+    :class:`~pfl_app.wireless.link.LinkChannel` under ``wireless.access = "dedicated"``, else
+    a :class:`~pfl_app.wireless.access.CellChannel` sharing the cell by that scheme.
 
     Raises
     ------
@@ -118,8 +123,13 @@ def client_channel(cfg: RunConfig, client_id: int, num_clients: int) -> Channel:
         Naming the run-config key when ``wireless.channel`` is not a Channel class.
     """
     profile = link_profile(cfg, client_id, num_clients)
-    if not cfg.wireless.channel:
-        return LinkChannel(profile, seed=cfg.seed, client_id=client_id, num_clients=num_clients)
+    w = cfg.wireless
+    if not w.channel:
+        if w.access == ACCESS_DEDICATED:  # exactly the link model before wireless.access existed
+            return LinkChannel(profile, seed=cfg.seed, client_id=client_id, num_clients=num_clients,
+                               coherence=w.coherence)
+        return CellChannel(profile, seed=cfg.seed, client_id=client_id, num_clients=num_clients,
+                           access=w.access, coherence=w.coherence)
     try:
         return build_channel(load_channel_class(cfg.wireless.channel), profile, seed=cfg.seed,
                              client_id=client_id, num_clients=num_clients)
@@ -157,7 +167,7 @@ def _cohort(msg: Message, node_id: int) -> Cohort | None:
     record = msg.content.config_records.get(WIRELESS_COHORT_KEY)
     if record is None or COHORT_NODE_IDS_KEY not in record:
         return None
-    return Cohort.of(record[COHORT_NODE_IDS_KEY], node_id)
+    return Cohort.of(record[COHORT_NODE_IDS_KEY], node_id, record.get(COHORT_SHARES_KEY))
 
 
 def _sent(channel: Channel, what: str, t: object) -> Transmission:
@@ -190,8 +200,10 @@ class WirelessMod:
         channel.begin_round(server_round, _cohort(msg, context.node_id))
         down = _sent(channel, "downlink", channel.downlink(server_round, message_bytes(msg)))
         stats = _stats("down", down)
+        # A client waiting for its turn on the air (TDMA's slots) waits in the round too.
+        down_s = down.air_time_s + channel.wait_s(down)
         if not down.delivered:
-            stats.update({"compute-s": 0.0, "compute-energy-j": 0.0, "client-time-s": down.air_time_s})
+            stats.update({"compute-s": 0.0, "compute-energy-j": 0.0, "client-time-s": down_s, **channel.metrics()})
             return _lost_reply(msg, client_id, stats, f"downlink {down.reason}")
 
         reply = call_next(msg, context)
@@ -204,12 +216,13 @@ class WirelessMod:
         # The round time counts a simulated compute time (wireless.compute-s, or the device's)
         # so that stragglers depend on the seed alone; see compute_cost for the energy.
         compute_s, round_compute_s, compute_energy_j = compute_cost(cfg, channel, measured_s, workload)
-        client_time = down.air_time_s + round_compute_s + up.air_time_s
+        client_time = down_s + round_compute_s + (up.air_time_s + channel.wait_s(up))
         stats.update({
             "compute-s": compute_s,
             "compute-energy-j": compute_energy_j,
             "client-time-s": client_time,
             **(dict(workload) if workload is not None else {}),  # train-tokens, train-flops, ...: recorded
+            **channel.metrics(),
         })
         deadline = cfg.wireless.deadline_s
         outcome, reason = OUTCOME_DELIVERED, "ok"  # never empty: ConfigRecord.count_bytes() rejects ""

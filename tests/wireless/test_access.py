@@ -1,0 +1,268 @@
+"""Multiple access in a cell (wireless.access): TDMA and OFDMA against their closed forms."""
+
+import math
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+
+from pfl_app.config import ConfigError, parse_run_config
+from pfl_app.protocol import COHORT_NODE_IDS_KEY, COHORT_SHARES_KEY, WIRELESS_COHORT_KEY
+from pfl_app.records import from_arrayrecord, to_arrayrecord
+from pfl_app.results import round_air_time
+from pfl_app.wireless import (
+    ACCESS_SCHEMES,
+    PROFILES,
+    CellChannel,
+    Cohort,
+    LinkChannel,
+    db_to_linear,
+    dbm_to_watts,
+    mean_snr_db,
+    ofdma_profile,
+    tdma_wait_s,
+    with_overrides,
+)
+from pfl_app.wireless import mod as wmod
+from pfl_app.wireless.mod import WIRELESS_KEY, client_channel, wireless_mod
+
+from ..conftest import TINY
+
+# No fading, no loss, no per-message latency: every client's air time is bits / rate exactly.
+FLAT = with_overrides("lte-cell-edge", fading="none", error_model="outage", outage_snr_db=-math.inf,
+                      overhead_s=0.0)
+DOWN, UP = 200_000, 900_000
+
+
+def _cohort(k, me=0, shares=None):
+    return Cohort.of(range(k), me, shares)
+
+
+def _channel(access, profile=FLAT, client=0, cohort=None, coherence="message"):
+    channel = CellChannel(profile, seed=4, client_id=client, num_clients=8, access=access, coherence=coherence)
+    channel.begin_round(1, cohort)
+    return channel
+
+
+def _alone(profile=FLAT, client=0, coherence="message"):
+    return LinkChannel(profile, seed=4, client_id=client, num_clients=8, coherence=coherence)
+
+
+# --- K = 1 is the dedicated link, bit for bit -------------------------------------------------
+
+
+@pytest.mark.parametrize("coherence", ["message", "packet"])
+@pytest.mark.parametrize("access", ACCESS_SCHEMES)
+@pytest.mark.parametrize("name", ["wifi", "lte-cell-edge", "5g-urban"])
+def test_one_client_alone_in_the_cell_has_the_dedicated_link(name, access, coherence):
+    for client, rnd in [(0, 1), (3, 2), (5, 9)]:
+        alone = _alone(PROFILES[name], client, coherence)
+        cell = CellChannel(PROFILES[name], seed=4, client_id=client, num_clients=8, access=access,
+                           coherence=coherence)
+        cell.begin_round(rnd, Cohort((20 + client,), 20 + client))
+        down, up = cell.downlink(rnd, 70_000), cell.uplink(rnd, 50_000)
+        assert down == alone.downlink(rnd, 70_000) and up == alone.uplink(rnd, 50_000)
+        assert cell.wait_s(down) == 0.0 and cell.wait_s(up) == 0.0
+
+
+def test_dedicated_access_ignores_the_cohort():
+    cell = _channel("dedicated", PROFILES["5g-urban"], cohort=_cohort(6))
+    alone = _alone(PROFILES["5g-urban"])
+    assert cell.downlink(1, DOWN) == alone.downlink(1, DOWN) and cell.uplink(1, UP) == alone.uplink(1, UP)
+    assert cell.metrics() == {"access-share": 1.0, "wait-s-down": 0.0, "wait-s-up": 0.0}
+
+
+# --- TDMA: the whole band for 1/K of the time -------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [2, 3, 8])
+def test_tdma_round_lasts_k_times_one_clients_air_time(k):
+    single = _alone()
+    d1, u1 = single.downlink(1, DOWN), single.uplink(1, UP)
+    times = []
+    for me in range(k):
+        ch = _channel("tdma", cohort=_cohort(k, me))
+        down, up = ch.downlink(1, DOWN), ch.uplink(1, UP)
+        # its own transmissions are the whole band's: same rate, air time and energy
+        assert (down.rate_bps, down.air_time_s, up.air_time_s, up.energy_j) == \
+            (d1.rate_bps, d1.air_time_s, u1.air_time_s, u1.energy_j)
+        assert ch.wait_s(up) == pytest.approx((k - 1) * u1.air_time_s, rel=1e-12)
+        times.append(down.air_time_s + ch.wait_s(down) + up.air_time_s + ch.wait_s(up))
+    # the round: K slots of one client's time each, the sum over the K clients
+    rows = [{"client_time_s": t} for t in times]
+    assert round_air_time(rows, 0.0) == pytest.approx(k * (d1.air_time_s + u1.air_time_s), rel=1e-12)
+    assert round_air_time(rows, 0.0) == pytest.approx(sum(d1.air_time_s + u1.air_time_s for _ in range(k)))
+
+
+def test_tdma_wait_leaves_the_fixed_latency_out():
+    profile = with_overrides(FLAT, overhead_s=0.05)
+    t = _alone(profile).uplink(1, UP)
+    assert tdma_wait_s(t, 0.25, profile.overhead_s) == pytest.approx(3 * (t.air_time_s - 0.05), rel=1e-12)
+    assert tdma_wait_s(t, 1.0, profile.overhead_s) == 0.0
+    with pytest.raises(ValueError, match="share"):
+        tdma_wait_s(t, 0.0, 0.0)
+
+
+def test_explicit_shares_replace_the_equal_share():
+    # Given in any order, aligned with the node ids as given.
+    cohort = Cohort.of([12, 10, 11], 11, [0.2, 0.5, 0.3])
+    assert cohort.node_ids == (10, 11, 12) and cohort.shares == (0.5, 0.3, 0.2) and cohort.share == 0.3
+    assert Cohort.of([12, 10, 11], 11).share == pytest.approx(1 / 3)
+    tdma = _channel("tdma", cohort=cohort)
+    up = tdma.uplink(1, UP)
+    assert tdma.wait_s(up) == pytest.approx(up.air_time_s * (1 / 0.3 - 1), rel=1e-12)
+    ofdma = _channel("ofdma", cohort=cohort)
+    assert ofdma.uplink(1, UP).rate_bps == pytest.approx(
+        FLAT.efficiency * 0.3 * FLAT.bandwidth_up_hz * math.log2(1 + db_to_linear(mean_snr_db(FLAT, "up")) / 0.3))
+    assert ofdma.metrics()["access-share"] == 0.3
+
+
+def test_tdma_shares_proportional_to_air_time_end_every_client_at_the_sum():
+    # Clients at different distances: a fixed equal frame wastes the slots of those done
+    # early; shares proportional to each client's air time are the work-conserving schedule.
+    profiles = [with_overrides(FLAT, distance_m=d) for d in (300.0, 600.0, 900.0)]
+    air = [_alone(p, c).uplink(1, UP).air_time_s for c, p in enumerate(profiles)]
+    assert len(set(air)) == 3
+    shares = [a / sum(air) for a in air]
+    for c, p in enumerate(profiles):
+        ch = _channel("tdma", p, c, Cohort.of(range(3), c, shares))
+        up = ch.uplink(1, UP)
+        assert up.air_time_s + ch.wait_s(up) == pytest.approx(sum(air), rel=1e-9)
+    # equal shares: each completes after 3 times its own time, so the round after 3 x the longest
+    equal = [3 * a for a in air]
+    for c, p in enumerate(profiles):
+        ch = _channel("tdma", p, c, Cohort.of(range(3), c))
+        up = ch.uplink(1, UP)
+        assert up.air_time_s + ch.wait_s(up) == pytest.approx(equal[c], rel=1e-12)
+
+
+@pytest.mark.parametrize("shares", [[0.5, 0.6], [0.5, 0.5, 0.0], [1.5, -0.5], [0.5], [math.nan, 0.5]])
+def test_shares_that_break_the_contract_are_refused(shares):
+    with pytest.raises(ValueError, match="shares"):
+        Cohort.of([1, 2] if len(shares) != 3 else [1, 2, 3], 1, shares)
+
+
+@pytest.mark.parametrize("access", ["tdma", "ofdma"])
+def test_sharing_the_cell_needs_the_cohort(access):
+    with pytest.raises(ValueError, match=f"wireless.access = '{access}'.*wireless-cohort"):
+        _channel(access, cohort=None)
+    with pytest.raises(ValueError, match="access must be one of dedicated, tdma, ofdma"):
+        CellChannel(FLAT, seed=0, client_id=0, num_clients=1, access="fdma")
+
+
+# --- OFDMA: 1/K of the band, and of the noise ---------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [2, 4, 10])
+def test_ofdma_rates_follow_the_closed_forms(k):
+    alone = _alone()
+    d1, u1 = alone.downlink(1, DOWN), alone.uplink(1, UP)
+    ch = _channel("ofdma", cohort=_cohort(k, 1))
+    down, up = ch.downlink(1, DOWN), ch.uplink(1, UP)
+    # Downlink: the base station's power split as the band is: the same SNR, 1/K of the rate.
+    assert down.snr_db == pytest.approx(d1.snr_db, abs=1e-9)
+    assert down.rate_bps == pytest.approx(d1.rate_bps / k, rel=1e-9)
+    assert down.air_time_s == pytest.approx(k * d1.air_time_s, rel=1e-9)
+    # Uplink: the device keeps its power over 1/K of the noise: K times the SNR, and the rate
+    # (B/K) log2(1 + K snr), which at that SNR is 1/K of the whole band's rate at the same SNR.
+    snr1 = db_to_linear(u1.snr_db)
+    assert up.snr_db == pytest.approx(u1.snr_db + 10 * math.log10(k), abs=1e-9)
+    assert up.rate_bps == pytest.approx(FLAT.efficiency * FLAT.bandwidth_up_hz / k * math.log2(1 + k * snr1), rel=1e-9)
+    full_band_same_snr = FLAT.efficiency * FLAT.bandwidth_up_hz * math.log2(1 + db_to_linear(up.snr_db))
+    assert up.rate_bps == pytest.approx(full_band_same_snr / k, rel=1e-9)
+    assert u1.rate_bps / k < up.rate_bps < u1.rate_bps
+    assert up.energy_j == pytest.approx(dbm_to_watts(FLAT.tx_power_dbm) * up.air_time_s)
+    assert ch.wait_s(up) == 0.0 and ch.wait_s(down) == 0.0
+    # Round time: every client sends at once, so the slowest one's (the max), not a sum.
+    rows = [{"client_time_s": down.air_time_s + up.air_time_s}] * k
+    assert round_air_time(rows, 0.0) == down.air_time_s + up.air_time_s
+
+
+def test_ofdma_profile_scales_band_and_base_station_power():
+    p = ofdma_profile(PROFILES["5g-urban"], 0.25)
+    q = PROFILES["5g-urban"]
+    assert (p.bandwidth_up_hz, p.bandwidth_down_hz) == (q.bandwidth_up_hz / 4, q.bandwidth_down_hz / 4)
+    assert p.tx_power_dbm == q.tx_power_dbm and p.bs_tx_power_dbm == pytest.approx(q.bs_tx_power_dbm - 6.0206, abs=1e-4)
+    assert ofdma_profile(q, 1.0) is q
+
+
+# --- through the mod and the run config -----------------------------------------------------------
+
+W = "w"
+
+
+def _message(node, cohort, shares=None, size=20_000):
+    content = RecordDict({
+        "arrays": to_arrayrecord({W: np.zeros(size, np.float32)}),
+        "config": ConfigRecord({"server-round": 1, "shared-groups": "adapter", "run-dir": "/x"}),
+    })
+    record = {COHORT_NODE_IDS_KEY: list(cohort)}
+    if shares is not None:
+        record[COHORT_SHARES_KEY] = list(shares)
+    content[WIRELESS_COHORT_KEY] = ConfigRecord(record)
+    return Message(content=content, dst_node_id=node, message_type="train")
+
+
+def _app(msg, ctx):
+    size = next(iter(from_arrayrecord(msg.content["arrays"]).values())).size
+    return Message(RecordDict({
+        "arrays": to_arrayrecord({W: np.ones(size, np.float32)}),
+        "metrics": MetricRecord({"num-examples": 4, "train-loss": 1.0, "train-seconds": 2.0}),
+        "client": ConfigRecord({"client-id": 0, "task": "t"}),
+    }), reply_to=msg)
+
+
+def _run(access, k=4, shares=None, **cfg):
+    rows = []
+    for client in range(k):
+        ctx = Context(run_id=1, node_id=10 + client, node_config={"partition-id": client, "num-partitions": k},
+                      state=RecordDict(),
+                      run_config={**TINY, "wireless.access": access, "wireless.profile": "5g-urban",
+                                  "wireless.fading": "none", **cfg})
+        reply = wireless_mod(_message(10 + client, range(10, 10 + k), shares), ctx, _app)
+        rows.append({**dict(reply.content[WIRELESS_KEY]), **dict(reply.content["wireless-status"])})
+    return rows
+
+
+def test_the_mod_counts_the_tdma_wait_in_the_round_and_against_the_deadline(flower_identity, monkeypatch):
+    # 5g-urban without fading or loss: every client's link is the same, so each waits K - 1 slots.
+    profile = with_overrides("5g-urban", fading="none", error_model="outage", outage_snr_db=-math.inf,
+                             overhead_s=0.0)
+    monkeypatch.setattr(wmod, "link_profile", lambda cfg, cid, n: profile)
+    dedicated, tdma = _run("dedicated"), _run("tdma")
+    one = dedicated[0]["client-time-s"]
+    assert "access-share" not in dedicated[0]  # the default reply is unchanged
+    for row in tdma:
+        assert row["access-share"] == 0.25
+        assert row["air-time-s-up"] == dedicated[0]["air-time-s-up"]
+        assert row["wait-s-up"] == pytest.approx(3 * row["air-time-s-up"], rel=1e-12)
+        assert row["wait-s-down"] == pytest.approx(3 * row["air-time-s-down"], rel=1e-12)
+        assert row["client-time-s"] == pytest.approx(4 * one, rel=1e-12)
+    assert round_air_time([{"client_time_s": r["client-time-s"]} for r in tdma], 0.0) == pytest.approx(4 * one)
+    # a deadline the dedicated link meets and the 4-slot frame does not
+    late = _run("tdma", **{"wireless.deadline-s": 2 * one})
+    assert all(r["outcome"] == "lost" and r["reason"].startswith("straggler") for r in late)
+    assert all(r["outcome"] == "delivered" for r in _run("dedicated", **{"wireless.deadline-s": 2 * one}))
+
+
+def test_the_mod_reads_explicit_shares_from_the_cohort_record(flower_identity):
+    rows = _run("ofdma", k=2, shares=[0.75, 0.25])
+    assert [r["access-share"] for r in rows] == [0.75, 0.25]
+    assert rows[1]["air-time-s-up"] > rows[0]["air-time-s-up"]
+    assert all(r["wait-s-up"] == 0.0 for r in rows)
+
+
+def test_the_default_factory_builds_the_scheme_the_key_names():
+    for access, kind in [("dedicated", LinkChannel), ("tdma", CellChannel), ("ofdma", CellChannel)]:
+        channel = client_channel(parse_run_config({**TINY, "wireless.access": access,
+                                                   "wireless.coherence": "packet"}), 0, 2)
+        assert type(channel) is kind and channel.coherence == "packet"
+        assert getattr(channel, "access", "dedicated") == access
+
+
+def test_access_and_coherence_are_refused_with_a_channel_of_ones_own():
+    with pytest.raises(ConfigError, match="'wireless.access' = 'tdma'.*'wireless.channel'.*allowed with it: dedicated"):
+        parse_run_config({"wireless.access": "tdma", "wireless.channel": "pfl_app.wireless.link:LinkChannel"})
+    with pytest.raises(ConfigError, match="'wireless.access' = 'fdma' is not allowed; allowed values: dedicated, "
+                                          "tdma, ofdma"):
+        parse_run_config({"wireless.access": "fdma"})
