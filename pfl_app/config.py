@@ -21,7 +21,7 @@ from .data.sources import Columns
 from .wireless.profiles import FADING_KINDS, PROFILES
 
 TASK_METHODS = ("pftt", "send-all", "fedit", "fedadapter", "ffa-lora", "fedsa-lora", "feddpa", "local-only",
-                "centralized")
+                "centralized", "pftt-median", "flexlora")
 # Instruction tuning with RLHF (PFIT and its baselines): GRPO on each client, rewarded by
 # the helpfulness and safety reward models (pfl_app/rlhf/).
 RLHF_METHODS = ("pfit", "rlhf-fedavg", "rlhf-local", "rlhf-single")

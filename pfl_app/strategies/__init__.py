@@ -10,9 +10,11 @@ from .fedadapter import FedAdapter
 from .fedit import FedIT
 from .fedsa_lora import FedSALoRA
 from .ffa_lora import FFALoRA
+from .flexlora import FlexLoRA
 from .local_only import LocalOnly
 from .pfit import PFIT
 from .pftt import PFTT
+from .pftt_median import PFTTMedian
 from .rlhf_base import RlhfFedAvg
 from .rlhf_fedavg import RlhfFedAvgUniform
 from .rlhf_local import RlhfLocal
@@ -29,6 +31,8 @@ STRATEGIES: dict[str, type[PersonalizedFedAvg]] = {
     "local-only": LocalOnly,
     "centralized": Centralized,
     "feddpa": FedDPA,
+    "pftt-median": PFTTMedian,
+    "flexlora": FlexLoRA,
     "pfit": PFIT,
     "rlhf-fedavg": RlhfFedAvgUniform,
     "rlhf-local": RlhfLocal,
