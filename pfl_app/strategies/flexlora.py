@@ -128,6 +128,10 @@ class FlexLoRA(FedIT):
     is not that client's update); its other modules count. A module no update brought
     whole keeps the factors the server sent. Shared tensors that are not part of a LoRA
     pair are averaged as the base does.
+
+    A server optimizer (``server-optimizer`` other than ``fedavg``) would step from the old
+    factors toward the re-factorised ones, but the SVD may turn the factors' basis from one
+    round to the next (only ``B A`` is determined), so that step has no clear meaning.
     """
 
     def aggregate(
