@@ -421,8 +421,8 @@ class PersonalizedFedAvg(FedAvg):
         weights : list of float
             One per update, from :meth:`aggregation_weights`; they need not sum to one.
         current : dict of str to ndarray
-            The shared tensors the server sent this round, by name: what a partial update's
-            lost elements, or an update left out, would have started from.
+            The shared tensors the server sent this round, by name: what every update
+            started from, and the names and shapes to return.
 
         Returns
         -------
