@@ -26,6 +26,8 @@ DEFINING = {
     "local-only": (set(), {"adapter", "lora_A", "lora_B"}),
     "centralized": ({"adapter", "lora_A", "lora_B"}, {"adapter", "lora_A", "lora_B"}),
     "feddpa": ({"lora_A", "lora_B"}, {"lora_A", "lora_B", "local_lora_A", "local_lora_B"}),
+    "pftt-median": ({"adapter"}, {"adapter", "lora_A", "lora_B"}),
+    "flexlora": ({"lora_A", "lora_B"}, {"lora_A", "lora_B"}),
 }
 ALL = ("adapter", "lora_A", "lora_B", "local_lora_A", "local_lora_B")
 

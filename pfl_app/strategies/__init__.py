@@ -17,6 +17,8 @@ from .fedsa_lora import FedSALoRA
 from .feddpa import FedDPA
 from .local_only import LocalOnly
 from .centralized import Centralized
+from .pftt_median import PFTTMedian
+from .flexlora import FlexLoRA
 from .rlhf_base import RlhfFedAvg
 from .pfit import PFIT
 from .rlhf_fedavg import RlhfFedAvgUniform
@@ -26,4 +28,5 @@ from .rlhf_single import RlhfSingleReward
 STRATEGIES = StrategyTable()
 
 __all__ = ["PFIT", "PFTT", "RlhfFedAvg", "RlhfFedAvgUniform", "RlhfLocal", "RlhfSingleReward", "STRATEGIES", "Centralized",
-           "FFALoRA", "FedDPA", "FedAdapter", "FedIT", "FedSALoRA", "LocalOnly", "PersonalizedFedAvg", "SendAll"]
+           "FFALoRA", "FedDPA", "FedAdapter", "FedIT", "FedSALoRA", "FlexLoRA", "LocalOnly", "PFTTMedian",
+           "PersonalizedFedAvg", "SendAll"]

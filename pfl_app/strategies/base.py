@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from logging import INFO, WARNING
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
@@ -69,6 +71,34 @@ class TooFewClients(RuntimeError):
         self.rows = list(rows or [])
 
 
+@dataclass(frozen=True)
+class AcceptedUpdate:
+    """A client's update that passed every check of :meth:`PersonalizedFedAvg.accept_updates`.
+
+    Attributes
+    ----------
+    node : int
+        The node it came from.
+    tensors : dict of str to ndarray
+        The shared tensors it carries, by name, as they arrived (the channel zeroes the lost
+        elements of a partial update: read them only where ``mask`` is nonzero).
+    mask : dict of str to ndarray, or None
+        For a partial update (``wireless.loss-mode = "partial"``), an array per tensor with
+        as many elements (the channel sends it in the tensor's shape), nonzero where the
+        element arrived; ``None`` for an update that arrived whole.
+    metrics : MetricRecord
+        Its train metrics (``num-examples``, ``train-loss``, ...).
+    arrays : ArrayRecord
+        ``tensors`` as the record they arrived in, for Flower's aggregation helpers.
+    """
+
+    node: int
+    tensors: dict[str, np.ndarray]
+    mask: dict[str, np.ndarray] | None
+    metrics: MetricRecord
+    arrays: ArrayRecord
+
+
 class PersonalizedFedAvg(FedAvg):
     """FedAvg that shares only some tensor groups and keeps the rest on the clients.
 
@@ -88,6 +118,11 @@ class PersonalizedFedAvg(FedAvg):
     to what was sent, finite values: anything else is rejected and logged), measures the
     bytes of every message in both directions, and after each round's evaluation hands a
     row per client to ``on_round_end``.
+
+    :meth:`aggregate_train` runs four steps, each a method to override on its own:
+    :meth:`accept_updates` (wireless outcome, record and update checks, the ledger, norm
+    outliers), Flower's ``train_metrics_aggr_fn``, :meth:`aggregation_weights` and
+    :meth:`aggregate`, the aggregation rule (by default the weighted average).
 
     Parameters
     ----------
@@ -354,14 +389,33 @@ class PersonalizedFedAvg(FedAvg):
     def _rows(self, ledger: RoundLedger) -> list[dict[str, Any]]:
         return [{**r, "method": self.method} for r in ledger.rows()]
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        if self._skipped(server_round):
-            return None, None
+    def accept_updates(self, server_round: int, replies: Iterable[Message]) -> list[AcceptedUpdate]:
+        """The updates of this round that may be aggregated, each booked in the round's ledger.
+
+        Every reply is accounted for (:meth:`_received`); an update lost on the air, one
+        without its records, one that fails :meth:`check_update` or :meth:`check_metrics`,
+        and one that moved far more than the others (:func:`norm_outliers`) are logged and
+        left out.
+
+        Parameters
+        ----------
+        server_round : int
+            The round the replies answer.
+        replies : iterable of Message
+            The train replies, as Flower hands them to :meth:`aggregate_train`.
+
+        Returns
+        -------
+        list of AcceptedUpdate
+            In the order of ``replies``; empty when no update may be aggregated.
+
+        Raises
+        ------
+        TooFewClients
+            When fewer clients answered than :attr:`min_answers`.
+        """
         ledger = self._ledger_for(server_round)
-        # (node, records for Flower's helpers, decoded tensors, arrival mask or None)
-        accepted: list[tuple[int, RecordDict, dict, dict | None]] = []
+        accepted: list[AcceptedUpdate] = []
         for msg in self._received(server_round, replies):
             node = self.node_of(msg)
             status = msg.content.config_records.get(WIRELESS_STATUS_KEY)
@@ -393,34 +447,78 @@ class PersonalizedFedAvg(FedAvg):
             )
             if mask is not None:
                 ledger.note(node, error=str(status[REASON_KEY]))
-            # Only the update and its metrics go to Flower's helpers.
-            core = RecordDict({ARRAYS_KEY: arrays, METRICS_KEY: metrics})
-            accepted.append((node, core, tensors, from_arrayrecord(mask) if mask is not None else None))
-        outliers = norm_outliers([(n, t, m) for n, _, t, m in accepted], self._current, self.norm_factor)
+            accepted.append(AcceptedUpdate(node, tensors, from_arrayrecord(mask) if mask is not None else None,
+                                           metrics, arrays))
+        outliers = norm_outliers([(u.node, u.tensors, u.mask) for u in accepted], self._current, self.norm_factor)
         for node, problem in outliers.items():
             self._reject(server_round, node, problem)
-        accepted = [a for a in accepted if a[0] not in outliers]
-        if not accepted:
+        return [u for u in accepted if u.node not in outliers]
+
+    def aggregate(
+        self, updates: list[AcceptedUpdate], weights: list[float], current: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """The new shared tensors from this round's accepted updates: the aggregation rule.
+
+        The default is FedAvg's weighted average: Flower's
+        :func:`~flwr.serverapp.strategy.strategy_utils.aggregate_arrayrecords` when every
+        update arrived whole, else :func:`~pfl_app.wireless.partial.masked_weighted_average`
+        (each element averaged over the updates whose element arrived; where none did, its
+        value in ``current`` stays). Override to aggregate otherwise; the checks, the
+        bookkeeping and the weights stay the base's.
+
+        Parameters
+        ----------
+        updates : list of AcceptedUpdate
+            The updates that passed every check (:meth:`accept_updates`); never empty.
+        weights : list of float
+            One per update, from :meth:`aggregation_weights`; they need not sum to one.
+        current : dict of str to ndarray
+            The shared tensors the server sent this round, by name: what every update
+            started from, and the names and shapes to return.
+
+        Returns
+        -------
+        dict of str to ndarray
+            A tensor per name of ``current``, of its shape; sent as float32.
+        """
+        if all(u.mask is None for u in updates):
+            # Flower's helper averages by a metric: hand it the weights as one.
+            weighted = [RecordDict({ARRAYS_KEY: u.arrays,
+                                    METRICS_KEY: MetricRecord({AGGREGATION_WEIGHT_KEY: w})})
+                        for u, w in zip(updates, weights, strict=True)]
+            return from_arrayrecord(aggregate_arrayrecords(weighted, AGGREGATION_WEIGHT_KEY))
+        return masked_weighted_average([u.tensors for u in updates], [u.mask for u in updates], weights, current)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Accept the updates, aggregate their metrics, weigh them and aggregate them.
+
+        The steps are :meth:`accept_updates`, Flower's ``train_metrics_aggr_fn``,
+        :meth:`aggregation_weights` and :meth:`aggregate`; override those rather than this.
+
+        Returns
+        -------
+        tuple of (ArrayRecord or None, MetricRecord or None)
+            The new shared tensors and the round's train metrics; ``(None, None)`` when no
+            update may be aggregated (the shared tensors then stay as they were).
+        """
+        if self._skipped(server_round):
+            return None, None
+        updates = self.accept_updates(server_round, replies)
+        if not updates:
             log(WARNING, "round %d: no update to aggregate; the shared tensors stay as they were", server_round)
             return None, None
-        contents = [c for _, c, _, _ in accepted]
-        metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
-        weights = self.aggregation_weights(server_round, [(n, c[METRICS_KEY]) for n, c, _, _ in accepted])
-        total = sum(weights)
-        for (node, *_), w in zip(accepted, weights):
-            ledger.note(node, aggregation_weight=w / total if total > 0 else 0.0)
-        if all(mask is None for *_, mask in accepted):
-            # Flower's helper averages by a metric: hand it the weights as one.
-            weighted = [RecordDict({ARRAYS_KEY: c[ARRAYS_KEY], METRICS_KEY: MetricRecord({AGGREGATION_WEIGHT_KEY: w})})
-                        for c, w in zip(contents, weights)]
-            return aggregate_arrayrecords(weighted, AGGREGATION_WEIGHT_KEY), metrics
-        averaged = masked_weighted_average(
-            [tensors for _, _, tensors, _ in accepted],
-            [mask for *_, mask in accepted],
-            weights,
-            self._current,
+        # Only the update and its metrics go to Flower's helper.
+        metrics = self.train_metrics_aggr_fn(
+            [RecordDict({ARRAYS_KEY: u.arrays, METRICS_KEY: u.metrics}) for u in updates], self.weighted_by_key
         )
-        return to_arrayrecord(averaged), metrics
+        weights = self.aggregation_weights(server_round, [(u.node, u.metrics) for u in updates])
+        total = sum(weights)
+        ledger = self._ledger_for(server_round)
+        for u, w in zip(updates, weights):
+            ledger.note(u.node, aggregation_weight=w / total if total > 0 else 0.0)
+        return to_arrayrecord(self.aggregate(updates, weights, self._current)), metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         if self._skipped(server_round):

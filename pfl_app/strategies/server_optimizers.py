@@ -3,8 +3,8 @@
 FedProx, FedAdam, FedYogi, FedAdagrad and FedAvgM are Flower's strategies, not rewritten:
 each personalized strategy is combined with one by multiple inheritance, Flower's class
 first. Their ``aggregate_train`` calls ``super().aggregate_train``, which then resolves to
-our averaging of the shared tensors (with its update checks and lost-update handling), and
-they apply their server step to that average. FedProx adds ``proximal-mu`` to the train
+our aggregation of the shared tensors (with its update checks and lost-update handling, and
+the strategy's ``aggregate`` rule), and they apply their server step to its result. FedProx adds ``proximal-mu`` to the train
 config, which our clients turn into a proximal term (:mod:`pfl_app.training`).
 """
 
