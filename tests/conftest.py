@@ -19,22 +19,7 @@ from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
 from pfl_app.config import parse_run_config  # noqa: E402
 
-# A config small enough for unit tests: the tiny random model, few examples, 2 steps.
-TINY = {
-    "model.name": "tiny-llama",
-    "model.max-length": 64,
-    "adapter.bottleneck-dim": 4,
-    "lora.r": 2,
-    "lora.alpha": 4,
-    "lora.target-modules": "q_proj,v_proj",
-    "data.max-train-examples": 8,
-    "data.max-test-examples": 6,
-    "train.local-steps": 2,
-    "train.batch-size": 2,
-    "train.learning-rate": 0.01,
-    "eval.batch-size": 4,
-}
-
+from .helpers import TINY  # noqa: E402
 
 @pytest.fixture
 def tiny_cfg():
@@ -67,19 +52,3 @@ def tiny_reward_models(tmp_path_factory):
     for kind in ("helpfulness", "safety"):
         train_reward_model(kind, root / kind, steps=2, batch_size=4, max_pairs=16)
     return {"rlhf.helpfulness-model": str(root / "helpfulness"), "rlhf.safety-model": str(root / "safety")}
-
-
-# RLHF on the tiny policy: short completions, small groups, few prompts.
-TINY_RLHF = {
-    **TINY,
-    "method": "pfit",
-    "rlhf.sparse-update": "last-k",
-    "rlhf.sparse-k": 1,
-    "rlhf.max-completion-length": 4,
-    "rlhf.prompts-per-step": 2,
-    "rlhf.num-generations": 2,
-    "rlhf.train-prompts": 4,
-    "rlhf.eval-prompts": 4,
-    # the supervised warm-up has tests of its own (test_warmup.py)
-    "rlhf.warmup-steps": 0,
-}

@@ -16,7 +16,8 @@ from pfl_app.strategies.flexlora import FlexLoRA, lora_pairs, refactorise, svd_o
 from pfl_app.strategies.pftt_median import PFTTMedian, coordinate_median, filled
 from pfl_app.wireless.partial import masked_weighted_average
 
-from .test_strategies import ADAPTER, FakeGrid, _reply
+from .helpers import ADAPTER, FakeGrid, client_reply
+
 
 Q_A = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight"
 Q_B = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.default.weight"
@@ -80,11 +81,11 @@ def test_a_rule_that_overrides_only_aggregate_never_sees_a_lost_rejected_or_outl
 
     strategy = Largest(method="largest", min_available_nodes=1, min_train_nodes=6)
     msgs, _ = _start(strategy, [1, 2, 3, 4, 5, 6], {ADAPTER: np.zeros(4, np.float32)})
-    replies = [_reply(msgs[n], {ADAPTER: np.full(4, v, np.float32)}, n=n) for n, v in ((1, 1.0), (2, 1.2), (3, 0.9))]
+    replies = [client_reply(msgs[n], {ADAPTER: np.full(4, v, np.float32)}, n=n) for n, v in ((1, 1.0), (2, 1.2), (3, 0.9))]
     replies += [
-        _reply(msgs[4], {ADAPTER: np.full(4, 500.0, np.float32)}),  # moved 400 x the median: an outlier
-        _with_outcome(_reply(msgs[5], {ADAPTER: np.full(4, 70.0, np.float32)}), "lost"),
-        _reply(msgs[6], {ADAPTER: np.array([np.nan, 80.0, 80.0, 80.0], np.float32)}),
+        client_reply(msgs[4], {ADAPTER: np.full(4, 500.0, np.float32)}),  # moved 400 x the median: an outlier
+        _with_outcome(client_reply(msgs[5], {ADAPTER: np.full(4, 70.0, np.float32)}), "lost"),
+        client_reply(msgs[6], {ADAPTER: np.array([np.nan, 80.0, 80.0, 80.0], np.float32)}),
     ]
     arrays, metrics = strategy.aggregate_train(1, replies)
     assert strategy.seen == [(1, 1.0), (2, 2.0), (3, 3.0)]  # the base's weights: numbers of examples
@@ -103,7 +104,7 @@ def test_with_no_accepted_update_the_rule_is_not_called(flower_identity):
 
     strategy = Refuses(min_available_nodes=1, min_train_nodes=1)
     msgs, _ = _start(strategy, [1], {ADAPTER: np.zeros(2, np.float32)})
-    lost = _with_outcome(_reply(msgs[1], {ADAPTER: np.ones(2, np.float32)}), "lost")
+    lost = _with_outcome(client_reply(msgs[1], {ADAPTER: np.ones(2, np.float32)}), "lost")
     assert strategy.aggregate_train(1, [lost]) == (None, None)
 
 
@@ -130,9 +131,9 @@ def test_pftt_median_counts_every_update_once_and_fills_lost_elements(flower_ide
     assert strategy.shared_groups == ("adapter",)
     msgs, _ = _start(strategy, [1, 2, 3], {ADAPTER: np.full(3, 2.0, np.float32)})
     replies = [
-        _reply(msgs[1], {ADAPTER: np.array([1.0, 1.0, 1.0], np.float32)}, n=1),
-        _reply(msgs[2], {ADAPTER: np.array([3.0, 3.0, 3.0], np.float32)}, n=100),
-        _with_outcome(_reply(msgs[3], {ADAPTER: np.array([4.0, 0.0, 0.0], np.float32)}, n=1), "partial",
+        client_reply(msgs[1], {ADAPTER: np.array([1.0, 1.0, 1.0], np.float32)}, n=1),
+        client_reply(msgs[2], {ADAPTER: np.array([3.0, 3.0, 3.0], np.float32)}, n=100),
+        _with_outcome(client_reply(msgs[3], {ADAPTER: np.array([4.0, 0.0, 0.0], np.float32)}, n=1), "partial",
                       mask={ADAPTER: np.array([1, 0, 0], np.uint8)}),
     ]
     arrays, _ = strategy.aggregate_train(1, replies)
@@ -204,8 +205,8 @@ def test_flexlora_shares_lora_and_aggregates_products_leaving_out_modules_that_l
     # Node 3 lost one element of its q_proj B: its q_proj is left out, its v_proj counts.
     mask = {k: np.ones(v.shape, np.uint8) for k, v in glob.items()}
     mask[Q_B][0, 0] = 0
-    replies = [_reply(msgs[1], sent[1], n=1), _reply(msgs[2], sent[2], n=3),
-               _with_outcome(_reply(msgs[3], sent[3], n=4), "partial", mask=mask)]
+    replies = [client_reply(msgs[1], sent[1], n=1), client_reply(msgs[2], sent[2], n=3),
+               _with_outcome(client_reply(msgs[3], sent[3], n=4), "partial", mask=mask)]
     got = from_arrayrecord(strategy.aggregate_train(1, replies)[0])
 
     def product(nodes, weights, a, b):
@@ -223,7 +224,7 @@ def test_flexlora_keeps_a_module_no_update_brought_whole(flower_identity):
     glob = {Q_A: np.ones((2, 3), np.float32), Q_B: np.zeros((4, 2), np.float32)}
     msgs, _ = _start(strategy, [1], glob)
     mask = {Q_A: np.array([[1, 1, 0], [1, 1, 1]], np.uint8), Q_B: np.ones((4, 2), np.uint8)}
-    reply = _with_outcome(_reply(msgs[1], {Q_A: np.full((2, 3), 5.0, np.float32), Q_B: np.ones((4, 2), np.float32)}),
+    reply = _with_outcome(client_reply(msgs[1], {Q_A: np.full((2, 3), 5.0, np.float32), Q_B: np.ones((4, 2), np.float32)}),
                           "partial", mask=mask)
     got = from_arrayrecord(strategy.aggregate_train(1, [reply])[0])
     np.testing.assert_array_equal(got[Q_A], glob[Q_A])
@@ -243,6 +244,6 @@ def test_the_aggregation_rule_example_in_the_docs_runs_and_is_what_aggregate_tra
     exec(compile(code, "docs/extending.md", "exec"), namespace)
     strategy = namespace["TrimmedPFTT"](min_available_nodes=1, min_train_nodes=4)
     msgs, _ = _start(strategy, [1, 2, 3, 4], {ADAPTER: np.zeros(2, np.float32)})
-    replies = [_reply(msgs[n], {ADAPTER: np.full(2, v, np.float32)}, n=n) for n, v in ((1, 1.0), (2, 2.0), (3, 3.0), (4, 9.0))]
+    replies = [client_reply(msgs[n], {ADAPTER: np.full(2, v, np.float32)}, n=n) for n, v in ((1, 1.0), (2, 2.0), (3, 3.0), (4, 9.0))]
     arrays, _ = strategy.aggregate_train(1, replies)
     np.testing.assert_allclose(from_arrayrecord(arrays)[ADAPTER], [2.5, 2.5])  # 1 and 9 trimmed

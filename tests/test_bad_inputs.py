@@ -31,7 +31,7 @@ from pfl_app.experiments import main as grid_main
 from pfl_app.launch import Scenario, resolve_run_config
 from pfl_app.runlock import LAUNCHER_LOCK, RunLock
 
-from .conftest import TINY
+from .helpers import TINY
 
 APP = Path(__file__).resolve().parents[1]
 

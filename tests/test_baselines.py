@@ -11,9 +11,7 @@ from pfl_app.strategies import STRATEGIES
 
 from pfl_app.config import RLHF_METHODS, parse_run_config
 
-from .conftest import TINY
-from .test_client import _context, _message
-from .test_strategies import FakeGrid
+from .helpers import TINY, FakeGrid, client_context, server_message
 
 # method -> (groups it must send, groups it must train)
 DEFINING = {
@@ -48,8 +46,8 @@ def test_what_a_method_sends_and_trains(flower_identity, tmp_path, method):
                                              FakeGrid([5]))
     assert {tensor_group(k) for k in from_arrayrecord(server_msg.content["arrays"])} == sends
 
-    ctx = _context(5, 0, method=method)
-    msg = _message("train", server_msg.content["config"]["shared-groups"], glob, tmp_path)
+    ctx = client_context(5, 0, method=method)
+    msg = server_message("train", server_msg.content["config"]["shared-groups"], glob, tmp_path)
     for key in ("trained-groups", "pooled-data"):
         if key in server_msg.content["config"]:
             msg.content["config"][key] = server_msg.content["config"][key]
@@ -77,11 +75,11 @@ def test_centralized_trains_one_client_on_everyones_data(flower_identity, tmp_pa
     msgs = list(strategy.configure_train(1, to_arrayrecord(glob), ConfigRecord({"run-dir": str(tmp_path)}),
                                          FakeGrid([5, 6, 7])))
     assert len(msgs) == 1 and msgs[0].content["config"]["pooled-data"] is True
-    m = _message("train", msgs[0].content["config"]["shared-groups"], glob, tmp_path)
+    m = server_message("train", msgs[0].content["config"]["shared-groups"], glob, tmp_path)
     m.content["config"]["pooled-data"] = True
-    reply = handle_train(m, _context(5, 0, num=3, method="centralized"))
-    single = handle_train(_message("train", "adapter,lora_A,lora_B", glob, tmp_path / "one"),
-                          _context(5, 0, num=3, method="centralized"))
+    reply = handle_train(m, client_context(5, 0, num=3, method="centralized"))
+    single = handle_train(server_message("train", "adapter,lora_A,lora_B", glob, tmp_path / "one"),
+                          client_context(5, 0, num=3, method="centralized"))
     assert reply.content["metrics"]["num-examples"] > 2 * single.content["metrics"]["num-examples"]
     assert reply.content["metrics"]["train-steps"] == 3 * TINY["train.local-steps"]
 

@@ -6,7 +6,7 @@ import pytest
 
 from pfl_app.launch import Scenario, launch
 
-from .conftest import TINY
+from .helpers import TINY
 
 pytestmark = pytest.mark.simulation
 

@@ -3,33 +3,16 @@
 import numpy as np
 import pytest
 import torch
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import Context, RecordDict
 from peft import PeftModel
 
 from pfl_app.client.task_tuning import handle_evaluate, handle_train
 from pfl_app.client.state import LORA_DIR, STATE_FILE, client_dir
 from pfl_app.models.loading import load_causal_lm
 from pfl_app.models.personalized import shared_model_bundle, tensor_group
-from pfl_app.records import from_arrayrecord, to_arrayrecord
+from pfl_app.records import from_arrayrecord
 
-from .conftest import TINY
-
-
-def _context(node_id, client_id, num=2, state=None, **run_config):
-    return Context(
-        run_id=1, node_id=node_id,
-        node_config={"partition-id": client_id, "num-partitions": num},
-        state=state if state is not None else RecordDict(),
-        run_config={**TINY, **run_config},
-    )
-
-
-def _message(kind, groups, tensors, run_dir, rnd=1, node=0):
-    content = RecordDict({
-        "arrays": to_arrayrecord(tensors),
-        "config": ConfigRecord({"server-round": rnd, "shared-groups": groups, "run-dir": str(run_dir)}),
-    })
-    return Message(content=content, dst_node_id=node, message_type=kind)
+from .helpers import TINY, client_context, server_message
 
 
 @pytest.fixture
@@ -39,7 +22,7 @@ def bundle(tiny_cfg):
 
 def test_pftt_reply_carries_adapters_and_never_lora(flower_identity, bundle, tmp_path):
     glob = bundle.initial_tensors(["adapter"])
-    reply = handle_train(_message("train", "adapter", glob, tmp_path), _context(5, 0))
+    reply = handle_train(server_message("train", "adapter", glob, tmp_path), client_context(5, 0))
     sent = from_arrayrecord(reply.content["arrays"])
     assert set(sent) == set(glob)
     assert {tensor_group(k) for k in sent} == {"adapter"}
@@ -51,23 +34,23 @@ def test_pftt_reply_carries_adapters_and_never_lora(flower_identity, bundle, tmp
 def test_send_all_reply_carries_lora_too(flower_identity, bundle, tmp_path):
     groups = ["adapter", "lora_A", "lora_B"]
     glob = bundle.initial_tensors(groups)
-    reply = handle_train(_message("train", ",".join(groups), glob, tmp_path), _context(5, 0))
+    reply = handle_train(server_message("train", ",".join(groups), glob, tmp_path), client_context(5, 0))
     assert {tensor_group(k) for k in from_arrayrecord(reply.content["arrays"])} == set(groups)
 
 
 def test_lora_persists_per_node_across_rounds_and_is_not_shared(flower_identity, bundle, tmp_path):
     glob = bundle.initial_tensors(["adapter"])
-    ctx_a, ctx_b = _context(5, 0), _context(6, 1)
-    handle_train(_message("train", "adapter", glob, tmp_path), ctx_a)
+    ctx_a, ctx_b = client_context(5, 0), client_context(6, 1)
+    handle_train(server_message("train", "adapter", glob, tmp_path), ctx_a)
     lora_a1 = from_arrayrecord(ctx_a.state["pfl.local-tensors"])
-    handle_train(_message("train", "adapter", glob, tmp_path), ctx_b)
+    handle_train(server_message("train", "adapter", glob, tmp_path), ctx_b)
     lora_b1 = from_arrayrecord(ctx_b.state["pfl.local-tensors"])
     assert {tensor_group(k) for k in lora_a1} == {"lora_A", "lora_B"}
     # B is zero at init, so a trained client's B is its own
     key_b = next(k for k in lora_a1 if tensor_group(k) == "lora_B")
     assert not np.array_equal(lora_a1[key_b], lora_b1[key_b])
     # round 2 starts from client A's own LoRA, not from B's (the model is shared)
-    handle_train(_message("train", "adapter", glob, tmp_path, rnd=2), ctx_a)
+    handle_train(server_message("train", "adapter", glob, tmp_path, rnd=2), ctx_a)
     lora_a2 = from_arrayrecord(ctx_a.state["pfl.local-tensors"])
     delta_from_a = np.abs(lora_a2[key_b] - lora_a1[key_b]).mean()
     delta_from_b = np.abs(lora_a2[key_b] - lora_b1[key_b]).mean()
@@ -76,12 +59,12 @@ def test_lora_persists_per_node_across_rounds_and_is_not_shared(flower_identity,
 
 def test_a_restarted_client_reloads_its_lora_from_disk(flower_identity, bundle, tmp_path):
     glob = bundle.initial_tensors(["adapter"])
-    ctx = _context(5, 0)
-    handle_train(_message("train", "adapter", glob, tmp_path), ctx)
+    ctx = client_context(5, 0)
+    handle_train(server_message("train", "adapter", glob, tmp_path), ctx)
     kept = from_arrayrecord(ctx.state["pfl.local-tensors"])
     assert (client_dir(tmp_path, 0) / STATE_FILE).exists()
-    fresh = _context(5, 0)  # a new process: empty context.state
-    handle_evaluate(_message("evaluate", "adapter", glob, tmp_path), fresh)
+    fresh = client_context(5, 0)  # a new process: empty context.state
+    handle_evaluate(server_message("evaluate", "adapter", glob, tmp_path), fresh)
     reloaded = from_arrayrecord(fresh.state["pfl.local-tensors"])
     assert set(reloaded) == set(kept)
     assert all(np.array_equal(reloaded[k], kept[k]) for k in kept)
@@ -89,8 +72,8 @@ def test_a_restarted_client_reloads_its_lora_from_disk(flower_identity, bundle, 
 
 def test_saved_lora_loads_with_peft(flower_identity, bundle, tiny_cfg, tmp_path):
     glob = bundle.initial_tensors(["adapter"])
-    ctx = _context(5, 0)
-    handle_train(_message("train", "adapter", glob, tmp_path), ctx)
+    ctx = client_context(5, 0)
+    handle_train(server_message("train", "adapter", glob, tmp_path), ctx)
     kept = from_arrayrecord(ctx.state["pfl.local-tensors"])
     base = load_causal_lm("tiny-llama", seed=tiny_cfg.seed)
     peft_model = PeftModel.from_pretrained(base, client_dir(tmp_path, 0) / LORA_DIR)
@@ -101,16 +84,16 @@ def test_saved_lora_loads_with_peft(flower_identity, bundle, tiny_cfg, tmp_path)
 
 def test_evaluate_reports_personalized_and_global_scores(flower_identity, bundle, tmp_path):
     glob = bundle.initial_tensors(["adapter"])
-    ctx = _context(5, 0)
-    reply = handle_evaluate(_message("evaluate", "adapter", glob, tmp_path), ctx)
+    ctx = client_context(5, 0)
+    reply = handle_evaluate(server_message("evaluate", "adapter", glob, tmp_path), ctx)
     m = reply.content["metrics"]
     for prefix in ("personalized", "global"):
         assert 0.0 <= m[f"{prefix}-accuracy"] <= 1.0
         assert m[f"{prefix}-loss"] > 0
     # before any training the client's LoRA is the initial one: both models are the same
     assert m["personalized-loss"] == pytest.approx(m["global-loss"])
-    handle_train(_message("train", "adapter", glob, tmp_path), ctx)
-    m2 = handle_evaluate(_message("evaluate", "adapter", glob, tmp_path), ctx).content["metrics"]
+    handle_train(server_message("train", "adapter", glob, tmp_path), ctx)
+    m2 = handle_evaluate(server_message("evaluate", "adapter", glob, tmp_path), ctx).content["metrics"]
     assert m2["personalized-loss"] != pytest.approx(m2["global-loss"])
     assert m2["global-loss"] == pytest.approx(m["global-loss"])  # global: same adapters, no LoRA
 
@@ -118,13 +101,13 @@ def test_evaluate_reports_personalized_and_global_scores(flower_identity, bundle
 def test_tensors_that_do_not_match_the_groups_fail_the_call(flower_identity, bundle, tmp_path):
     wrong = bundle.initial_tensors(["lora_A"])
     with pytest.raises(ValueError, match="do not match the shared groups"):
-        handle_train(_message("train", "adapter", wrong, tmp_path), _context(5, 0))
+        handle_train(server_message("train", "adapter", wrong, tmp_path), client_context(5, 0))
 
 
 def test_missing_node_config_is_explained(flower_identity, bundle, tmp_path):
     ctx = Context(run_id=1, node_id=5, node_config={}, state=RecordDict(), run_config=dict(TINY))
     with pytest.raises(ValueError, match="partition-id"):
-        handle_train(_message("train", "adapter", bundle.initial_tensors(["adapter"]), tmp_path), ctx)
+        handle_train(server_message("train", "adapter", bundle.initial_tensors(["adapter"]), tmp_path), ctx)
 
 
 def test_only_adapters_and_lora_are_trainable(bundle):
@@ -181,7 +164,7 @@ def test_flop_params_leaves_out_an_input_embedding_table_that_only_looks_up(bund
 
 def test_a_train_reply_reports_its_workload_beside_the_metrics(flower_identity, bundle, tmp_path):
     glob = bundle.initial_tensors(["adapter"])
-    reply = handle_train(_message("train", "adapter", glob, tmp_path), _context(5, 0))
+    reply = handle_train(server_message("train", "adapter", glob, tmp_path), client_context(5, 0))
     work = reply.content["wireless-workload"]
     assert work["train-tokens"] > 0 and work["train-flops"] > 4 * work["model-params"] * work["train-tokens"]
     assert "train-tokens" not in reply.content["metrics"]  # simulation accounting, not payload

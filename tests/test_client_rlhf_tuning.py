@@ -13,7 +13,7 @@ from pfl_app.config import parse_run_config
 from pfl_app.models.personalized import shared_model_bundle, tensor_group
 from pfl_app.records import from_arrayrecord, to_arrayrecord
 
-from .conftest import TINY_RLHF
+from .helpers import TINY_RLHF
 
 
 def _run_config(models, **kw):

@@ -2,23 +2,26 @@
 
 import json
 import signal
-import subprocess
 import time
 
 import pytest
 
 from pfl_app.deploy import (
     Processes,
-    Tls,
     flwr_run,
     supernode_command,
     superlink_command,
-    wait_for_run,
     write_connection,
 )
-from pfl_app.launch import _bin, flower_env, free_port, run_log, wait_for_port
+from pfl_app.launch import flower_env, free_port, run_log, wait_for_port
 
-from .conftest import TINY
+from .helpers import (
+    TINY,
+    assert_registered_trained_and_stranger_refused,
+    assert_run_completed,
+    make_certs_and_keys,
+    register_nodes,
+)
 
 pytestmark = pytest.mark.simulation
 
@@ -37,51 +40,6 @@ def deployment(tmp_path, project_dir):
         procs.start(f"supernode-{i}", nodes[i])
     yield procs, env, nodes, tmp_path
     procs.stop_all()
-
-
-def _assert_completed(run_id, connection, env, timeout=600.0):
-    status = wait_for_run(run_id, connection, env, timeout=timeout)
-    # The ServerApp runs in a process the test does not own: show its log on failure.
-    assert status == "finished:completed", f"run {run_id} ended {status}:\n{run_log(run_id, env, connection)}"
-
-
-def _rows(run_dir):
-    return {(r["round"], r["client"]): r for r in
-            (json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines())}
-
-
-def make_certs_and_keys(project_dir, tmp_path, hosts, names):
-    """Certificates for ``hosts`` and a SuperNode key pair per name, made by the deploy scripts."""
-    scripts = project_dir / "scripts" / "deploy"
-    certs, keys = tmp_path / "certs", tmp_path / "keys"
-    subprocess.run(["bash", str(scripts / "make-certs.sh"), *hosts, str(certs)], check=True, capture_output=True)
-    for name in names:
-        subprocess.run(["bash", str(scripts / "make-node-key.sh"), str(keys / name)], check=True, capture_output=True)
-    return Tls(certs / "ca.crt", certs / "server.pem", certs / "server.key"), keys
-
-
-def register_nodes(keys, names, connection, env):
-    """``flwr supernode register`` each node's public key with the SuperLink."""
-    for name in names:
-        out = subprocess.run([_bin("flwr"), "supernode", "register", str(keys / f"{name}.pub"), connection],
-                             env=env, capture_output=True, text=True)
-        assert out.returncode == 0, out.stdout + out.stderr
-
-
-def assert_registered_trained_and_stranger_refused(tmp_path, run_name, stranger, logs):
-    """After a one-round run of two registered nodes (state in ``tmp_path/node-<i>``) and an
-    unregistered one (``stranger``, state in ``tmp_path/stranger``): both trained, it did not."""
-    rows = _rows(tmp_path / "results" / run_name)
-    assert sorted(rows) == [(1, 0), (1, 1)]
-    assert all(r["status"] == "ok" and r["bytes_up"] > 0 for r in rows.values())
-    # every device kept its own state on its own disk (node config state-dir)
-    assert (tmp_path / "node-0" / run_name / "clients" / "client-000" / "lora" / "adapter_model.safetensors").exists()
-    assert (tmp_path / "node-1" / run_name / "clients" / "client-001" / "local_tensors.safetensors").exists()
-    assert not (tmp_path / "stranger").exists()  # the unregistered node never trained
-    log = (logs / "stranger.log").read_text().lower()
-    assert "failed to activate supernode" in log, log[-2000:]  # the SuperLink refused it
-    stranger.wait(timeout=60)
-    assert stranger.returncode != 0
 
 
 def test_a_supernode_killed_and_restarted_keeps_its_lora(deployment, project_dir):
@@ -104,7 +62,7 @@ def test_a_supernode_killed_and_restarted_keeps_its_lora(deployment, project_dir
 
     before = load_file(str(state))
     procs.start("supernode-0", nodes[0])
-    _assert_completed(run_id, "loopback", env)
+    assert_run_completed(run_id, "loopback", env)
     rows = [json.loads(line) for line in (tmp / "results" / "restarted" / "metrics.jsonl").read_text().splitlines()]
     after_restart = [r for r in rows if r.get("client") == 0 and r["round"] >= 2 and "personalized_loss" in r]
     assert after_restart, "the restarted node never evaluated"
@@ -140,7 +98,7 @@ def test_tls_with_node_auth_refuses_an_unregistered_node_and_trains_with_registe
         config = {**TINY, "num-server-rounds": 1, "data.partitioner": "iid",
                   "results-dir": str(tmp_path / "results"), "run-name": "secure"}
         run_id = flwr_run(project_dir, "secure", config, env)
-        _assert_completed(run_id, "secure", env)
+        assert_run_completed(run_id, "secure", env)
         # the app's progress line reaches the ServerApp log that `flwr log` shows
         assert "round 1/1 | up" in run_log(run_id, env, "secure")
         assert_registered_trained_and_stranger_refused(tmp_path, "secure", stranger, tmp_path / "logs")

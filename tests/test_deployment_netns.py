@@ -22,10 +22,10 @@ from cryptography import x509
 from pfl_app.deploy import Processes, flwr_run, superlink_command, supernode_command, write_connection
 from pfl_app.launch import flower_env, run_log, wait_for_port
 
-from .conftest import TINY
-from .test_deployment import (
-    _assert_completed,
+from .helpers import (
+    TINY,
     assert_registered_trained_and_stranger_refused,
+    assert_run_completed,
     make_certs_and_keys,
     register_nodes,
 )
@@ -161,7 +161,7 @@ def test_devices_in_another_namespace_train_over_tls_and_an_unregistered_one_is_
                   "results-dir": str(tmp_path / "results"), "run-name": "lan"}
         with inside(server):
             run_id = flwr_run(project_dir, "lan", config, env)
-            _assert_completed(run_id, "lan", env)
+            assert_run_completed(run_id, "lan", env)
             assert "round 1/1 | up" in run_log(run_id, env, "lan")
         # Each side really ran in its namespace, where the veth is the only way across.
         for name, ns in (("superlink", server), ("node-0", device), ("node-1", device)):

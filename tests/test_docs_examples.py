@@ -10,8 +10,7 @@ from pfl_app.models.personalized import shared_model_bundle, tensor_group
 from pfl_app.records import from_arrayrecord, to_arrayrecord
 from pfl_app.strategies import STRATEGIES
 
-from .test_client import _context, _message
-from .test_strategies import FakeGrid
+from .helpers import FakeGrid, client_context, server_message
 
 
 def test_extending_example_runs_and_its_method_sends_what_it_says(flower_identity, tiny_cfg, tmp_path, project_dir):
@@ -26,9 +25,9 @@ def test_extending_example_runs_and_its_method_sends_what_it_says(flower_identit
         bundle = shared_model_bundle(tiny_cfg)
         glob = bundle.initial_tensors(strategy.shared_groups)
         (msg,) = strategy.configure_train(1, to_arrayrecord(glob), ConfigRecord({"run-dir": str(tmp_path)}), FakeGrid([5]))
-        train = _message("train", msg.content["config"]["shared-groups"], glob, tmp_path)
+        train = server_message("train", msg.content["config"]["shared-groups"], glob, tmp_path)
         train.content["config"]["trained-groups"] = msg.content["config"]["trained-groups"]
-        reply = handle_train(train, _context(5, 0))
+        reply = handle_train(train, client_context(5, 0))
         assert {tensor_group(k) for k in from_arrayrecord(reply.content["arrays"])} == {"adapter", "lora_A"}
         bad = {k: np.full_like(v, 5e3) for k, v in glob.items()}
         assert strategy.check_update(5, bad) == "a value above 1e3"

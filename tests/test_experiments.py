@@ -452,7 +452,7 @@ def test_main_prints_a_config_error_with_its_brackets(tmp_path, capsys):
 def test_a_real_run_whose_every_client_fails_is_reported_failed_with_its_clients_errors(tmp_path, project_dir):
     from rich.console import Console
 
-    from .conftest import TINY
+    from .helpers import TINY
 
     run_config = "\n".join(f"{k!s} = {json.dumps(v)}" for k, v in {
         **TINY, "num-server-rounds": 2, "data.partitioner": "iid", "faults.fail-fraction": 1.0}.items())

@@ -11,7 +11,7 @@ from safetensors.numpy import load_file
 from pfl_app.launch import Scenario, launch
 from pfl_app.models.personalized import tensor_group
 
-from .conftest import TINY
+from .helpers import TINY
 
 METHOD = "my_methods:AdaptersAndA"
 

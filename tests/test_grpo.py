@@ -17,7 +17,7 @@ from pfl_app.records import to_arrayrecord
 from pfl_app.rlhf.client_setup import Preference, client_prompts, prompt_dataset
 from pfl_app.rlhf.grpo import load_optimizer_state, optimizer_state, train_policy
 
-from .conftest import TINY
+from .helpers import TINY
 
 RLHF = {**TINY, "method": "pfit", "rlhf.sparse-update": "dense", "rlhf.max-completion-length": 4,
         "rlhf.prompts-per-step": 2, "rlhf.num-generations": 2, "rlhf.train-prompts": 4, "train.local-steps": 2,

@@ -27,7 +27,7 @@ from pfl_app.rlhf.reward_models import load_reward_scorers
 from pfl_app.strategies import STRATEGIES
 from pfl_app.tasks import evaluate as evaluate_task
 
-from .conftest import TINY, TINY_RLHF
+from .helpers import TINY, TINY_RLHF
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 FEDERATION = {"num-supernodes": 2, "client-resources-num-cpus": 1}

@@ -12,7 +12,7 @@ from pfl_app.data.sources import Columns, load_source, source_form
 from pfl_app.launch import Scenario, launch
 from pfl_app.preflight import check_data, check_federation_fit, check_model
 
-from .conftest import TINY
+from .helpers import TINY
 
 TOPICS = ("sport", "art", "news")
 

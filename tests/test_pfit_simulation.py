@@ -9,7 +9,7 @@ from safetensors.numpy import load_file
 from pfl_app.client.rlhf_tuning import SAMPLES_FILE
 from pfl_app.launch import Scenario, launch
 
-from .conftest import TINY_RLHF
+from .helpers import TINY_RLHF
 
 pytestmark = pytest.mark.simulation
 

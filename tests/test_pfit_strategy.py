@@ -10,7 +10,8 @@ from pfl_app.records import from_arrayrecord, to_arrayrecord
 from pfl_app.strategies import PFIT, RlhfFedAvgUniform, RlhfLocal, RlhfSingleReward
 from pfl_app.strategies.pfit import reward_weights
 
-from .test_strategies import FakeGrid, _round
+from .helpers import FakeGrid, configured_round
+
 
 LORA_B = "base_model.model.model.layers.1.self_attn.q_proj.lora_B.default.weight"
 
@@ -43,7 +44,7 @@ def _reply(msg, value, n, reward):
 def test_pfit_averages_the_policy_lora_by_reward_and_records_the_weights(flower_identity):
     strategy = PFIT(method="pfit", min_available_nodes=2, min_train_nodes=2)
     strategy.temperature = 0.5
-    msgs, _ = _round(strategy, [11, 22], {LORA_B: np.zeros(3, np.float32)})
+    msgs, _ = configured_round(strategy, [11, 22], {LORA_B: np.zeros(3, np.float32)})
     config = msgs[11].content["config"]
     assert config["shared-groups"] == "lora_A,lora_B" and config["preference"] == "own"
     assert config["start-from"] == "personal"  # each client carries its own policy on
@@ -59,7 +60,7 @@ def test_pfit_averages_the_policy_lora_by_reward_and_records_the_weights(flower_
 def test_pfit_at_infinite_temperature_matches_fedavg(flower_identity):
     strategy = PFIT(method="pfit", min_available_nodes=2, min_train_nodes=2)
     strategy.temperature = math.inf
-    msgs, _ = _round(strategy, [11, 22], {LORA_B: np.zeros(3, np.float32)})
+    msgs, _ = configured_round(strategy, [11, 22], {LORA_B: np.zeros(3, np.float32)})
     arrays, _ = strategy.aggregate_train(1, [_reply(msgs[11], 1.0, 1, 9.0), _reply(msgs[22], 4.0, 3, -9.0)])
     np.testing.assert_allclose(from_arrayrecord(arrays)[LORA_B], np.full(3, 3.25))
 
@@ -68,7 +69,7 @@ def test_pfit_at_infinite_temperature_matches_fedavg(flower_identity):
                                      {"num-examples": 1, "train-loss": 0.1, "train-reward": float("nan")}])
 def test_an_update_without_a_usable_reward_is_rejected(flower_identity, metrics):
     strategy = PFIT(method="pfit", min_available_nodes=2, min_train_nodes=2)
-    msgs, _ = _round(strategy, [11, 22], {LORA_B: np.zeros(3, np.float32)})
+    msgs, _ = configured_round(strategy, [11, 22], {LORA_B: np.zeros(3, np.float32)})
     plain = Message(RecordDict({"arrays": to_arrayrecord({LORA_B: np.full(3, 50.0, np.float32)}),
                                 "metrics": MetricRecord(metrics)}), reply_to=msgs[11])
     arrays, _ = strategy.aggregate_train(1, [plain, _reply(msgs[22], 1.0, 1, 0.0)])
@@ -78,14 +79,14 @@ def test_an_update_without_a_usable_reward_is_rejected(flower_identity, metrics)
 
 def test_baselines_send_uniform_preferences_or_nothing_and_the_last_round_asks_for_the_base_model(flower_identity):
     uniform = RlhfFedAvgUniform(method="rlhf-fedavg", min_available_nodes=1, min_train_nodes=1, min_evaluate_nodes=1)
-    msgs, _ = _round(uniform, [5], {LORA_B: np.zeros(3, np.float32)})
+    msgs, _ = configured_round(uniform, [5], {LORA_B: np.zeros(3, np.float32)})
     assert msgs[5].content["config"]["preference"] == "uniform"
     assert msgs[5].content["config"]["start-from"] == "global"  # plain FedAvg restarts from the average
     single = RlhfSingleReward(method="rlhf-single", min_available_nodes=1, min_train_nodes=1)
-    msgs, _ = _round(single, [5], {LORA_B: np.zeros(3, np.float32)})
+    msgs, _ = configured_round(single, [5], {LORA_B: np.zeros(3, np.float32)})
     assert msgs[5].content["config"]["preference"] == "helpfulness"
     local = RlhfLocal(method="rlhf-local", min_available_nodes=1, min_train_nodes=1, min_evaluate_nodes=1)
-    msgs, _ = _round(local, [5], {})
+    msgs, _ = configured_round(local, [5], {})
     assert msgs[5].content["config"]["shared-groups"] == "none"
     assert msgs[5].content["config"]["trained-groups"] == "lora_A,lora_B"
     uniform.num_rounds = 2

@@ -14,7 +14,7 @@ import pytest
 from pfl_app.process_guard import TOKEN_VAR, Guard, new_token, processes_with_token
 from pfl_app.runlock import LAUNCHER_LOCK, RunFolderLocked, RunLock, check_unlocked
 
-from .conftest import TINY
+from .helpers import TINY
 
 # --- the mechanisms, without Flower ------------------------------------------------
 

@@ -38,7 +38,7 @@ import pytest
 from pfl_app import cli
 from pfl_app.launch import LaunchError, Scenario, free_port, launch
 
-from .conftest import TINY
+from .helpers import TINY
 
 pytestmark = pytest.mark.simulation
 

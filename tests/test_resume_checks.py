@@ -11,7 +11,7 @@ from pfl_app.cli import main as cli_main
 from pfl_app.config import ConfigError
 from pfl_app.launch import Scenario, check_resume, resolve_run_config
 
-from .conftest import TINY
+from .helpers import TINY
 
 
 def _rounds(run_dir, rounds):

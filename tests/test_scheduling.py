@@ -16,8 +16,7 @@ from pfl_app.strategies.scheduling import ChannelScheduled, with_scheduling
 from pfl_app.strategies.server_optimizers import SERVER_OPTIMIZERS, build_strategy
 from pfl_app.wireless.csi import BaseStationCSI
 
-from .conftest import TINY
-from .test_strategies import ADAPTER, FakeGrid
+from .helpers import ADAPTER, TINY, FakeGrid
 
 NODES = [703, 101, 502, 304]  # node id -> client id: 703 -> 0, 101 -> 1, 502 -> 2, 304 -> 3
 CLIENT = {node: i for i, node in enumerate(NODES)}

@@ -12,8 +12,7 @@ from pfl_app.records import from_arrayrecord, to_arrayrecord
 from pfl_app.strategies import PFTT, STRATEGIES
 from pfl_app.strategies.server_optimizers import SERVER_OPTIMIZERS, build_strategy
 
-from .test_client import _context, _message
-from .test_strategies import ADAPTER, LORA_A, FakeGrid, _reply
+from .helpers import ADAPTER, LORA_A, FakeGrid, client_context, client_reply, server_message
 
 
 def test_config_offers_exactly_the_available_optimizers():
@@ -36,7 +35,7 @@ def test_fedadam_steps_from_our_filtered_average_and_still_rejects_leaks(flower_
         1, to_arrayrecord(glob), ConfigRecord({"run-dir": "/x"}), FakeGrid([1, 2]))}
     assert msgs[1].content["config"]["shared-groups"] == "adapter"
     leaky = {ADAPTER: np.full(3, 50.0, np.float32), LORA_A: np.ones(2, np.float32)}
-    arrays, _ = strategy.aggregate_train(1, [_reply(msgs[1], {ADAPTER: np.ones(3, np.float32)}), _reply(msgs[2], leaky)])
+    arrays, _ = strategy.aggregate_train(1, [client_reply(msgs[1], {ADAPTER: np.ones(3, np.float32)}), client_reply(msgs[2], leaky)])
     out = from_arrayrecord(arrays)[ADAPTER]
     # Adam's first step moves every coordinate by about eta towards the (leak-free) average
     assert np.all(out > 0) and np.all(out < 0.2)
@@ -53,9 +52,9 @@ def test_fedprox_sends_mu_and_the_proximal_term_holds_clients_near_the_global(fl
     assert msg.content["config"]["proximal-mu"] == 1e4
 
     def drift(mu):
-        m = _message("train", "adapter,lora_A,lora_B", glob, tmp_path / str(mu))
+        m = server_message("train", "adapter,lora_A,lora_B", glob, tmp_path / str(mu))
         m.content["config"]["proximal-mu"] = mu
-        sent = from_arrayrecord(handle_train(m, _context(5, 0)).content["arrays"])
+        sent = from_arrayrecord(handle_train(m, client_context(5, 0)).content["arrays"])
         return sum(float(np.sum((sent[k] - glob[k]) ** 2)) for k in glob)
 
     assert drift(1e4) < 0.5 * drift(0.0)

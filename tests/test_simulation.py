@@ -9,7 +9,7 @@ from pfl_app.cli import main as cli_main
 from pfl_app.launch import LaunchError, Scenario, launch
 from pfl_app.models.personalized import tensor_group
 
-from .conftest import TINY
+from .helpers import TINY
 
 pytestmark = pytest.mark.simulation
 

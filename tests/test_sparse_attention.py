@@ -8,7 +8,7 @@ from pfl_app.config import parse_run_config
 from pfl_app.models.personalized import build_personalized_model
 from pfl_app.models.sparse_attention import window_sink_attention
 
-from .conftest import TINY
+from .helpers import TINY
 
 
 def _reference(query, key, value, pad, window, sinks):

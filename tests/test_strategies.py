@@ -8,44 +8,15 @@ from pfl_app.records import from_arrayrecord, message_bytes, to_arrayrecord
 from pfl_app.strategies import PFTT, SendAll
 from pfl_app.strategies.validation import update_problem
 
-ADAPTER = "base_model.model.model.layers.0.mlp.bottleneck_adapter.default.up.weight"
-LORA_A = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight"
-
-
-class FakeGrid:
-    """Only what FedAvg's sampling asks of a Grid."""
-
-    def __init__(self, nodes):
-        self.nodes = nodes
-
-    def get_node_ids(self):
-        return list(self.nodes)
-
-
-def _reply(msg, arrays=None, n=1, loss=0.5, client=0):
-    content = RecordDict({
-        "metrics": MetricRecord({"num-examples": n, "train-loss": loss, "train-seconds": 1.5}),
-        "client": ConfigRecord({"client-id": client, "task": "t"}),
-    })
-    if arrays is not None:
-        content["arrays"] = to_arrayrecord(arrays)
-    return Message(content=content, reply_to=msg)
-
-
-def _round(strategy, nodes, global_arrays):
-    rows = []
-    strategy.on_round_end = lambda r, got, shared: rows.extend(got)
-    msgs = list(strategy.configure_train(1, to_arrayrecord(global_arrays), ConfigRecord({"run-dir": "/x"}), FakeGrid(nodes)))
-    return {m.metadata.dst_node_id: m for m in msgs}, rows
-
+from .helpers import ADAPTER, LORA_A, FakeGrid, client_reply, configured_round
 
 def test_pftt_sends_and_averages_only_adapters_weighted_by_examples(flower_identity):
     strategy = PFTT(method="pftt", min_available_nodes=2, min_train_nodes=2)
-    msgs, _ = _round(strategy, [11, 22], {ADAPTER: np.zeros((2, 2), np.float32)})
+    msgs, _ = configured_round(strategy, [11, 22], {ADAPTER: np.zeros((2, 2), np.float32)})
     assert all(m.content["config"]["shared-groups"] == "adapter" for m in msgs.values())
     replies = [
-        _reply(msgs[11], {ADAPTER: np.full((2, 2), 1.0, np.float32)}, n=1, client=0),
-        _reply(msgs[22], {ADAPTER: np.full((2, 2), 4.0, np.float32)}, n=3, client=1),
+        client_reply(msgs[11], {ADAPTER: np.full((2, 2), 1.0, np.float32)}, n=1, client=0),
+        client_reply(msgs[22], {ADAPTER: np.full((2, 2), 4.0, np.float32)}, n=3, client=1),
     ]
     arrays, metrics = strategy.aggregate_train(1, replies)
     np.testing.assert_allclose(from_arrayrecord(arrays)[ADAPTER], np.full((2, 2), 3.25))  # (1*1 + 3*4) / 4
@@ -54,10 +25,10 @@ def test_pftt_sends_and_averages_only_adapters_weighted_by_examples(flower_ident
 
 def test_an_update_carrying_lora_is_rejected_and_never_averaged(flower_identity):
     strategy = PFTT(method="pftt", min_available_nodes=2, min_train_nodes=2)
-    msgs, _ = _round(strategy, [11, 22], {ADAPTER: np.zeros(3, np.float32)})
+    msgs, _ = configured_round(strategy, [11, 22], {ADAPTER: np.zeros(3, np.float32)})
     leaky = {ADAPTER: np.full(3, 100.0, np.float32), LORA_A: np.ones(2, np.float32)}
     arrays, _ = strategy.aggregate_train(
-        1, [_reply(msgs[11], {ADAPTER: np.ones(3, np.float32)}), _reply(msgs[22], leaky)]
+        1, [client_reply(msgs[11], {ADAPTER: np.ones(3, np.float32)}), client_reply(msgs[22], leaky)]
     )
     np.testing.assert_array_equal(from_arrayrecord(arrays)[ADAPTER], np.ones(3))
     assert [(r, n) for r, n, _ in strategy.rejected] == [(1, 22)]
@@ -70,9 +41,9 @@ def test_an_update_carrying_lora_is_rejected_and_never_averaged(flower_identity)
 )
 def test_malformed_updates_are_rejected(flower_identity, bad, why):
     strategy = PFTT(method="pftt", min_available_nodes=2, min_train_nodes=2)
-    msgs, _ = _round(strategy, [11, 22], {ADAPTER: np.zeros(3, np.float32)})
+    msgs, _ = configured_round(strategy, [11, 22], {ADAPTER: np.zeros(3, np.float32)})
     arrays, _ = strategy.aggregate_train(
-        1, [_reply(msgs[11], {ADAPTER: np.full(3, 2.0, np.float32)}), _reply(msgs[22], bad)]
+        1, [client_reply(msgs[11], {ADAPTER: np.full(3, 2.0, np.float32)}), client_reply(msgs[22], bad)]
     )
     np.testing.assert_array_equal(from_arrayrecord(arrays)[ADAPTER], np.full(3, 2.0))
     assert why in strategy.rejected[0][2]
@@ -80,22 +51,22 @@ def test_malformed_updates_are_rejected(flower_identity, bad, why):
 
 def test_a_round_with_no_usable_update_keeps_the_old_tensors(flower_identity):
     strategy = PFTT(method="pftt", min_available_nodes=2, min_train_nodes=2)
-    msgs, _ = _round(strategy, [11, 22], {ADAPTER: np.zeros(3, np.float32)})
+    msgs, _ = configured_round(strategy, [11, 22], {ADAPTER: np.zeros(3, np.float32)})
     failed = Message(Error(code=0, reason="boom"), reply_to=msgs[11])
-    assert strategy.aggregate_train(1, [failed, _reply(msgs[22], {})]) == (None, None)
+    assert strategy.aggregate_train(1, [failed, client_reply(msgs[22], {})]) == (None, None)
 
 
 def test_a_silent_nodes_error_from_the_superlink_is_booked_to_that_node(flower_identity):
     from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
 
     strategy = PFTT(method="pftt", min_available_nodes=2, min_train_nodes=2)
-    msgs, rows = _round(strategy, [11, 22], {ADAPTER: np.zeros(3, np.float32)})
+    msgs, rows = configured_round(strategy, [11, 22], {ADAPTER: np.zeros(3, np.float32)})
     for i, m in enumerate(msgs.values()):  # what the grid does when it sends them
         m.metadata.__dict__["_message_id"] = f"ins-{i}"
     # The SuperLink's own reply for a node whose heartbeat stopped (from node id 1).
     unavailable = create_message_error_unavailable_res_message(msgs[22].metadata, "node_unavail")
     assert unavailable.metadata.src_node_id not in (11, 22)
-    strategy.aggregate_train(1, [_reply(msgs[11], {ADAPTER: np.ones(3, np.float32)}), unavailable])
+    strategy.aggregate_train(1, [client_reply(msgs[11], {ADAPTER: np.ones(3, np.float32)}), unavailable])
     evaluate = {m.metadata.dst_node_id: m for m in strategy.configure_evaluate(
         1, to_arrayrecord({ADAPTER: np.ones(3, np.float32)}), ConfigRecord(), FakeGrid([11, 22]))}
     strategy.aggregate_evaluate(1, [Message(RecordDict({"metrics": MetricRecord({"num-examples": 1})}),
@@ -109,9 +80,9 @@ def test_a_silent_nodes_error_from_the_superlink_is_booked_to_that_node(flower_i
 def test_bytes_are_measured_on_the_messages_both_ways(flower_identity):
     strategy = SendAll(method="send-all", min_available_nodes=1, min_train_nodes=1, min_evaluate_nodes=1)
     glob = {ADAPTER: np.zeros((4, 4), np.float32), LORA_A: np.zeros(8, np.float32)}
-    msgs, rows = _round(strategy, [7], glob)
+    msgs, rows = configured_round(strategy, [7], glob)
     assert msgs[7].content["config"]["shared-groups"] == "adapter,lora_A,lora_B"
-    reply = _reply(msgs[7], {k: v + 1 for k, v in glob.items()})
+    reply = client_reply(msgs[7], {k: v + 1 for k, v in glob.items()})
     strategy.aggregate_train(1, [reply])
     evals = list(strategy.configure_evaluate(1, to_arrayrecord(glob), ConfigRecord(), FakeGrid([7])))
     eval_reply = Message(
@@ -138,25 +109,25 @@ def test_too_few_answers_stop_the_run_with_a_clear_message(flower_identity):
 
     strategy = PFTT(method="pftt", min_available_nodes=2, min_train_nodes=3)
     strategy.min_answers = 2
-    msgs, _ = _round(strategy, [11, 22, 33], {ADAPTER: np.zeros(3, np.float32)})
-    ok = _reply(msgs[11], {ADAPTER: np.ones(3, np.float32)})
+    msgs, _ = configured_round(strategy, [11, 22, 33], {ADAPTER: np.zeros(3, np.float32)})
+    ok = client_reply(msgs[11], {ADAPTER: np.ones(3, np.float32)})
     failed = [Message(Error(code=0, reason="boom"), reply_to=msgs[n]) for n in (22, 33)]
     with pytest.raises(TooFewClients, match="round 1: 1 of 3 client\\(s\\) answered \\(2 failed, 0 timed out.*min-answers=2"):
         strategy.aggregate_train(1, [ok, *failed])
     # two answers of three are enough, the failed one is left out
-    arrays, _ = strategy.aggregate_train(1, [ok, _reply(msgs[22], {ADAPTER: np.full(3, 3.0, np.float32)}), failed[1]])
+    arrays, _ = strategy.aggregate_train(1, [ok, client_reply(msgs[22], {ADAPTER: np.full(3, 3.0, np.float32)}), failed[1]])
     np.testing.assert_allclose(from_arrayrecord(arrays)[ADAPTER], np.full(3, 2.0))
 
 
 def test_an_update_that_moved_far_more_than_the_others_is_rejected(flower_identity):
     strategy = PFTT(method="pftt", min_available_nodes=1, min_train_nodes=4)
-    msgs, _ = _round(strategy, [1, 2, 3, 4], {ADAPTER: np.zeros(4, np.float32)})
-    replies = [_reply(msgs[n], {ADAPTER: np.full(4, v, np.float32)}) for n, v in ((1, 1.0), (2, 1.2), (3, 0.9), (4, 500.0))]
+    msgs, _ = configured_round(strategy, [1, 2, 3, 4], {ADAPTER: np.zeros(4, np.float32)})
+    replies = [client_reply(msgs[n], {ADAPTER: np.full(4, v, np.float32)}) for n, v in ((1, 1.0), (2, 1.2), (3, 0.9), (4, 500.0))]
     arrays, _ = strategy.aggregate_train(1, replies)
     np.testing.assert_allclose(from_arrayrecord(arrays)[ADAPTER], np.full(4, (1.0 + 1.2 + 0.9) / 3), rtol=1e-6)
     assert [n for _, n, _ in strategy.rejected] == [4] and "median" in strategy.rejected[0][2]
     strategy.norm_factor = 0.0  # off: everything is averaged
-    msgs, _ = _round(strategy, [1, 2, 3, 4], {ADAPTER: np.zeros(4, np.float32)})
-    replies = [_reply(msgs[n], {ADAPTER: np.full(4, v, np.float32)}) for n, v in ((1, 1.0), (2, 1.2), (3, 0.9), (4, 500.0))]
+    msgs, _ = configured_round(strategy, [1, 2, 3, 4], {ADAPTER: np.zeros(4, np.float32)})
+    replies = [client_reply(msgs[n], {ADAPTER: np.full(4, v, np.float32)}) for n, v in ((1, 1.0), (2, 1.2), (3, 0.9), (4, 500.0))]
     arrays, _ = strategy.aggregate_train(1, replies)
     assert from_arrayrecord(arrays)[ADAPTER][0] > 100

@@ -9,7 +9,7 @@ from pfl_app.config import parse_run_config
 from pfl_app.strategies import PFIT, PFTT, STRATEGIES, PersonalizedFedAvg, RlhfFedAvgUniform
 from pfl_app.strategies.server_optimizers import SERVER_OPTIMIZERS, build_strategy
 
-from .conftest import TINY
+from .helpers import TINY
 
 
 def test_settings_come_from_the_run_config():

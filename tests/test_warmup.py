@@ -11,7 +11,7 @@ from pfl_app.models.personalized import base_policy, build_personalized_model
 from pfl_app.rlhf.preferences import PromptItem, is_refusal, pool_of
 from pfl_app.rlhf.warmup import demonstration_prompts, demonstrations, warmed_policy, warmup_spec
 
-from .conftest import TINY_RLHF
+from .helpers import TINY_RLHF
 
 
 def _items(n, harmful):

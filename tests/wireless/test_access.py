@@ -26,7 +26,7 @@ from pfl_app.wireless import (
 from pfl_app.wireless import mod as wmod
 from pfl_app.wireless.mod import WIRELESS_KEY, client_channel, wireless_mod
 
-from ..conftest import TINY
+from ..helpers import TINY
 
 # No fading, no loss, no per-message latency: every client's air time is bits / rate exactly.
 FLAT = with_overrides("lte-cell-edge", fading="none", error_model="outage", outage_snr_db=-math.inf,

@@ -26,8 +26,7 @@ from pfl_app.wireless import (
 )
 from pfl_app.wireless.mod import WirelessMod, client_channel, wireless_mod
 
-from ..conftest import TINY
-from ..test_strategies import FakeGrid
+from ..helpers import TINY, FakeGrid
 
 W = "model.layers.0.mlp.bottleneck_adapter.default.up.weight"
 

@@ -10,7 +10,7 @@ from pfl_app.wireless.channel import client_rng
 from pfl_app.wireless.csi import BaseStationCSI, air_time_s, channel_state
 from pfl_app.wireless.mod import client_channel, link_profile
 
-from ..conftest import TINY
+from ..helpers import TINY
 
 CONFIGS = [
     {"wireless.profile": "5g-urban"},

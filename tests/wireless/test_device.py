@@ -23,7 +23,7 @@ from pfl_app.wireless.device import (
 from pfl_app.wireless.mod import STATUS_KEY, WIRELESS_KEY, wireless_mod
 from pfl_app.wireless.profiles import PROFILES
 
-from ..conftest import TINY
+from ..helpers import TINY
 
 W = "model.layers.0.mlp.bottleneck_adapter.default.up.weight"
 

@@ -11,7 +11,7 @@ from pfl_app.records import from_arrayrecord, to_arrayrecord
 from pfl_app.wireless import FADING_MODELS, client_rng, draw_fading_power, transmit, with_overrides
 from pfl_app.wireless.mod import WirelessMod, client_channel, wireless_mod
 
-from ..conftest import TINY
+from ..helpers import TINY
 
 SECTION = "## A channel or fading model of your own"
 

@@ -18,7 +18,7 @@ from pfl_app.records import from_arrayrecord, to_arrayrecord
 from pfl_app.wireless import PROFILES, LinkChannel, client_rng, draw_fading_power, transmit, with_overrides
 from pfl_app.wireless.mod import wireless_mod
 
-from ..conftest import TINY
+from ..helpers import TINY
 
 DATA = Path(__file__).parent / "data"
 

@@ -11,7 +11,7 @@ from pfl_app.wireless.mod import MASK_KEY, STATUS_KEY, WIRELESS_KEY, link_profil
 from pfl_app.wireless.partial import arrival_masks, masked_weighted_average
 from pfl_app.wireless.profiles import PROFILES, with_overrides
 
-from ..conftest import TINY
+from ..helpers import TINY
 
 W = "model.layers.0.mlp.bottleneck_adapter.default.up.weight"
 
