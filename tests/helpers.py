@@ -4,11 +4,13 @@ Flower Grid, and the steps the deployment tests share. Fixtures live in conftest
 import json
 import subprocess
 
+import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from pfl_app.deploy import Tls, wait_for_run
 from pfl_app.launch import _bin, run_log
-from pfl_app.records import to_arrayrecord
+from pfl_app.protocol import COHORT_NODE_IDS_KEY, COHORT_SHARES_KEY, WIRELESS_COHORT_KEY
+from pfl_app.records import from_arrayrecord, to_arrayrecord
 
 # A config small enough for unit tests: the tiny random model, few examples, 2 steps.
 TINY = {
@@ -58,6 +60,42 @@ def server_message(kind, groups, tensors, run_dir, rnd=1, node=0):
         "config": ConfigRecord({"server-round": rnd, "shared-groups": groups, "run-dir": str(run_dir)}),
     })
     return Message(content=content, dst_node_id=node, message_type=kind)
+
+
+# -- the wireless mod: a client's context, a train message of one tensor, a stand-in ClientApp ----
+
+SHARED = "model.layers.0.mlp.bottleneck_adapter.default.up.weight"
+
+
+def mod_context(client=0, node_id=None, **run_config):
+    """Client ``client`` of 4 (node ``10 + client`` unless given) under the tiny config."""
+    return Context(run_id=1, node_id=10 + client if node_id is None else node_id,
+                   node_config={"partition-id": client, "num-partitions": 4},
+                   state=RecordDict(), run_config={**TINY, **run_config})
+
+
+def mod_train_message(rnd=1, node=10, size=1000, cohort=None, shares=None, name=SHARED):
+    """A train message of ``size`` zeros, with the round's cohort (and shares) when given."""
+    content = RecordDict({
+        "arrays": to_arrayrecord({name: np.zeros(size, np.float32)}),
+        "config": ConfigRecord({"server-round": rnd, "shared-groups": "adapter", "run-dir": "/x"}),
+    })
+    if cohort is not None:
+        record = {COHORT_NODE_IDS_KEY: list(cohort)}
+        if shares is not None:
+            record[COHORT_SHARES_KEY] = list(shares)
+        content[WIRELESS_COHORT_KEY] = ConfigRecord(record)
+    return Message(content=content, dst_node_id=node, message_type="train")
+
+
+def reply_of_ones(msg, ctx):
+    """Stands in for the ClientApp behind the mod: replies with an update of ones."""
+    name, value = next(iter(from_arrayrecord(msg.content["arrays"]).items()))
+    return Message(RecordDict({
+        "arrays": to_arrayrecord({name: np.ones(value.size, np.float32)}),
+        "metrics": MetricRecord({"num-examples": 4, "train-loss": 1.0, "train-seconds": 2.0}),
+        "client": ConfigRecord({"client-id": 0, "task": "t"}),
+    }), reply_to=msg)
 
 
 # -- the server side: tensors, a fake Grid, client replies, a configured round -------------

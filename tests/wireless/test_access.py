@@ -2,13 +2,10 @@
 
 import math
 
-import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, RecordDict
 
 from pfl_app.config import ConfigError, parse_run_config
-from pfl_app.protocol import COHORT_NODE_IDS_KEY, COHORT_SHARES_KEY, WIRELESS_COHORT_KEY
-from pfl_app.records import from_arrayrecord, to_arrayrecord
 from pfl_app.results import round_air_time
 from pfl_app.wireless import (
     ACCESS_SCHEMES,
@@ -26,7 +23,7 @@ from pfl_app.wireless import (
 from pfl_app.wireless import mod as wmod
 from pfl_app.wireless.mod import WIRELESS_KEY, client_channel, wireless_mod
 
-from ..helpers import TINY
+from ..helpers import TINY, mod_train_message, reply_of_ones
 
 # No fading, no loss, no per-message latency: every client's air time is bits / rate exactly.
 FLAT = with_overrides("lte-cell-edge", fading="none", error_model="outage", outage_snr_db=-math.inf,
@@ -191,27 +188,6 @@ def test_ofdma_profile_scales_band_and_base_station_power():
 W = "w"
 
 
-def _message(node, cohort, shares=None, size=20_000):
-    content = RecordDict({
-        "arrays": to_arrayrecord({W: np.zeros(size, np.float32)}),
-        "config": ConfigRecord({"server-round": 1, "shared-groups": "adapter", "run-dir": "/x"}),
-    })
-    record = {COHORT_NODE_IDS_KEY: list(cohort)}
-    if shares is not None:
-        record[COHORT_SHARES_KEY] = list(shares)
-    content[WIRELESS_COHORT_KEY] = ConfigRecord(record)
-    return Message(content=content, dst_node_id=node, message_type="train")
-
-
-def _app(msg, ctx):
-    size = next(iter(from_arrayrecord(msg.content["arrays"]).values())).size
-    return Message(RecordDict({
-        "arrays": to_arrayrecord({W: np.ones(size, np.float32)}),
-        "metrics": MetricRecord({"num-examples": 4, "train-loss": 1.0, "train-seconds": 2.0}),
-        "client": ConfigRecord({"client-id": 0, "task": "t"}),
-    }), reply_to=msg)
-
-
 def _run(access, k=4, shares=None, **cfg):
     rows = []
     for client in range(k):
@@ -219,7 +195,8 @@ def _run(access, k=4, shares=None, **cfg):
                       state=RecordDict(),
                       run_config={**TINY, "wireless.access": access, "wireless.profile": "5g-urban",
                                   "wireless.fading": "none", **cfg})
-        reply = wireless_mod(_message(10 + client, range(10, 10 + k), shares), ctx, _app)
+        reply = wireless_mod(mod_train_message(node=10 + client, size=20_000, cohort=range(10, 10 + k), shares=shares, name=W),
+                             ctx, reply_of_ones)
         rows.append({**dict(reply.content[WIRELESS_KEY]), **dict(reply.content["wireless-status"])})
     return rows
 

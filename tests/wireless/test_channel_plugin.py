@@ -7,13 +7,13 @@ import textwrap
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord
 from flwr.common import serde
 
 from pfl_app.config import ConfigError, parse_run_config
 from pfl_app.preflight import check_wireless
 from pfl_app.protocol import COHORT_NODE_IDS_KEY, WIRELESS_COHORT_KEY
-from pfl_app.records import from_arrayrecord, message_bytes, to_arrayrecord
+from pfl_app.records import message_bytes, to_arrayrecord
 from pfl_app.strategies import PFTT
 from pfl_app.wireless import (
     PROFILES,
@@ -26,7 +26,7 @@ from pfl_app.wireless import (
 )
 from pfl_app.wireless.mod import WirelessMod, client_channel, wireless_mod
 
-from ..helpers import TINY, FakeGrid
+from ..helpers import TINY, FakeGrid, mod_context, mod_train_message, reply_of_ones
 
 W = "model.layers.0.mlp.bottleneck_adapter.default.up.weight"
 
@@ -82,38 +82,13 @@ def user_channel(tmp_path, monkeypatch):
     sys.modules.pop("user_channel", None)
 
 
-def _context(client=0, node_id=None, **cfg):
-    return Context(run_id=1, node_id=10 + client if node_id is None else node_id,
-                   node_config={"partition-id": client, "num-partitions": 4},
-                   state=RecordDict(), run_config={**TINY, **cfg})
-
-
-def _train_message(rnd=1, node=10, size=1000, cohort=None):
-    content = RecordDict({
-        "arrays": to_arrayrecord({W: np.zeros(size, np.float32)}),
-        "config": ConfigRecord({"server-round": rnd, "shared-groups": "adapter", "run-dir": "/x"}),
-    })
-    if cohort is not None:
-        content[WIRELESS_COHORT_KEY] = ConfigRecord({COHORT_NODE_IDS_KEY: list(cohort)})
-    return Message(content=content, dst_node_id=node, message_type="train")
-
-
-def _app(msg, ctx):
-    size = next(iter(from_arrayrecord(msg.content["arrays"]).values())).size
-    return Message(RecordDict({
-        "arrays": to_arrayrecord({W: np.ones(size, np.float32)}),
-        "metrics": MetricRecord({"num-examples": 4, "train-loss": 1.0, "train-seconds": 2.0}),
-        "client": ConfigRecord({"client-id": 0, "task": "t"}),
-    }), reply_to=msg)
-
-
 # --- a channel of one's own, by path ------------------------------------------------------
 
 
 def test_the_mod_uses_the_channel_wireless_channel_names(flower_identity, user_channel):
     cfg = {"wireless.profile": "lte-cell-edge", "wireless.channel": "user_channel:SharedUplink"}
-    msg = _train_message(rnd=2, node=11, cohort=[13, 11, 12, 10])
-    reply = wireless_mod(msg, _context(client=1, **cfg), _app)
+    msg = mod_train_message(rnd=2, node=11, cohort=[13, 11, 12, 10])
+    reply = wireless_mod(msg, mod_context(client=1, **cfg), reply_of_ones)
     assert [c[0] for c in user_channel.CALLS] == ["begin_round", "downlink", "uplink"]
     _, client, rnd, cohort = user_channel.CALLS[0]
     assert (client, rnd) == (1, 2)
@@ -122,7 +97,7 @@ def test_the_mod_uses_the_channel_wireless_channel_names(flower_identity, user_c
     # The shared band shows in the reply: a quarter of the uplink band holds a quarter of the
     # noise (SNR + 6 dB) and carries less; the downlink is as it was alone.
     alone_cfg = {"wireless.profile": "lte-cell-edge"}
-    alone = wireless_mod(_train_message(rnd=2, node=11), _context(client=1, **alone_cfg), _app)
+    alone = wireless_mod(mod_train_message(rnd=2, node=11), mod_context(client=1, **alone_cfg), reply_of_ones)
     shared, single = reply.content["wireless"], alone.content["wireless"]
     assert shared["snr-db-up"] == pytest.approx(single["snr-db-up"] + 10 * math.log10(4))
     lte = PROFILES["lte-cell-edge"]
@@ -139,7 +114,7 @@ def test_a_factory_of_ones_own_builds_the_channel(flower_identity, user_channel)
         return user_channel.SharedUplink(client_channel(cfg, client_id, num_clients).profile, seed=cfg.seed,
                                          client_id=client_id, num_clients=num_clients)
 
-    WirelessMod(factory)(_train_message(node=12, cohort=[12]), _context(client=2), _app)
+    WirelessMod(factory)(mod_train_message(node=12, cohort=[12]), mod_context(client=2), reply_of_ones)
     assert built == [(2, 4)] and user_channel.CALLS[0][3] == Cohort((12,), 12)
 
 
@@ -150,7 +125,7 @@ def test_a_channel_that_returns_no_transmission_is_named(flower_identity):
 
     mod = WirelessMod(lambda cfg, c, n: Broken(client_channel(cfg, c, n).profile, seed=0, client_id=c, num_clients=n))
     with pytest.raises(TypeError, match="Broken.downlink returned dict, not a Transmission"):
-        mod(_train_message(), _context(), _app)
+        mod(mod_train_message(), mod_context(), reply_of_ones)
 
 
 def test_the_default_mod_uses_the_built_in_link(flower_identity):
@@ -242,7 +217,7 @@ def test_the_cohort_reaches_the_channel_through_the_train_messages(flower_identi
     mod = WirelessMod(lambda cfg, c, n: _Recording(client_channel(cfg, c, n).profile, seed=cfg.seed,
                                                    client_id=c, num_clients=n))
     for client, msg in enumerate(sorted(msgs, key=lambda m: m.metadata.dst_node_id)):
-        mod(msg, _context(client=client, node_id=msg.metadata.dst_node_id), _app)
+        mod(msg, mod_context(client=client, node_id=msg.metadata.dst_node_id), reply_of_ones)
     assert _Recording.cohorts == [(0, 4, Cohort((5, 7, 9), 5)), (1, 4, Cohort((5, 7, 9), 7)),
                                   (2, 4, Cohort((5, 7, 9), 9))]
     assert [c.position for _, _, c in _Recording.cohorts] == [0, 1, 2]
@@ -252,7 +227,7 @@ def test_a_message_without_a_cohort_gives_the_channel_none(flower_identity):
     _Recording.cohorts = []
     mod = WirelessMod(lambda cfg, c, n: _Recording(client_channel(cfg, c, n).profile, seed=0, client_id=c,
                                                    num_clients=n))
-    mod(_train_message(), _context(), _app)
+    mod(mod_train_message(), mod_context(), reply_of_ones)
     assert _Recording.cohorts == [(0, 1, None)]
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from pfl_app.records import from_arrayrecord, message_bytes, to_arrayrecord
 from pfl_app.strategies import PFTT
@@ -11,22 +11,9 @@ from pfl_app.wireless.mod import MASK_KEY, STATUS_KEY, WIRELESS_KEY, link_profil
 from pfl_app.wireless.partial import arrival_masks, masked_weighted_average
 from pfl_app.wireless.profiles import PROFILES, with_overrides
 
-from ..helpers import TINY
+from ..helpers import TINY, mod_context, mod_train_message, reply_of_ones
 
 W = "model.layers.0.mlp.bottleneck_adapter.default.up.weight"
-
-
-def _context(client=0, **cfg):
-    return Context(run_id=1, node_id=10 + client, node_config={"partition-id": client, "num-partitions": 4},
-                   state=RecordDict(), run_config={**TINY, **cfg})
-
-
-def _train_message(rnd=1, node=10, size=1000):
-    content = RecordDict({
-        "arrays": to_arrayrecord({W: np.zeros(size, np.float32)}),
-        "config": ConfigRecord({"server-round": rnd, "shared-groups": "adapter", "run-dir": "/x"}),
-    })
-    return Message(content=content, dst_node_id=node, message_type="train")
 
 
 class App:
@@ -37,12 +24,7 @@ class App:
 
     def __call__(self, msg, ctx):
         self.calls += 1
-        size = next(iter(from_arrayrecord(msg.content["arrays"]).values())).size
-        return Message(RecordDict({
-            "arrays": to_arrayrecord({W: np.ones(size, np.float32)}),
-            "metrics": MetricRecord({"num-examples": 4, "train-loss": 1.0, "train-seconds": 2.0}),
-            "client": ConfigRecord({"client-id": 0, "task": "t"}),
-        }), reply_to=msg)
+        return reply_of_ones(msg, ctx)
 
 
 def _force_profile(monkeypatch, **fields):
@@ -53,7 +35,7 @@ def _force_profile(monkeypatch, **fields):
 
 def test_ideal_link_delivers_and_reports_what_it_cost(flower_identity):
     app = App()
-    reply = wireless_mod(_train_message(), _context(), app)
+    reply = wireless_mod(mod_train_message(), mod_context(), app)
     stats, status = reply.content[WIRELESS_KEY], reply.content[STATUS_KEY]
     assert status["outcome"] == "delivered" and stats["delivered"] == 1.0
     assert np.all(from_arrayrecord(reply.content["arrays"])[W] == 1.0)
@@ -65,7 +47,7 @@ def test_ideal_link_delivers_and_reports_what_it_cost(flower_identity):
 
 
 def test_simulation_records_are_not_counted_as_payload(flower_identity):
-    reply = wireless_mod(_train_message(), _context(), App())
+    reply = wireless_mod(mod_train_message(), mod_context(), App())
     plain = sum(r.count_bytes() for k, r in reply.content.items() if not k.startswith("wireless"))
     assert message_bytes(reply) == plain
 
@@ -73,7 +55,7 @@ def test_simulation_records_are_not_counted_as_payload(flower_identity):
 def test_evaluate_messages_do_not_go_on_the_air(flower_identity):
     msg = Message(RecordDict({"config": ConfigRecord({"server-round": 1})}), dst_node_id=10, message_type="evaluate")
     sentinel = object()
-    assert wireless_mod(msg, _context(), lambda m, c: sentinel) is sentinel
+    assert wireless_mod(msg, mod_context(), lambda m, c: sentinel) is sentinel
 
 
 def test_lost_uplink_strips_the_update(flower_identity, monkeypatch):
@@ -84,7 +66,7 @@ def test_lost_uplink_strips_the_update(flower_identity, monkeypatch):
     threshold = (mean_snr_db(profile, "up") + mean_snr_db(profile, "down")) / 2
     profile = _force_profile(monkeypatch, max_retransmissions=0, error_model="outage", outage_snr_db=threshold)
     app = App()
-    reply = wireless_mod(_train_message(), _context(), app)
+    reply = wireless_mod(mod_train_message(), mod_context(), app)
     assert app.calls == 1
     assert reply.content[STATUS_KEY]["outcome"] == "lost"
     assert reply.content[STATUS_KEY]["reason"].startswith("uplink")
@@ -95,18 +77,18 @@ def test_lost_uplink_strips_the_update(flower_identity, monkeypatch):
 def test_lost_downlink_means_no_training(flower_identity, monkeypatch):
     _force_profile(monkeypatch, error_model="outage", outage_snr_db=500.0, max_retransmissions=0)
     app = App()
-    reply = wireless_mod(_train_message(), _context(), app)
+    reply = wireless_mod(mod_train_message(), mod_context(), app)
     assert app.calls == 0
     assert reply.content[STATUS_KEY]["reason"].startswith("downlink")
 
 
 def test_straggler_is_dropped_at_the_deadline(flower_identity):
-    ctx = _context(**{"wireless.deadline-s": 1.0, "wireless.compute-s": 2.0})
-    reply = wireless_mod(_train_message(), ctx, App())
+    ctx = mod_context(**{"wireless.deadline-s": 1.0, "wireless.compute-s": 2.0})
+    reply = wireless_mod(mod_train_message(), ctx, App())
     assert reply.content[WIRELESS_KEY]["client-time-s"] > 2.0
     assert reply.content[STATUS_KEY]["outcome"] == "lost"
     assert "straggler" in reply.content[STATUS_KEY]["reason"]
-    on_time = wireless_mod(_train_message(), _context(**{"wireless.deadline-s": 1.0}), App())
+    on_time = wireless_mod(mod_train_message(), mod_context(**{"wireless.deadline-s": 1.0}), App())
     assert on_time.content[STATUS_KEY]["outcome"] == "delivered"
 
 
@@ -119,10 +101,10 @@ def test_partial_mode_zeroes_lost_chunks_and_says_which(flower_identity, monkeyp
     # about half the uplink packets fail; the downlink (more power) gets through
     _force_profile(monkeypatch, error_model="bler", max_retransmissions=0, packet_bytes=400,
                    bler_snr50_db=snr, bler_slope_db=0.5)
-    ctx = _context(**{"wireless.loss-mode": "partial"})
+    ctx = mod_context(**{"wireless.loss-mode": "partial"})
     outcomes = []
     for rnd in range(1, 12):
-        reply = wireless_mod(_train_message(rnd=rnd, size=2000), ctx, App())
+        reply = wireless_mod(mod_train_message(rnd=rnd, size=2000), ctx, App())
         outcomes.append(reply.content[STATUS_KEY]["outcome"])
         if outcomes[-1] == "partial":
             values = from_arrayrecord(reply.content["arrays"])[W]
@@ -133,9 +115,9 @@ def test_partial_mode_zeroes_lost_chunks_and_says_which(flower_identity, monkeyp
 
 
 def test_same_seed_same_channel(flower_identity):
-    a = wireless_mod(_train_message(rnd=3), _context(**{"wireless.profile": "lte-cell-edge"}), App())
-    b = wireless_mod(_train_message(rnd=3), _context(**{"wireless.profile": "lte-cell-edge"}), App())
-    c = wireless_mod(_train_message(rnd=4), _context(**{"wireless.profile": "lte-cell-edge"}), App())
+    a = wireless_mod(mod_train_message(rnd=3), mod_context(**{"wireless.profile": "lte-cell-edge"}), App())
+    b = wireless_mod(mod_train_message(rnd=3), mod_context(**{"wireless.profile": "lte-cell-edge"}), App())
+    c = wireless_mod(mod_train_message(rnd=4), mod_context(**{"wireless.profile": "lte-cell-edge"}), App())
     assert dict(a.content[WIRELESS_KEY]) == dict(b.content[WIRELESS_KEY])
     assert a.content[WIRELESS_KEY]["snr-db-up"] != c.content[WIRELESS_KEY]["snr-db-up"]
 
@@ -216,6 +198,6 @@ def test_the_downlink_packets_continue_the_fades_random_stream(flower_identity, 
 
     monkeypatch.setattr(wlink, "profile_fading_power", draw)
     monkeypatch.setattr(wlink, "transmit", transmit)
-    wireless_mod(_train_message(), _context(**{"wireless.profile": "wifi"}), App())
+    wireless_mod(mod_train_message(), mod_context(**{"wireless.profile": "wifi"}), App())
     assert used["down"] is used["fade"]  # one stream: no packet draw repeats the fade's
     assert used["up"] is not used["fade"]
