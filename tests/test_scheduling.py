@@ -16,6 +16,7 @@ from pfl_app.strategies import PFTT, STRATEGIES
 from pfl_app.strategies.scheduling import ChannelScheduled, with_scheduling
 from pfl_app.strategies.server_optimizers import SERVER_OPTIMIZERS, build_strategy
 from pfl_app.wireless.csi import BaseStationCSI
+from pfl_app.wireless.profiles import PROFILES
 
 from .helpers import ADAPTER, TINY, FakeGrid
 
@@ -210,7 +211,7 @@ def rotating(situation):
 
 
 @pytest.mark.simulation
-def test_a_run_trains_exactly_the_clients_each_policy_schedules(tmp_path, project_dir, monkeypatch):
+def test_a_run_trains_exactly_the_clients_each_policy_schedules_and_they_share_the_cell(tmp_path, project_dir, monkeypatch):
     from pfl_app.launch import Scenario, launch
 
     (tmp_path / "rotating_policy.py").write_text(ROTATING)
@@ -219,7 +220,9 @@ def test_a_run_trains_exactly_the_clients_each_policy_schedules(tmp_path, projec
     rounds = len(POLICY_ORDER)
     config = {**TINY, "num-server-rounds": rounds, "results-dir": str(tmp_path / "results"), "run-name": "rotating",
               "wireless.profile": "5g-urban", "schedule.policy": "rotating_policy:rotating",
-              "schedule.clients-per-round": 2, "wireless.deadline-s": 60.0}
+              "schedule.clients-per-round": 2, "wireless.deadline-s": 60.0,
+              # The same run shares the cell: the two scheduled clients split it by TDMA, under fast fading.
+              "wireless.access": "tdma", "wireless.coherence": "packet"}
     scenario = Scenario({"num-supernodes": 3, "client-resources-num-cpus": 1}, config)
     status, run_dir = launch(project_dir, scenario, {}, echo=lambda _line: None)
     assert status["status"] == "finished:completed"
@@ -235,6 +238,19 @@ def test_a_run_trains_exactly_the_clients_each_policy_schedules(tmp_path, projec
     age_round = POLICY_ORDER.index("age-aware") + 1  # the one left out the round before is the oldest
     left_out = {0, 1, 2} - {r["client"] for r in rows if r["round"] == age_round - 1 and r.get("scheduled")}
     assert left_out <= {r["client"] for r in rows if r["round"] == age_round and r.get("scheduled")}
+    overhead = PROFILES["5g-urban"].overhead_s  # the per-message latency, not spent in slots
+    in_cell = [r for r in rows if "access_share" in r]
+    assert len(in_cell) == 2 * rounds  # every scheduled client, every round, went through the cell
+    for r in (r for r in in_cell if r.get("delivered")):
+        assert r["access_share"] == pytest.approx(1 / 2)
+        # each waits for the other scheduled client's slot: once its own time on the air
+        assert r["wait_s_up"] == pytest.approx(r["air_time_s_up"] - overhead, rel=1e-9)
+        assert r["wait_s_down"] == pytest.approx(r["air_time_s_down"] - overhead, rel=1e-9)
+        assert r["client_time_s"] == pytest.approx(
+            r["air_time_s_down"] + r["wait_s_down"] + r["air_time_s_up"] + r["wait_s_up"], rel=1e-9)
+    for rnd in range(1, rounds + 1):
+        train = [r for r in rows if r["round"] == rnd and "client_time_s" in r]
+        assert {r["round_air_time_s"] for r in train} == {max(r["client_time_s"] for r in train)}
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["schedule_policy"] == "rotating_policy:rotating" and summary["clients_per_round"] == 2
     assert sum(summary["times_scheduled"].values()) == 2 * rounds and set(summary["times_scheduled"]) == {"0", "1", "2"}
