@@ -239,7 +239,7 @@ class WirelessMod:
         # so that stragglers depend on the seed alone; see compute_cost for the energy.
         compute_s, round_compute_s, compute_energy_j = compute_cost(cfg, channel, measured_s, workload)
         # The analog uplink is everyone's at once: no turn to wait for.
-        client_time = down_s + round_compute_s + up.air_time_s + (0.0 if aircomp else channel.wait_s(up))
+        client_time = down_s + round_compute_s + (up.air_time_s + (0.0 if aircomp else channel.wait_s(up)))
         stats.update({
             "compute-s": compute_s,
             "compute-energy-j": compute_energy_j,
