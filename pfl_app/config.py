@@ -30,6 +30,7 @@ from .data.sources import Columns
 from .methods import CLIENT_KINDS, MethodSpec, method_names, method_problem, method_spec
 from .wireless.device import device_names, device_problem
 from .wireless.access import ACCESS_SCHEMES
+from .wireless.aircomp import AGGREGATION_AIRCOMP, AGGREGATIONS
 from .wireless.channel import COHERENCES
 from .wireless.fading import fading_names, fading_problem
 from .wireless.interface import channel_path_problem, channel_problem
@@ -396,6 +397,14 @@ class WirelessSettings:
     channel: str = setting("", "a Channel class by package.module:Class; empty: the built-in link model (with "
                            "wireless.access and wireless.coherence, which a class of one's own does not read)",
                            check=channel_path_problem, plugin=channel_problem)
+    aggregation: str = setting("digital", "how the shared tensors reach the server: digital (each client's update "
+                               "a message of its own over its link), aircomp (every scheduled client transmits "
+                               "its analog update at once and the server receives their noisy sum, "
+                               "docs/wireless.md#over-the-air-aggregation)", AGGREGATIONS)
+    aircomp_threshold: float = setting(0.1, "aircomp: a client whose block fade |h|^2 / E|h|^2 is below this is "
+                                       "truncated (does not transmit); 0: none", check=_non_negative)
+    aircomp_power_w: float = setting(0.2, "aircomp: per-device transmit power budget (W) of the channel "
+                                     "inversion", check=_positive)
 
 
 @dataclass(frozen=True)
@@ -628,6 +637,21 @@ def validate_flat(run_config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 
+def _check_aircomp_method(method: str) -> None:
+    """AirComp sums the shared tensors on the air: the method must share some, and aggregate
+    them by the weighted average (the only rule a superposition computes)."""
+    strategy = method_spec(method).strategy
+    allowed = "a method whose strategy shares tensor groups and keeps the weighted average, or 'digital'"
+    if not tuple(getattr(strategy, "shared_groups", ())):
+        raise ConfigError(f"run-config key 'wireless.aggregation' = 'aircomp' needs shared tensors, but method "
+                          f"{method!r} shares none (its strategy's shared_groups is empty); allowed: {allowed}")
+    rule = getattr(strategy, "aggregate", None)
+    if rule is not None and getattr(rule, "__qualname__", "") != "PersonalizedFedAvg.aggregate":
+        raise ConfigError(f"run-config key 'wireless.aggregation' = 'aircomp' computes a weighted sum on the air, "
+                          f"but method {method!r} aggregates by its own rule ({rule.__qualname__}); allowed: "
+                          f"{allowed}")
+
+
 def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
     """Validate a flat Flower run config and return a :class:`RunConfig`.
 
@@ -669,6 +693,8 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
         # trl's normalize_then_sum always standardizes over the batch and never reads scale_rewards
         raise ConfigError(f"run-config key 'rlhf.scale-rewards' = {c['rlhf.scale-rewards']!r} has no effect with "
                           "'rlhf.reward-aggregation' = 'normalize-then-sum'; allowed with it: group")
+    if c["wireless.aggregation"] == AGGREGATION_AIRCOMP:
+        _check_aircomp_method(c["method"])
     if c["wireless.deadline-s"] <= 0 and policy_requires_deadline(c["schedule.policy"]):
         raise ConfigError(
             f"run-config key 'schedule.policy' = {c['schedule.policy']!r} schedules by the round deadline, but "

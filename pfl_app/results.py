@@ -214,6 +214,8 @@ class RunRecorder:
             "wireless_profile": self.cfg.wireless.profile,
             # "": compute energy from the measured training time; else from FLOPs on this device.
             "wireless_device": self.cfg.wireless.device,
+            # digital, or aircomp: the shared tensors summed on the air (air time per client, not per message).
+            "wireless_aggregation": self.cfg.wireless.aggregation,
             "air_time_s_total": sum(r.get("air_time_s_up", 0.0) + r.get("air_time_s_down", 0.0) for r in self.rows),
             "energy_j_total": sum(r.get("energy_j_up", 0.0) + r.get("compute_energy_j", 0.0) for r in self.rows),
             "simulated_time_s_total": self.simulated_time_s,

@@ -217,6 +217,12 @@ config_case("range-lora-dropout", "lora.dropout=-0.1", "'lora.dropout'", "[0, 1)
 config_case("range-num-generations", "rlhf.num-generations=1", "'rlhf.num-generations'", ">= 2")
 config_case("range-retransmissions", "wireless.max-retransmissions=-2", "'wireless.max-retransmissions'", "-1")
 config_case("range-safety-weight", "rlhf.safety-weight-max=1.2", "'rlhf.safety-weight-max'", "[0, 1]")
+config_case("range-aircomp-power-zero", "wireless.aircomp-power-w=0.0", "'wireless.aircomp-power-w' = 0",
+            "a number > 0")
+config_case("range-aircomp-power-negative", "wireless.aircomp-power-w=-0.2", "'wireless.aircomp-power-w'",
+            "a number > 0")
+config_case("range-aircomp-threshold", "wireless.aircomp-threshold=-0.1", "'wireless.aircomp-threshold'",
+            "a number >= 0")
 config_case("range-min-clients-zero", "min-clients=0", "'min-clients' = 0", "a number > 0")
 config_case("range-empty-target-modules", "lora.target-modules=' , '", "'lora.target-modules'", "non-empty list")
 config_case("range-empty-tasks", "data.tasks=''", "'data.tasks'", "non-empty list")
@@ -245,6 +251,8 @@ config_case("choice-access", "wireless.access='fdma'", "'wireless.access' = 'fdm
             "allowed values: dedicated, tdma, ofdma")
 config_case("choice-coherence", "wireless.coherence='symbol'", "'wireless.coherence' = 'symbol'",
             "allowed values: message, packet")
+config_case("choice-aircomp-aggregation", "wireless.aggregation='analog'", "'wireless.aggregation' = 'analog'",
+            "allowed values: digital, aircomp")
 
 # --- rules across keys -----------------------------------------------------------------------
 
@@ -261,6 +269,12 @@ config_case("cross-device-compute-s", "wireless.device='phone-sd8gen3' wireless.
             "'wireless.device' = 'phone-sd8gen3'", "'wireless.compute-s' = 2")
 config_case("cross-access-own-channel", "wireless.access='tdma' wireless.channel='pfl_app.wireless.link:LinkChannel'",
             "'wireless.access' = 'tdma'", "'wireless.channel'", "allowed with it: dedicated")
+config_case("cross-aircomp-local-only", "method='local-only' wireless.aggregation='aircomp'",
+            "'wireless.aggregation' = 'aircomp'", "'local-only' shares none", "allowed:", "'digital'")
+config_case("cross-aircomp-rlhf-local", "method='rlhf-local' wireless.aggregation='aircomp'",
+            "'wireless.aggregation' = 'aircomp'", "'rlhf-local' shares none", "shared_groups")
+config_case("cross-aircomp-own-rule", "method='pftt-median' wireless.aggregation='aircomp'",
+            "'wireless.aggregation' = 'aircomp'", "'pftt-median' aggregates by its own rule")
 config_case("cross-final-eval-prompts", "rlhf.eval-prompts=8 rlhf.final-eval-prompts=4",
             "'rlhf.final-eval-prompts' = 4", "'rlhf.eval-prompts'")
 config_case("cross-scale-rewards", "rlhf.reward-aggregation='normalize-then-sum' rlhf.scale-rewards='batch'",

@@ -16,6 +16,7 @@ from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvgM, FedProx, FedYo
 
 from ..config import RunConfig
 from .base import PersonalizedFedAvg
+from .aircomp import with_aircomp
 from .scheduling import with_scheduling
 
 SERVER_OPTIMIZERS: dict[str, type | None] = {
@@ -69,8 +70,9 @@ def build_strategy(
 ) -> PersonalizedFedAvg:
     """Instantiate ``strategies[method]``, scheduled by a policy (:func:`with_scheduling`), with
     the server optimizer ``optimizer``, and with its own settings from ``run_config`` when given
-    (:meth:`PersonalizedFedAvg.from_run_config`; the scheduling policy is ``schedule.policy``)."""
-    cls = with_server_optimizer(with_scheduling(strategies[method]), optimizer)
+    (:meth:`PersonalizedFedAvg.from_run_config`; the scheduling policy is ``schedule.policy``), its
+    aggregation over the air when ``wireless.aggregation`` says so (:func:`with_aircomp`)."""
+    cls = with_server_optimizer(with_aircomp(with_scheduling(strategies[method])), optimizer)
     kwargs = {**fedavg_kwargs, **optimizer_kwargs(optimizer, learning_rate, proximal_mu),
               "method": method, "on_round_end": on_round_end}
     return cls.from_run_config(run_config, **kwargs) if run_config is not None else cls(**kwargs)

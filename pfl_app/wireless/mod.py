@@ -62,7 +62,9 @@ from ..protocol import (
 )
 from ..records import from_arrayrecord, message_bytes, to_arrayrecord
 from .access import ACCESS_DEDICATED, CellChannel
+from .aircomp import AGGREGATION_AIRCOMP, analog_air_time_s
 from .channel import Transmission
+from .csi import faded_snr_db
 from .device import device_profile
 from .interface import Channel, Cohort, build_channel, load_channel_class
 from .link import LinkChannel
@@ -177,6 +179,22 @@ def _sent(channel: Channel, what: str, t: object) -> Transmission:
     return t
 
 
+def _analog_uplink(cfg: RunConfig, reply: Message, profile: LinkProfile, down: Transmission) -> Transmission:
+    """The reply's uplink under ``wireless.aggregation = "aircomp"``: its shared tensors go out
+    as one analog transmission of ``n`` symbols (one per element) at a symbol rate equal to
+    the band, ``n / B`` seconds, with every other scheduled client's at once; no packets, no
+    ARQ, no losses (:mod:`pfl_app.wireless.aircomp`). The energy is the budget's,
+    ``P n / B``, an upper bound: the server, which knows the power control, books each
+    client's ``p_k^2 n / B``. ``bytes`` is the Flower message's, what crossed Flower."""
+    arrays = reply.content.array_records.get(ARRAYS_KEY)
+    n = sum(int(np.prod(a.shape)) for a in arrays.values()) if arrays is not None else 0
+    air = analog_air_time_s(n, profile.bandwidth_up_hz)
+    power = cfg.wireless.aircomp_power_w
+    return Transmission(direction="up", nbytes=message_bytes(reply), fading_power=down.fading_power,
+                        snr_db=faded_snr_db(profile, "up", down.fading_power), rate_bps=0.0, packets=0, transmissions=0, retransmissions=0,
+                        air_time_s=air, energy_j=power * air, delivered=True, lost_packets=(), reason="")
+
+
 class WirelessMod:
     """Send a train message and its reply over the client's simulated link (a Flower mod).
 
@@ -211,12 +229,17 @@ class WirelessMod:
             return reply
         measured_s = float(reply.content[METRICS_KEY].get(TRAIN_SECONDS_KEY, 0.0))
         workload = reply.content.metric_records.get(WIRELESS_WORKLOAD_KEY)
-        up = _sent(channel, "uplink", channel.uplink(server_round, message_bytes(reply)))
+        aircomp = cfg.wireless.aggregation == AGGREGATION_AIRCOMP
+        if aircomp:
+            up = _analog_uplink(cfg, reply, link_profile(cfg, client_id, num_clients), down)
+        else:
+            up = _sent(channel, "uplink", channel.uplink(server_round, message_bytes(reply)))
         stats.update(_stats("up", up))
         # The round time counts a simulated compute time (wireless.compute-s, or the device's)
         # so that stragglers depend on the seed alone; see compute_cost for the energy.
         compute_s, round_compute_s, compute_energy_j = compute_cost(cfg, channel, measured_s, workload)
-        client_time = down_s + round_compute_s + (up.air_time_s + channel.wait_s(up))
+        # The analog uplink is everyone's at once: no turn to wait for.
+        client_time = down_s + round_compute_s + (up.air_time_s + (0.0 if aircomp else channel.wait_s(up)))
         stats.update({
             "compute-s": compute_s,
             "compute-energy-j": compute_energy_j,
