@@ -206,7 +206,7 @@ def test_the_downlink_packets_continue_the_fades_random_stream(flower_identity, 
 def test_under_aircomp_the_uplink_is_one_analog_transmission_not_packets(flower_identity):
     app = App()
     profile = PROFILES["ideal"]
-    reply = wireless_mod(_train_message(size=1000), _context(**{"wireless.aggregation": "aircomp",
+    reply = wireless_mod(mod_train_message(size=1000), mod_context(**{"wireless.aggregation": "aircomp",
                                                                 "wireless.aircomp-power-w": 0.5}), app)
     stats, status = reply.content[WIRELESS_KEY], reply.content[STATUS_KEY]
     assert status["outcome"] == "delivered" and stats["delivered"] == 1.0
@@ -215,5 +215,5 @@ def test_under_aircomp_the_uplink_is_one_analog_transmission_not_packets(flower_
     assert stats["air-time-s-up"] == pytest.approx(1000 / profile.bandwidth_up_hz)
     assert stats["energy-j-up"] == pytest.approx(0.5 * 1000 / profile.bandwidth_up_hz)
     assert stats["retransmissions-up"] == 0.0 and stats["bytes-up"] == message_bytes(reply)
-    digital = wireless_mod(_train_message(size=1000), _context(), App()).content[WIRELESS_KEY]
+    digital = wireless_mod(mod_train_message(size=1000), mod_context(), App()).content[WIRELESS_KEY]
     assert digital["air-time-s-up"] != pytest.approx(stats["air-time-s-up"])
