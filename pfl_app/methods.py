@@ -24,6 +24,7 @@ a name is looked up, the same way a user's method is imported by its path.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -137,9 +138,13 @@ def _load_builtins() -> None:
     importlib.import_module(BUILTIN_PACKAGE)
 
 
+@functools.cache
 def _entry_points() -> dict[str, str]:
     """``name -> package.module:Class`` of the methods installed packages declare in the
-    ``pfl_app.methods`` entry-point group; a built-in name cannot be taken."""
+    ``pfl_app.methods`` entry-point group; a built-in name cannot be taken.
+
+    Read once per process: scanning every installed distribution takes ~10 ms, and the run
+    config (whose ``method`` choices include these names) is validated often."""
     from importlib.metadata import entry_points
 
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}

@@ -8,7 +8,7 @@ import pytest
 
 from pfl_app.config import ConfigError, parse_run_config
 from pfl_app.methods import (
-    MethodError, method_label, method_names, method_spec, recorded_spec, register_method, unregister_method,
+    MethodError, _entry_points, method_label, method_names, method_spec, recorded_spec, register_method, unregister_method,
 )
 from pfl_app.strategies import FedDPA, PersonalizedFedAvg, RlhfFedAvgUniform
 
@@ -94,8 +94,12 @@ def test_an_installed_package_names_a_method_by_entry_point(user_module, tmp_pat
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: user-methods\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[pfl_app.methods]\nsafety-first = user_methods:SafetyFirst\n")
-    assert "safety-first" in method_names()
-    assert parse_run_config({"method": "safety-first"}).method_spec.strategy.__name__ == "SafetyFirst"
+    _entry_points.cache_clear()  # read once per process: this one was installed after
+    try:
+        assert "safety-first" in method_names()
+        assert parse_run_config({"method": "safety-first"}).method_spec.strategy.__name__ == "SafetyFirst"
+    finally:
+        _entry_points.cache_clear()  # uninstalled with tmp_path
 
 
 def test_a_finished_runs_facts_come_from_its_summary_where_it_has_them():
