@@ -58,9 +58,7 @@ def check_wireless(cfg: RunConfig) -> None:
             build_channel(cls, get_profile(cfg.wireless.profile), seed=cfg.seed, client_id=0, num_clients=1)
         except ValueError as err:
             raise ConfigError(f"run-config key 'wireless.channel' = {cfg.wireless.channel!r}: {err}") from err
-    overrides = {"fading": cfg.wireless.fading} if cfg.wireless.fading else {}
-    if cfg.wireless.nakagami_m > 0:
-        overrides["nakagami_m"] = cfg.wireless.nakagami_m
+    overrides = dict(cfg.link_population.overrides)  # what every client's profile gets
     try:
         for profile in (cfg.wireless.profile, cfg.wireless.poor_profile):
             with_overrides(profile, **overrides)  # imports a fading function named by its path
