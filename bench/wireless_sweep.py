@@ -7,6 +7,7 @@ time on the air, and writes the plots of the last sweep point.
 
     python bench/wireless_sweep.py                                   # lte-cell-edge at 300, 500, 700 m
     python bench/wireless_sweep.py --profile 5g-urban --distances 50 100 200 --rounds 3
+    python bench/wireless_sweep.py --distances 500 700 --set wireless.coherence=packet
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from pfl_app.launch import launch, load_scenario  # noqa: E402
+from pfl_app.launch import launch, load_scenario, parse_overrides  # noqa: E402
 from pfl_app.plots import load_run, plot_runs  # noqa: E402
 
 
@@ -35,7 +36,10 @@ def main() -> int:
     p.add_argument("--deadline", type=float, default=0.0, help="wireless.deadline-s (0: none)")
     p.add_argument("--results-dir", default=str(ROOT / "results" / "wireless-sweep"))
     p.add_argument("--json", help="also write the table to this file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="another run-config override for every run, e.g. wireless.coherence=packet (repeatable)")
     args = p.parse_args()
+    extra = parse_overrides(args.set)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     scenario = load_scenario(args.scenario)
@@ -49,7 +53,7 @@ def main() -> int:
                 "method": method, "seed": args.seed, "num-server-rounds": args.rounds,
                 "results-dir": args.results_dir, "run-name": f"{method}-{args.profile}-{distance:g}m-s{args.seed}-{os.getpid()}",
                 "wireless.profile": args.profile, "wireless.distance-min": distance,
-                "wireless.distance-max": distance, "wireless.deadline-s": args.deadline,
+                "wireless.distance-max": distance, "wireless.deadline-s": args.deadline, **extra,
             }
             print(f"== {method} at {distance:g} m ==", flush=True)
             _, run_dir = launch(ROOT, scenario, overrides,

@@ -280,6 +280,15 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class EvalSettings:
+    """``eval.*`` (but ``eval.batch-size``, a train setting): which rounds and clients evaluate."""
+
+    every: int = setting(1, "evaluate every this many rounds; the last round always evaluates", check=_positive)
+    fraction: float = setting(1.0, "share of the sampled clients that evaluate in a round before the last (the "
+                              "last evaluates all of them)", check=_fraction)
+
+
+@dataclass(frozen=True)
 class RlhfSettings:
     """``rlhf.*``: RLHF for PFIT and its baselines (see docs/pfit.md)."""
 
@@ -460,6 +469,7 @@ class RunConfig:
     lora: LoraSettings
     data: DataSettings
     train: TrainSettings
+    eval: EvalSettings
     rlhf: RlhfSettings
     faults: FaultSettings
     wireless: WirelessSettings

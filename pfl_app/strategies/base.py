@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from logging import INFO, WARNING
@@ -149,6 +150,11 @@ class PersonalizedFedAvg(FedAvg):
     option_checks: dict[str, Callable[[Any], str | None]] = {
         "norm_factor": lambda v: None if v >= 0 else "a number >= 0 (0: off)",
         "min_answers": lambda v: None if isinstance(v, int) and v >= 1 else "a whole number >= 1",
+        "eval_every": lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= 1
+        else "a whole number >= 1 (rounds)",
+        "eval_fraction": lambda v: None if 0 < v <= 1 else "a number in (0, 1]",
+        "num_rounds": lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        else "a whole number >= 0 (0: not known)",
     }
 
     shared_groups: tuple[str, ...] = ("adapter", "lora_A", "lora_B")
@@ -165,6 +171,13 @@ class PersonalizedFedAvg(FedAvg):
     norm_factor: float = 10.0
     #: Fewest answers a round needs for the run to go on (or all that were asked, if fewer).
     min_answers: int = 1
+    #: Evaluate in every ``eval_every``-th round and in the last one (:meth:`evaluates`).
+    eval_every: int = 1
+    #: Share of the evaluate messages sent in a round before the last (the last sends them all).
+    eval_fraction: float = 1.0
+    #: The run's last round (run-config ``num-server-rounds``); 0: not known, so no round is
+    #: treated as the last.
+    num_rounds: int = 0
     trained_groups: tuple[str, ...] = ("adapter", "lora_A", "lora_B")
 
     def __init__(self, *, method: str = "", on_round_end: RoundCallback | None = None, **kwargs: Any) -> None:
@@ -210,7 +223,9 @@ class PersonalizedFedAvg(FedAvg):
     @classmethod
     def run_config_options(cls, cfg: RunConfig) -> dict[str, Any]:
         """This class's settings as the run config gives them; override to add your own."""
-        return {"norm_factor": cfg.update_norm_factor, "min_answers": cfg.min_answers}
+        return {"norm_factor": cfg.update_norm_factor, "min_answers": cfg.min_answers,
+                "eval_every": cfg.eval.every, "eval_fraction": cfg.eval.fraction,
+                "num_rounds": cfg.num_server_rounds}
 
     @classmethod
     def from_run_config(cls, cfg: RunConfig, **kwargs: Any) -> PersonalizedFedAvg:
@@ -341,9 +356,23 @@ class PersonalizedFedAvg(FedAvg):
     ) -> Iterable[Message]:
         if self._skipped(server_round):
             return []
+        # The round's global tensors, saved at the round's end whether or not it evaluates.
         self._evaluated = arrays
-        msgs = super().configure_evaluate(server_round, arrays, self._with_groups(config), grid)
+        if not self.evaluates(server_round):
+            log(INFO, "round %d: no evaluation (eval-every %d)", server_round, self.eval_every)
+            return self._outgoing(server_round, [])
+        msgs = list(super().configure_evaluate(server_round, arrays, self._with_groups(config), grid))
+        if self.eval_fraction < 1 and server_round != self.num_rounds and msgs:
+            keep = max(1, round(len(msgs) * self.eval_fraction))
+            # Python's random, as Flower's own sampling: the server seeds it and checkpoints its state.
+            msgs = random.sample(msgs, keep)
+            log(INFO, "round %d: %d client(s) evaluate (eval-fraction %g)", server_round, keep, self.eval_fraction)
         return self._outgoing(server_round, msgs)
+
+    def evaluates(self, server_round: int) -> bool:
+        """Whether ``server_round`` evaluates: every :attr:`eval_every`-th round, and the last
+        (:attr:`num_rounds`) always, so that a run's final figures are always measured."""
+        return server_round == self.num_rounds or server_round % self.eval_every == 0
 
     def _received(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
         """Account for every reply; return those that carry content.

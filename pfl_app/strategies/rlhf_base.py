@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
-from ..config import RunConfig
 from ..protocol import LAST_ROUND_KEY, PREFERENCE_KEY, PREFERENCE_OWN, START_FROM_GLOBAL, START_FROM_KEY
 from .base import PersonalizedFedAvg
 
@@ -37,13 +34,7 @@ class RlhfFedAvg(PersonalizedFedAvg):
     client_kind = "rlhf"
     preference: str = PREFERENCE_OWN
     start_from: str = START_FROM_GLOBAL
-    #: The run's number of rounds, to know which round is the last.
-    num_rounds: int = 0
-    option_checks = {"num_rounds": lambda v: None if isinstance(v, int) and v >= 0 else "a whole number >= 0"}
-
-    @classmethod
-    def run_config_options(cls, cfg: RunConfig) -> dict[str, Any]:
-        return {**super().run_config_options(cfg), "num_rounds": cfg.num_server_rounds}
+    # num_rounds (which round is the last) is the base's setting.
 
     def _with_groups(self, config: ConfigRecord) -> ConfigRecord:
         config = super()._with_groups(config)
