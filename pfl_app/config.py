@@ -286,6 +286,9 @@ class EvalSettings:
     every: int = setting(1, "evaluate every this many rounds; the last round always evaluates", check=_positive)
     fraction: float = setting(1.0, "share of the sampled clients that evaluate in a round before the last (the "
                               "last evaluates all of them)", check=_fraction)
+    in_train: bool = setting(False, "score a round's delivered models in the next round's train message, before "
+                             "training, instead of sending them again in an evaluate message (the last round still "
+                             "evaluates); task-tuning methods only")
 
 
 @dataclass(frozen=True)
@@ -705,6 +708,10 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
                           "'rlhf.reward-aggregation' = 'normalize-then-sum'; allowed with it: group")
     if c["wireless.aggregation"] == AGGREGATION_AIRCOMP:
         _check_aircomp_method(c["method"])
+    if c["eval.in-train"] and method_spec(c["method"]).client_kind != "task":
+        raise ConfigError(f"run-config key 'eval.in-train' = true scores task-tuning models, but 'method' = "
+                          f"{c['method']!r} is an RLHF method, whose evaluation samples and scores answers; "
+                          "allowed with it: false")
     if c["wireless.deadline-s"] <= 0 and policy_requires_deadline(c["schedule.policy"]):
         raise ConfigError(
             f"run-config key 'schedule.policy' = {c['schedule.policy']!r} schedules by the round deadline, but "

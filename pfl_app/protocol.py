@@ -65,6 +65,12 @@ TRAINED_GROUPS_KEY = "trained-groups"
 POOLED_DATA_KEY = "pooled-data"
 #: Weight of the proximal term. Flower's FedProx writes; task client reads.
 PROXIMAL_MU_KEY = "proximal-mu"
+#: True: before training, score the models the train message delivers (what the last round's
+#: evaluation would have scored) and reply with them, prefixed ``RECEIVED_PREFIX``.
+#: Strategy writes (``eval.in-train``); task client reads.
+SCORE_RECEIVED_KEY = "score-received"
+#: Prefix of those scores in the train reply's metrics (``received-personalized-accuracy``, ...).
+RECEIVED_PREFIX = "received-"
 #: Whose reward weights a client trains with (values below). RLHF strategy writes; RLHF client reads.
 PREFERENCE_KEY = "preference"
 #: What a client starts a round from (values below). RLHF strategy writes; RLHF client reads.

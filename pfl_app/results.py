@@ -165,6 +165,8 @@ class RunRecorder:
             self.save_shared(shared)
         self.rows.extend(rows)
         self.rounds_completed = server_round
+        # The line is about this round's own rows (eval.in-train also books the last round's scores now).
+        rows = [r for r in rows if r["round"] == server_round]
         up = sum(r["bytes_up"] for r in rows)
         down = sum(r["bytes_down"] for r in rows)
         bad = sum(r.get("status") in ("error", "rejected") for r in rows)

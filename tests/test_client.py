@@ -168,3 +168,26 @@ def test_a_train_reply_reports_its_workload_beside_the_metrics(flower_identity, 
     work = reply.content["wireless-workload"]
     assert work["train-tokens"] > 0 and work["train-flops"] > 4 * work["model-params"] * work["train-tokens"]
     assert "train-tokens" not in reply.content["metrics"]  # simulation accounting, not payload
+
+
+def test_scores_made_in_the_train_message_are_those_of_the_evaluate_message(flower_identity, bundle, tmp_path):
+    ctx = client_context(5, 0)
+    first = handle_train(server_message("train", "adapter", bundle.initial_tensors(["adapter"]), tmp_path), ctx)
+    glob = from_arrayrecord(first.content["arrays"])  # round 1's aggregate, with one client
+    evaluated = handle_evaluate(server_message("evaluate", "adapter", glob, tmp_path), ctx).content["metrics"]
+
+    def second_round(score_received):
+        msg = server_message("train", "adapter", glob, tmp_path, rnd=2)
+        if score_received:
+            msg.content["config"]["score-received"] = True
+        return handle_train(msg, ctx)
+
+    scored, plain = second_round(True), second_round(False)
+    metrics = scored.content["metrics"]
+    for key in ("personalized-accuracy", "personalized-loss", "global-accuracy", "global-loss", "num-examples"):
+        assert metrics[f"received-{key}"] == pytest.approx(evaluated[key], rel=1e-6), key
+    assert not any(k.startswith("received-") for k in plain.content["metrics"])
+    # Scoring first leaves the round's training as it was.
+    a, b = from_arrayrecord(scored.content["arrays"]), from_arrayrecord(plain.content["arrays"])
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert scored.content["metrics"]["train-loss"] == plain.content["metrics"]["train-loss"]

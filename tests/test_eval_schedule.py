@@ -88,3 +88,62 @@ def test_bad_evaluation_settings_are_refused_naming_the_key(key, value, allowed)
 def test_the_strategy_checks_its_evaluation_settings(option, value):
     with pytest.raises(ValueError, match=option):
         _strategy(**{option: value})
+
+
+def _train_round(strategy, server_round, nodes, scores=None):
+    """Configure and aggregate one train round on ``nodes``; each reply carries ``scores``
+    (prefixed received-) when given. Returns the train messages by node."""
+    from .helpers import client_reply
+
+    glob = {ADAPTER: np.zeros(3, np.float32)}
+    msgs = {m.metadata.dst_node_id: m for m in strategy.configure_train(
+        server_round, to_arrayrecord(glob), ConfigRecord({"run-dir": "/x"}), FakeGrid(nodes))}
+    replies = []
+    for i, (node, msg) in enumerate(sorted(msgs.items())):
+        reply = client_reply(msg, {ADAPTER: np.full(3, 0.1, np.float32)}, client=i)
+        if scores is not None:
+            for k, v in {**scores, "num-examples": 7}.items():
+                reply.content["metrics"][f"received-{k}"] = v + i if k != "num-examples" else v
+        replies.append(reply)
+    strategy.aggregate_train(server_round, replies)
+    return msgs
+
+
+def test_eval_in_train_scores_the_last_round_in_the_next_train_message(flower_identity):
+    nodes = [11, 22]
+    strategy = _strategy(eval_in_train=True, num_rounds=3)
+    ended = []
+    strategy.on_round_end = lambda r, rows, shared: ended.append((r, rows))
+    for r in (1, 2, 3):
+        msgs = _train_round(strategy, r, nodes, scores={"personalized-accuracy": 0.5, "global-accuracy": 0.25}
+                            if r > 1 else None)
+        # Round 1 receives the initial model: nothing of a delivered round to score.
+        assert all(bool(m.content["config"].get("score-received", False)) == (r > 1) for m in msgs.values())
+        evals = list(strategy.configure_evaluate(r, to_arrayrecord({ADAPTER: np.zeros(3, np.float32)}),
+                                                 ConfigRecord(), FakeGrid(nodes)))
+        # No second downlink of the same tensors, but in the last round, which has no next one.
+        assert len(evals) == (2 if r == 3 else 0)
+        replies = [Message(RecordDict({"metrics": MetricRecord({"num-examples": 1, "personalized-accuracy": 0.9})}),
+                           reply_to=m) for m in evals]
+        strategy.aggregate_evaluate(r, replies)
+    scored = {r: [row for row in rows if row.get("status") == "scored"] for r, rows in ended}
+    assert scored[1] == [] and [row["round"] for row in scored[2]] == [1, 1] and [row["round"] for row in scored[3]] == [2, 2]
+    first = sorted(scored[2], key=lambda row: row["client"])
+    assert [row["personalized_accuracy"] for row in first] == [0.5, 1.5]
+    assert [row["global_accuracy"] for row in first] == [0.25, 1.25]
+    assert all(row["num_test_examples"] == 7 and row["scored_in_round"] == 2 and row["bytes_up"] == 0
+               for row in first)
+    last = [row for row in ended[-1][1] if row["round"] == 3]
+    assert [row["personalized_accuracy"] for row in last] == [0.9, 0.9]
+
+
+def test_eval_in_train_follows_eval_every(flower_identity):
+    strategy = _strategy(eval_in_train=True, eval_every=2, num_rounds=5)
+    asks = {r: any(m.content["config"].get("score-received", False)
+                   for m in _train_round(strategy, r, [11, 22]).values()) for r in range(1, 6)}
+    assert asks == {1: False, 2: False, 3: True, 4: False, 5: True}
+
+
+def test_eval_in_train_is_refused_for_an_rlhf_method():
+    with pytest.raises(ConfigError, match="eval.in-train"):
+        parse_run_config({**defaults(), "eval.in-train": True, "method": "pfit"})

@@ -41,7 +41,9 @@ from ..protocol import (
     NUM_EXAMPLES_KEY,
     POOLED_DATA_KEY,
     PROXIMAL_MU_KEY,
+    RECEIVED_PREFIX,
     RUN_DIR_KEY,
+    SCORE_RECEIVED_KEY,
     SERVER_ROUND_KEY,
     SHARED_GROUPS_KEY,
     STATE_DIR_NODE_KEY,
@@ -167,9 +169,29 @@ class ClientSession:
         return Message(content=content, reply_to=msg)
 
 
+def scores(s: ClientSession, up_to_round: int) -> dict[str, float]:
+    """``personalized-*`` and ``global-*`` scores on the client's test split: the personalized
+    model (received shared tensors + the client's own as of ``up_to_round``) and the global one
+    (received shared tensors + the initial values of the local ones)."""
+    batch = s.cfg.train.eval_batch_size
+    set_tensors(s.bundle.model, s.personalized(up_to_round))
+    personal = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch)
+    s.load(s.bundle.initial_tensors(s.local))
+    global_ = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch)
+    return {f"{prefix}-{name}": float(value)
+            for prefix, found in (("personalized", personal), ("global", global_)) for name, value in found.items()}
+
+
 def handle_train(msg: Message, context: Context) -> Message:
-    """Train the client's model for one round and reply with its shared tensors."""
+    """Train the client's model for one round and reply with its shared tensors (and, when the
+    server asks, the scores of the models it received, measured before training)."""
     s = ClientSession(msg, context)
+    received: dict[str, float] = {}
+    if bool(msg.content[CONFIG_KEY].get(SCORE_RECEIVED_KEY, False)):
+        # The models the last round delivered: its global tensors, and this client's own as it
+        # ended that round. Scored here, they need no evaluate message of their own.
+        received = {RECEIVED_PREFIX + k: v for k, v in scores(s, s.round - 1).items()}
+        received[RECEIVED_PREFIX + NUM_EXAMPLES_KEY] = len(s.data.test)
     s.load(s.local_tensors(s.round - 1))  # the state this round starts from
     set_trainable(s.bundle.model, s.trained)
     examples, settings, seed_client = s.data.train, s.cfg.train, s.client_id
@@ -201,6 +223,7 @@ def handle_train(msg: Message, context: Context) -> Message:
             "train-loss": result.loss,
             "train-steps": result.steps,
             TRAIN_SECONDS_KEY: result.seconds,
+            **received,
         },
         workload=result.workload,
     )
@@ -211,13 +234,4 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
     global model (received shared tensors + the initial values of the local ones) on the
     client's test split."""
     s = ClientSession(msg, context)
-    batch = s.cfg.train.eval_batch_size
-    set_tensors(s.bundle.model, s.personalized(s.round))
-    personal = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch)
-    s.load(s.bundle.initial_tensors(s.local))
-    global_ = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch)
-    metrics = {NUM_EXAMPLES_KEY: len(s.data.test)}
-    for prefix, scores in (("personalized", personal), ("global", global_)):
-        for name, value in scores.items():
-            metrics[f"{prefix}-{name}"] = float(value)
-    return s.reply(msg, metrics)
+    return s.reply(msg, {NUM_EXAMPLES_KEY: len(s.data.test), **scores(s, s.round)})

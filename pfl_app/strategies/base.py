@@ -29,6 +29,8 @@ from ..protocol import (
     OUTCOME_KEY,
     OUTCOME_LOST,
     REASON_KEY,
+    RECEIVED_PREFIX,
+    SCORE_RECEIVED_KEY,
     SHARED_GROUPS_KEY,
     TASK_KEY,
     TRAINED_GROUPS_KEY,
@@ -155,6 +157,7 @@ class PersonalizedFedAvg(FedAvg):
         "eval_fraction": lambda v: None if 0 < v <= 1 else "a number in (0, 1]",
         "num_rounds": lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= 0
         else "a whole number >= 0 (0: not known)",
+        "eval_in_train": lambda v: None if isinstance(v, bool) else "true or false",
     }
 
     shared_groups: tuple[str, ...] = ("adapter", "lora_A", "lora_B")
@@ -178,6 +181,8 @@ class PersonalizedFedAvg(FedAvg):
     #: The run's last round (run-config ``num-server-rounds``); 0: not known, so no round is
     #: treated as the last.
     num_rounds: int = 0
+    #: Score a round's delivered models in the next round's train message (:meth:`evaluates`).
+    eval_in_train: bool = False
     trained_groups: tuple[str, ...] = ("adapter", "lora_A", "lora_B")
 
     def __init__(self, *, method: str = "", on_round_end: RoundCallback | None = None, **kwargs: Any) -> None:
@@ -190,6 +195,7 @@ class PersonalizedFedAvg(FedAvg):
         self._expected: dict[str, tuple[int, ...]] = {}
         self._current: dict = {}
         self._evaluated: ArrayRecord | None = None
+        self._scored: RoundLedger | None = None  # eval.in-train: the last round's scores
         self._sent = 0
         self._addressed: list[Message] = []
         self.rejected: list[tuple[int, int, str]] = []
@@ -224,7 +230,7 @@ class PersonalizedFedAvg(FedAvg):
     def run_config_options(cls, cfg: RunConfig) -> dict[str, Any]:
         """This class's settings as the run config gives them; override to add your own."""
         return {"norm_factor": cfg.update_norm_factor, "min_answers": cfg.min_answers,
-                "eval_every": cfg.eval.every, "eval_fraction": cfg.eval.fraction,
+                "eval_every": cfg.eval.every, "eval_fraction": cfg.eval.fraction, "eval_in_train": cfg.eval.in_train,
                 "num_rounds": cfg.num_server_rounds}
 
     @classmethod
@@ -304,7 +310,10 @@ class PersonalizedFedAvg(FedAvg):
             return []
         self._current = from_arrayrecord(arrays)
         self._expected = {k: tuple(v.shape) for k, v in self._current.items()}
-        msgs = super().configure_train(server_round, arrays, self._with_groups(config), grid)
+        config = self._with_groups(config)
+        if self.eval_in_train and server_round > 1 and self.evaluates(server_round - 1):
+            config[SCORE_RECEIVED_KEY] = True
+        msgs = super().configure_train(server_round, arrays, config, grid)
         return self._outgoing(server_round, self._scheduled(server_round, msgs))
 
     def schedule(self, server_round: int, node_ids: list[int]) -> list[int]:
@@ -361,6 +370,9 @@ class PersonalizedFedAvg(FedAvg):
         if not self.evaluates(server_round):
             log(INFO, "round %d: no evaluation (eval-every %d)", server_round, self.eval_every)
             return self._outgoing(server_round, [])
+        if self.eval_in_train and server_round != self.num_rounds:
+            log(INFO, "round %d: its models are scored in the next round's train messages", server_round)
+            return self._outgoing(server_round, [])
         msgs = list(super().configure_evaluate(server_round, arrays, self._with_groups(config), grid))
         if self.eval_fraction < 1 and server_round != self.num_rounds and msgs:
             keep = max(1, round(len(msgs) * self.eval_fraction))
@@ -370,8 +382,14 @@ class PersonalizedFedAvg(FedAvg):
         return self._outgoing(server_round, msgs)
 
     def evaluates(self, server_round: int) -> bool:
-        """Whether ``server_round`` evaluates: every :attr:`eval_every`-th round, and the last
-        (:attr:`num_rounds`) always, so that a run's final figures are always measured."""
+        """Whether ``server_round``'s models are scored: every :attr:`eval_every`-th round, and
+        the last (:attr:`num_rounds`) always, so that a run's final figures are always measured.
+
+        They are scored in the round's evaluate messages; with :attr:`eval_in_train`, in the
+        next round's train messages instead (by the clients sampled to train then, before they
+        train; each reply's scores become a row of the scored round, status ``scored``), so the
+        same tensors are not sent twice. The last round has no next: it still evaluates.
+        """
         return server_round == self.num_rounds or server_round % self.eval_every == 0
 
     def _received(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
@@ -456,6 +474,8 @@ class PersonalizedFedAvg(FedAvg):
                 continue
             arrays = msg.content.array_records.get(ARRAYS_KEY)
             metrics = msg.content.metric_records.get(METRICS_KEY)
+            if metrics is not None:
+                self._note_received_scores(server_round, node, msg, metrics)
             if arrays is None or metrics is None or self.weighted_by_key not in metrics:
                 self._reject(server_round, node, f"expected an ArrayRecord '{ARRAYS_KEY}' and a MetricRecord "
                              f"'{METRICS_KEY}' with '{self.weighted_by_key}'")
@@ -549,6 +569,21 @@ class PersonalizedFedAvg(FedAvg):
             ledger.note(u.node, aggregation_weight=w / total if total > 0 else 0.0)
         return to_arrayrecord(self.aggregate(updates, weights, self._current)), metrics
 
+    def _note_received_scores(self, server_round: int, node: int, msg: Message, metrics: MetricRecord) -> None:
+        """Book the scores a train reply made of the last round's models (``eval.in-train``)
+        as a row of that round."""
+        found = {k.removeprefix(RECEIVED_PREFIX): v for k, v in metrics.items() if k.startswith(RECEIVED_PREFIX)}
+        if not found or server_round < 2:
+            return
+        if self._scored is None or self._scored.server_round != server_round - 1:
+            self._scored = RoundLedger(server_round - 1)
+        client = msg.content.config_records.get(CLIENT_KEY)
+        if client is not None:
+            self._scored.note(node, client=int(client[CLIENT_ID_KEY]))
+        self._scored.note(node, status="scored", scored_in_round=server_round,
+                          num_test_examples=int(found.pop(NUM_EXAMPLES_KEY, 0)),
+                          **{k.replace("-", "_"): float(v) for k, v in found.items()})
+
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         if self._skipped(server_round):
             return None
@@ -565,6 +600,9 @@ class PersonalizedFedAvg(FedAvg):
         if ok:
             metrics = self.evaluate_metrics_aggr_fn([m.content for m in ok], self.weighted_by_key)
         rows = self._rows(ledger)
+        if self._scored is not None and self._scored.server_round == server_round - 1:
+            rows += self._rows(self._scored)  # the last round's models, scored in this round's training
+        self._scored = None
         if self.on_round_end is not None:
             shared = from_arrayrecord(self._evaluated) if self._evaluated is not None else self._current
             self.on_round_end(server_round, rows, shared)
