@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
+from .compression import Compression
+from .compression.codec import CODEC_NONE, CODECS
 from .data.partition import PARTITIONERS
 from .data.sources import Columns
 from .methods import CLIENT_KINDS, MethodSpec, method_names, method_problem, method_spec
@@ -432,6 +434,31 @@ class ScheduleSettings:
                                "averaged", check=lambda v: None if v >= 1 else "a number >= 1")
 
 
+def _block_size(v: int) -> str | None:
+    return None if v >= 1 else "a whole number >= 1 (elements per scale), at most the largest shared tensor's size"
+
+
+@dataclass(frozen=True)
+class CompressionSettings:
+    """``compression.*``: what the shared tensors travel as (see docs/compression.md)."""
+
+    uplink: str = setting("none", "what a client's update travels as: none (float32 tensors), fp16, int8 or int4 "
+                          "(blockwise absmax) of its change from the global tensors it received", CODECS)
+    downlink: str = setting("none", "what the global shared tensors travel to the clients as: none (float32), "
+                            "fp16, int8 or int4 (blockwise absmax)", CODECS)
+    block_size: int = setting(64, "int8 / int4: elements per absmax scale (the last block of a tensor, and a "
+                              "tensor smaller than a block, is shorter)", check=_block_size)
+    stochastic_rounding: bool = setting(False, "int8 / int4: round each code up or down at random "
+                                        "(unbiased; seeded by the run's seed) instead of to the nearest")
+    error_feedback: bool = setting(True, "uplink codec other than none: a client adds the quantization error "
+                                   "of its last update to its next one")
+
+    def settings(self) -> Compression:
+        """The :class:`pfl_app.compression.Compression` these keys describe."""
+        return Compression(uplink=self.uplink, downlink=self.downlink, block_size=self.block_size,
+                           stochastic_rounding=self.stochastic_rounding, error_feedback=self.error_feedback)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """The validated, typed run configuration.
@@ -477,6 +504,7 @@ class RunConfig:
     faults: FaultSettings
     wireless: WirelessSettings
     schedule: ScheduleSettings
+    compression: CompressionSettings
     flat: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
 
     @property
@@ -665,6 +693,20 @@ def _check_aircomp_method(method: str) -> None:
                           f"{allowed}")
 
 
+def _check_compression(c: Mapping[str, Any]) -> None:
+    """Compression leaves the wireless mod's per-element work alone: a partial update's mask is
+    per element of a float tensor, and AirComp sends analog values, not codes."""
+    compressed = [k for k in ("compression.uplink", "compression.downlink") if c[k] != CODEC_NONE]
+    if compressed and c["wireless.loss-mode"] == "partial":
+        raise ConfigError(f"run-config key '{compressed[0]}' = {c[compressed[0]]!r} sends quantized codes, but "
+                          "'wireless.loss-mode' = 'partial' zeroes lost elements of float tensors; allowed with "
+                          f"compression: wireless.loss-mode = whole (or {compressed[0]} = none)")
+    if c["compression.uplink"] != CODEC_NONE and c["wireless.aggregation"] == AGGREGATION_AIRCOMP:
+        raise ConfigError(f"run-config key 'compression.uplink' = {c['compression.uplink']!r} encodes the update "
+                          "as integers, but 'wireless.aggregation' = 'aircomp' sends it as analog values; allowed "
+                          "with aircomp: none")
+
+
 def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
     """Validate a flat Flower run config and return a :class:`RunConfig`.
 
@@ -708,6 +750,7 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
                           "'rlhf.reward-aggregation' = 'normalize-then-sum'; allowed with it: group")
     if c["wireless.aggregation"] == AGGREGATION_AIRCOMP:
         _check_aircomp_method(c["method"])
+    _check_compression(c)
     if c["eval.in-train"] and method_spec(c["method"]).client_kind != "task":
         raise ConfigError(f"run-config key 'eval.in-train' = true scores task-tuning models, but 'method' = "
                           f"{c['method']!r} is an RLHF method, whose evaluation samples and scores answers; "

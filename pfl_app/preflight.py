@@ -9,6 +9,7 @@ client calls, so what passes here is what the clients load.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -64,6 +65,23 @@ def check_wireless(cfg: RunConfig) -> None:
             with_overrides(profile, **overrides)  # imports a fading function named by its path
     except ValueError as err:
         raise ConfigError(f"run-config key 'wireless.fading' = {cfg.wireless.fading!r}: {err}") from err
+
+
+def check_compression_blocks(cfg: RunConfig, shapes: dict[str, tuple[int, ...]]) -> None:
+    """``compression.block-size`` must fit the shared tensors it cuts into blocks: a block
+    larger than every one of them would make each tensor a single block, and the setting would
+    mean nothing. Checked where the shared tensors are known (the ServerApp, before round 1).
+    A tensor smaller than the block (a bias) is one shorter block.
+    """
+    c = cfg.compression
+    if not c.settings().blockwise or not shapes:
+        return
+    largest = max(int(math.prod(s)) for s in shapes.values())
+    if c.block_size > largest:
+        raise ConfigError(
+            f"run-config key 'compression.block-size' = {c.block_size} is larger than every tensor method "
+            f"{cfg.method!r} shares (the largest has {largest} elements); allowed: 1 to {largest}"
+        )
 
 
 def check_model(cfg: RunConfig) -> None:

@@ -48,6 +48,10 @@ WIRELESS_COHORT_KEY = "wireless-cohort"
 #: server records. Simulation accounting that a real device would not send: not payload (see
 #: SIMULATION_PREFIX), so reporting it leaves the bytes on the air as they were.
 WIRELESS_WORKLOAD_KEY = "wireless-workload"
+#: ArrayRecord: the block scales of quantized ``arrays`` (one float32 Array, every tensor's in
+#: the order of ``arrays``; pfl_app.compression). Written beside ``arrays`` by whichever side
+#: quantizes them (server: downlink, client: uplink) under an int8 or int4 codec; payload.
+SCALES_KEY = "arrays-scales"
 #: Records whose names start with this describe the simulated link, not payload: the byte
 #: counts (pfl_app.records.message_bytes, on both sides) leave them out.
 SIMULATION_PREFIX = "wireless"
@@ -69,6 +73,20 @@ PROXIMAL_MU_KEY = "proximal-mu"
 #: evaluation would have scored) and reply with them, prefixed ``RECEIVED_PREFIX``.
 #: Strategy writes (``eval.in-train``); task client reads.
 SCORE_RECEIVED_KEY = "score-received"
+#: The codec of this message's ``arrays`` (pfl_app.compression.codec.CODECS); absent: float32.
+#: Strategy writes (``compression.downlink``) on train and evaluate messages; client reads.
+COMPRESSION_DOWN_KEY = "compression-down"
+#: The codec the train reply's ``arrays`` must use, and what they are: with a codec, the
+#: client's update minus the global tensors it decoded (a delta); absent or ``none``: its
+#: tensors themselves, float32. Strategy writes (``compression.uplink``); client reads.
+COMPRESSION_UP_KEY = "compression-up"
+#: Elements per scale of the int8 / int4 codecs, both directions. Strategy writes; client reads.
+COMPRESSION_BLOCK_KEY = "compression-block-size"
+#: True: the client rounds its uplink codes stochastically. Strategy writes; client reads.
+COMPRESSION_STOCHASTIC_KEY = "compression-stochastic-rounding"
+#: True: the client adds the quantization error it kept from its last update to the next one.
+#: Strategy writes; client reads.
+COMPRESSION_FEEDBACK_KEY = "compression-error-feedback"
 #: Prefix of those scores in the train reply's metrics (``received-personalized-accuracy``, ...).
 RECEIVED_PREFIX = "received-"
 #: Whose reward weights a client trains with (values below). RLHF strategy writes; RLHF client reads.

@@ -230,6 +230,8 @@ config_case("range-timeout-negative", "round-timeout-s=-5", "'round-timeout-s'",
 config_case("range-clients-per-round", "schedule.clients-per-round=-1", "'schedule.clients-per-round' = -1",
             "a number >= 0")
 config_case("range-pf-window", "schedule.pf-window=0.5", "'schedule.pf-window' = 0.5", "a number >= 1")
+config_case("range-compression-block-zero", "compression.block-size=0", "'compression.block-size' = 0",
+            "a whole number >= 1")
 
 # --- values outside a closed set -----------------------------------------------------------
 
@@ -251,6 +253,10 @@ config_case("choice-access", "wireless.access='fdma'", "'wireless.access' = 'fdm
             "allowed values: dedicated, tdma, ofdma")
 config_case("choice-coherence", "wireless.coherence='symbol'", "'wireless.coherence' = 'symbol'",
             "allowed values: message, packet")
+config_case("choice-compression-codec", "compression.uplink='int2'", "'compression.uplink' = 'int2'",
+            "allowed values: none, fp16, int8, int4")
+config_case("choice-compression-downlink", "compression.downlink='bf16'", "'compression.downlink' = 'bf16'",
+            "allowed values: none, fp16, int8, int4")
 config_case("choice-aircomp-aggregation", "wireless.aggregation='analog'", "'wireless.aggregation' = 'analog'",
             "allowed values: digital, aircomp")
 
@@ -269,6 +275,10 @@ config_case("cross-device-compute-s", "wireless.device='phone-sd8gen3' wireless.
             "'wireless.device' = 'phone-sd8gen3'", "'wireless.compute-s' = 2")
 config_case("cross-access-own-channel", "wireless.access='tdma' wireless.channel='pfl_app.wireless.link:LinkChannel'",
             "'wireless.access' = 'tdma'", "'wireless.channel'", "allowed with it: dedicated")
+config_case("cross-compression-partial", "compression.uplink='int8' wireless.loss-mode='partial'",
+            "'compression.uplink' = 'int8'", "'wireless.loss-mode' = 'partial'", "allowed with compression")
+config_case("cross-compression-aircomp", "compression.uplink='int4' wireless.aggregation='aircomp'",
+            "'compression.uplink' = 'int4'", "'wireless.aggregation' = 'aircomp'", "allowed with aircomp: none")
 config_case("cross-aircomp-local-only", "method='local-only' wireless.aggregation='aircomp'",
             "'wireless.aggregation' = 'aircomp'", "'local-only' shares none", "allowed:", "'digital'")
 config_case("cross-aircomp-rlhf-local", "method='rlhf-local' wireless.aggregation='aircomp'",

@@ -62,8 +62,9 @@ def test_a_users_strategy_declares_a_setting_once():
 
     strategy = Capped.from_run_config(parse_run_config({**TINY, "update-norm-factor": 3.0}))
     assert strategy.cap == 6.0 and strategy.norm_factor == 3.0
-    assert set(Capped.option_names()) == {"norm_factor", "min_answers", "cap"}
-    assert set(PersonalizedFedAvg.option_names()) == {"norm_factor", "min_answers"}
+    assert set(Capped.option_names()) == set(PersonalizedFedAvg.option_names()) | {"cap"}
+    assert {"norm_factor", "min_answers", "eval_every", "compression"} <= set(PersonalizedFedAvg.option_names())
+    assert "cap" not in PersonalizedFedAvg.option_names()
     with pytest.raises(ValueError, match="cap = -1"):
         Capped(cap=-1)
 

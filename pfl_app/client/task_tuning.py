@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
+from ..compression import Compression, decode_content, error_feedback_encode
+from ..compression.codec import CODEC_NONE
 from ..models.personalized import (
     TENSOR_GROUPS,
     ModelBundle,
@@ -63,6 +65,10 @@ from .data import ClientData, client_data, pooled_train
 from .state import ClientState, client_dir
 
 
+#: The name of the error-feedback residual in a client's state (pfl_app.client.state).
+RESIDUAL = "compression_residual"
+
+
 def _check_received(bundle: ModelBundle, shared: tuple[str, ...], tensors: Mapping[str, np.ndarray]) -> None:
     expected = set(trainable_names(bundle.model, shared))
     if set(tensors) != expected:
@@ -107,12 +113,44 @@ class ClientSession:
         self.trained = parse_groups(str(config.get(TRAINED_GROUPS_KEY, format_groups(TENSOR_GROUPS))))
         # What the client saves each round and is personalized by.
         self.own = kept_groups(self.cfg, self.shared, self.trained)
-        self.received = from_arrayrecord(msg.content[ARRAYS_KEY])
+        # What the shared tensors travel as (pfl_app.compression); the received ones are
+        # decoded here, and everything after trains and scores from what was decoded.
+        self.compression = Compression.read(config)
+        self.received = self._decode(msg)
         _check_received(self.bundle, self.shared, self.received)
         state_dir = context.node_config.get(STATE_DIR_NODE_KEY)
         self.state = ClientState(
             context, client_dir(str(config[RUN_DIR_KEY]), self.client_id, str(state_dir) if state_dir else None)
         )
+
+    def _decode(self, msg: Message) -> dict[str, np.ndarray]:
+        c = self.compression
+        if c.downlink == CODEC_NONE:
+            return from_arrayrecord(msg.content[ARRAYS_KEY])
+        shapes = {k: tuple(v.shape) for k, v in self.bundle.initial.items()}
+        try:
+            return decode_content(msg.content, c.downlink, c.block_size, shapes)
+        except ValueError as err:
+            raise ValueError(f"the server's {c.downlink} tensors do not decode: {err}") from err
+
+    @functools.cached_property
+    def residual_state(self) -> ClientState:
+        """Where the client keeps the quantization error of its last update (error feedback)."""
+        return ClientState(self.state.context, self.state.directory, RESIDUAL)
+
+    def encoded_update(self, tensors: Mapping[str, np.ndarray]) -> RecordDict:
+        """The records of ``tensors``' update under the uplink codec: their change from the
+        tensors this client decoded, plus, with error feedback, the error it kept from its
+        last update; the error of this one is kept for the next (see :mod:`pfl_app.compression`)."""
+        c = self.compression
+        delta = {k: np.asarray(v, np.float32) - self.received[k] for k, v in tensors.items()}
+        residual = self.residual_state.load(self.round - 1) if c.error_feedback else None
+        rng = (np.random.default_rng([self.cfg.seed, self.round, self.client_id]) if c.stochastic_rounding
+               else None)
+        records, error = error_feedback_encode(delta, residual, c.uplink, c.block_size, rng)
+        if c.error_feedback:
+            self.residual_state.save(error, self.round)
+        return records
 
     @functools.cached_property
     def data(self) -> ClientData:
@@ -162,7 +200,10 @@ class ClientSession:
                 CLIENT_KEY: ConfigRecord({CLIENT_ID_KEY: self.client_id, TASK_KEY: self.task_name}),
             }
         )
-        if arrays is not None:
+        if arrays is not None and self.compression.uplink != CODEC_NONE:
+            for key, record in self.encoded_update(arrays).items():
+                content[key] = record
+        elif arrays is not None:
             content[ARRAYS_KEY] = to_arrayrecord(arrays)
         if workload is not None:
             content[WIRELESS_WORKLOAD_KEY] = workload_record(workload)

@@ -14,7 +14,7 @@ from ..checkpoint import Checkpoint, restore_random, restore_strategy_state, str
 from ..checkpoint import read as read_checkpoint
 from ..config import RunConfig, parse_run_config, resume_differences
 from ..models.personalized import shared_model_bundle
-from ..preflight import check_data, preflight
+from ..preflight import check_compression_blocks, check_data, preflight
 from ..protocol import RUN_DIR_KEY
 from ..records import from_arrayrecord, to_arrayrecord
 from ..results import RunRecorder, resolve_run_dir
@@ -99,6 +99,10 @@ def run_server(grid: Grid, context: Context) -> dict:
     if cfg.method_spec.uses_reward_models:
         check_client_prompts(cfg, grid)
         prepare_reward_models(cfg)
+    if cfg.compression.settings().blockwise:
+        # Needs the shared tensors' sizes: the model (which the run builds next anyway, cached).
+        shared = shared_model_bundle(cfg).initial_tensors(cfg.method_spec.strategy.shared_groups)
+        check_compression_blocks(cfg, {k: tuple(v.shape) for k, v in shared.items()})
     try:
         lock = RunLock(run_dir, SERVERAPP_LOCK, "a ServerApp")
     except RunFolderLocked as err:

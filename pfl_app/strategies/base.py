@@ -16,6 +16,8 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from ..accounting import RoundLedger
+from ..compression import Compression, CodecError, decode_content, encode_into
+from ..compression.codec import CODEC_NONE
 from ..config import RunConfig
 from ..models.personalized import format_groups
 from ..protocol import (
@@ -30,6 +32,7 @@ from ..protocol import (
     OUTCOME_LOST,
     REASON_KEY,
     RECEIVED_PREFIX,
+    SCALES_KEY,
     SCORE_RECEIVED_KEY,
     SHARED_GROUPS_KEY,
     TASK_KEY,
@@ -158,6 +161,9 @@ class PersonalizedFedAvg(FedAvg):
         "num_rounds": lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= 0
         else "a whole number >= 0 (0: not known)",
         "eval_in_train": lambda v: None if isinstance(v, bool) else "true or false",
+        "compression": lambda v: None if isinstance(v, Compression) else "a pfl_app.compression.Compression",
+        "seed": lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        else "a whole number >= 0",
     }
 
     shared_groups: tuple[str, ...] = ("adapter", "lora_A", "lora_B")
@@ -183,6 +189,12 @@ class PersonalizedFedAvg(FedAvg):
     num_rounds: int = 0
     #: Score a round's delivered models in the next round's train message (:meth:`evaluates`).
     eval_in_train: bool = False
+    #: What the shared tensors travel as (run-config ``compression.*``; :mod:`pfl_app.compression`):
+    #: the downlink codec encodes the global tensors of every message, the uplink codec tells
+    #: the clients how to send their updates, which :meth:`accept_updates` decodes.
+    compression: Compression = Compression()
+    #: The run's seed: stochastic rounding of the downlink draws from it and the round.
+    seed: int = 0
     trained_groups: tuple[str, ...] = ("adapter", "lora_A", "lora_B")
 
     def __init__(self, *, method: str = "", on_round_end: RoundCallback | None = None, **kwargs: Any) -> None:
@@ -194,6 +206,9 @@ class PersonalizedFedAvg(FedAvg):
         self._ledger: RoundLedger | None = None
         self._expected: dict[str, tuple[int, ...]] = {}
         self._current: dict = {}
+        # What the clients decode of _current (itself without a downlink codec): their updates' base.
+        self._base: dict = {}
+        self._reply_arrays_bytes: int | None = None  # reply_bytes_estimate's, per round
         self._evaluated: ArrayRecord | None = None
         self._scored: RoundLedger | None = None  # eval.in-train: the last round's scores
         self._sent = 0
@@ -231,7 +246,7 @@ class PersonalizedFedAvg(FedAvg):
         """This class's settings as the run config gives them; override to add your own."""
         return {"norm_factor": cfg.update_norm_factor, "min_answers": cfg.min_answers,
                 "eval_every": cfg.eval.every, "eval_fraction": cfg.eval.fraction, "eval_in_train": cfg.eval.in_train,
-                "num_rounds": cfg.num_server_rounds}
+                "num_rounds": cfg.num_server_rounds, "compression": cfg.compression.settings(), "seed": cfg.seed}
 
     @classmethod
     def from_run_config(cls, cfg: RunConfig, **kwargs: Any) -> PersonalizedFedAvg:
@@ -291,7 +306,49 @@ class PersonalizedFedAvg(FedAvg):
     def _with_groups(self, config: ConfigRecord) -> ConfigRecord:
         config[SHARED_GROUPS_KEY] = format_groups(self.shared_groups)
         config[TRAINED_GROUPS_KEY] = format_groups(self.trained_groups)
-        return config
+        return self.compression.write(config)
+
+    def _encode_downlink(self, server_round: int, messages: list[Message], stream: int) -> dict[str, np.ndarray]:
+        """Put the downlink codec's encoding of the messages' global tensors in each of them
+        (one encoding for all: every client of the round decodes the same tensors) and return
+        what they decode to; without a downlink codec the messages stay float32 and the
+        tensors are returned as they are. ``stream`` keeps the train and evaluate messages'
+        stochastic rounding apart."""
+        c = self.compression
+        if not messages:
+            return {}
+        tensors = from_arrayrecord(messages[0].content[ARRAYS_KEY])
+        if c.downlink == CODEC_NONE:
+            return tensors
+        rng = np.random.default_rng([self.seed, server_round, stream]) if c.stochastic_rounding else None
+        encoded = RecordDict()
+        encode_into(encoded, tensors, c.downlink, c.block_size, rng)
+        for m in messages:
+            for key, record in encoded.items():
+                m.content[key] = record
+        return decode_content(encoded, c.downlink, c.block_size, {k: v.shape for k, v in tensors.items()})
+
+    def _update_tensors(self, content: RecordDict) -> tuple[dict[str, np.ndarray], str | None]:
+        """The shared tensors a train reply stands for, or why it does not decode.
+
+        Without compression, its float32 tensors. With an uplink codec, it carries the client's
+        change from the tensors it decoded (:attr:`_base`), encoded: the result is the global
+        tensors this server holds (:attr:`_current`, float32) plus that change decoded. With a
+        downlink codec alone, the reply's tensors less :attr:`_base` plus :attr:`_current`.
+        Adding the change to ``_current`` rather than ``_base`` keeps the downlink's rounding
+        out of the global model (see :mod:`pfl_app.compression`).
+        """
+        c = self.compression
+        if not c.active:
+            return from_arrayrecord(content[ARRAYS_KEY]), None
+        try:
+            received = decode_content(content, c.uplink, c.block_size, self._expected)
+        except CodecError as err:
+            return {}, f"its {c.uplink} update does not decode: {err}"
+        if c.uplink == CODEC_NONE:
+            received = {k: v - self._base[k] for k, v in received.items()}
+        return {k: (np.asarray(self._current[k], np.float32) + v).astype(np.float32)
+                for k, v in received.items()}, None
 
     def _skipped(self, server_round: int) -> bool:
         # Flower's start() counts rounds from 1; on resume the finished ones send nothing,
@@ -313,8 +370,28 @@ class PersonalizedFedAvg(FedAvg):
         config = self._with_groups(config)
         if self.eval_in_train and server_round > 1 and self.evaluates(server_round - 1):
             config[SCORE_RECEIVED_KEY] = True
-        msgs = super().configure_train(server_round, arrays, config, grid)
+        msgs = list(super().configure_train(server_round, arrays, config, grid))
+        # Encoded before scheduling, so that a scheduler reads the sizes that go on the air.
+        self._base = self._encode_downlink(server_round, msgs, 0) or self._current
+        self._reply_arrays_bytes = None
         return self._outgoing(server_round, self._scheduled(server_round, msgs))
+
+    def reply_bytes_estimate(self, message: Message) -> int:
+        """About the bytes of the reply to train ``message``: its own, with the shared tensors
+        as the uplink codec sends them (a scheduler's estimate of the uplink; the metrics and
+        config a reply carries instead of the instruction's config differ by a few bytes)."""
+        size = message_bytes(message)
+        c = self.compression
+        if c.uplink == c.downlink:
+            return size
+        if self._reply_arrays_bytes is None:
+            encoded = RecordDict()
+            encode_into(encoded, {k: np.zeros(v.shape, np.float32) for k, v in self._current.items()},
+                        c.uplink, c.block_size)
+            self._reply_arrays_bytes = int(sum(r.count_bytes() for r in encoded.values()))
+        sent = sum(message.content.array_records[k].count_bytes() for k in (ARRAYS_KEY, SCALES_KEY)
+                   if k in message.content.array_records)
+        return size - sent + self._reply_arrays_bytes
 
     def schedule(self, server_round: int, node_ids: list[int]) -> list[int]:
         """Which of the nodes Flower's sampling chose train, and transmit, in ``server_round``.
@@ -379,6 +456,7 @@ class PersonalizedFedAvg(FedAvg):
             # Python's random, as Flower's own sampling: the server seeds it and checkpoints its state.
             msgs = random.sample(msgs, keep)
             log(INFO, "round %d: %d client(s) evaluate (eval-fraction %g)", server_round, keep, self.eval_fraction)
+        self._encode_downlink(server_round, msgs, 1)
         return self._outgoing(server_round, msgs)
 
     def evaluates(self, server_round: int) -> bool:
@@ -480,8 +558,10 @@ class PersonalizedFedAvg(FedAvg):
                 self._reject(server_round, node, f"expected an ArrayRecord '{ARRAYS_KEY}' and a MetricRecord "
                              f"'{METRICS_KEY}' with '{self.weighted_by_key}'")
                 continue
-            tensors = from_arrayrecord(arrays)
-            problem = self.check_update(node, tensors) or self.check_metrics(node, metrics)
+            tensors, problem = self._update_tensors(msg.content)
+            if problem is None and self.compression.active:
+                arrays = to_arrayrecord(tensors)  # what Flower's helpers average: the decoded tensors
+            problem = problem or self.check_update(node, tensors) or self.check_metrics(node, metrics)
             if problem is not None:
                 self._reject(server_round, node, problem)
                 continue

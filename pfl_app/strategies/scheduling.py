@@ -151,9 +151,10 @@ class ChannelScheduled(PersonalizedFedAvg):
         state = csi.state(client, self._num_clients, server_round)
         time = None
         if self.deadline_s > 0 and node in self._train_messages:
-            # The reply carries the same shared tensors back: its size is about the instruction's.
-            size = message_bytes(self._train_messages[node])
-            time = csi.round_time_s(client, self._num_clients, server_round, size, size, self.compute_s)
+            # The reply carries the same shared tensors back, as the uplink codec sends them.
+            message = self._train_messages[node]
+            time = csi.round_time_s(client, self._num_clients, server_round, message_bytes(message),
+                                    self.reply_bytes_estimate(message), self.compute_s)
         return Candidate(**common, client_id=client, snr_db=state.snr_db_up, rate_bps=state.rate_bps_up,
                          round_time_s=time)
 
