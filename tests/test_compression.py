@@ -371,3 +371,19 @@ def test_a_compressed_round_over_the_wireless_mod_aggregates_finite_tensors(flow
     new = from_arrayrecord(arrays)
     assert set(new) == set(glob) and all(np.isfinite(v).all() for v in new.values())
     assert any(not np.allclose(new[k], glob[k]) for k in glob)  # it moved, from the float32 global
+
+
+def test_the_server_app_refuses_a_block_larger_than_every_shared_tensor_before_round_1(tmp_path, bundle):
+    from flwr.app import Context
+
+    from pfl_app.server.run import run_server
+
+    from .helpers import FakeGrid
+
+    largest = max(v.size for v in bundle.initial_tensors(["adapter"]).values())
+    ctx = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                  run_config={**TINY, "compression.uplink": "int8", "compression.block-size": largest + 1,
+                              "results-dir": str(tmp_path)})
+    with pytest.raises(ConfigError, match=rf"'compression.block-size' = {largest + 1} .* allowed: 1 to {largest}"):
+        run_server(FakeGrid([1, 2]), ctx)
+    assert not any(tmp_path.iterdir())  # no run folder: nothing started
