@@ -94,7 +94,8 @@ COHORT_NODE_IDS_KEY = "node-ids"
 #: Optional: each scheduled client's share of the cell's air (a list of floats aligned with
 #: ``node-ids``, each > 0, summing to 1 within 1e-6), which replaces the equal ``1 / K`` share
 #: of ``wireless.access`` ``tdma`` (share of the time) and ``ofdma`` (share of the band);
-#: ``dedicated`` ignores it. A server-side allocator writes it; the wireless mod reads it into
+#: ``dedicated`` ignores it. The strategy writes it (``PersonalizedFedAvg.cohort_shares``, filled under
+#: ``wireless.access-shares = "proportional-fair"``); the wireless mod reads it into
 #: ``pfl_app.wireless.interface.Cohort.shares`` (a client refuses a list that breaks these rules).
 COHORT_SHARES_KEY = "shares"
 

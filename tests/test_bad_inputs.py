@@ -249,6 +249,8 @@ config_case("choice-device", "wireless.device='toaster'", "'wireless.device' = '
             "allowed values: '', phone-sd8gen3", "jetson-orin-nano", "laptop-ryzen7-7840u")
 config_case("choice-access", "wireless.access='fdma'", "'wireless.access' = 'fdma'",
             "allowed values: dedicated, tdma, ofdma")
+config_case("choice-access-shares", "wireless.access='tdma' wireless.access-shares='pf'",
+            "'wireless.access-shares' = 'pf'", "allowed values: equal, proportional-fair")
 config_case("choice-coherence", "wireless.coherence='symbol'", "'wireless.coherence' = 'symbol'",
             "allowed values: message, packet")
 config_case("choice-aircomp-aggregation", "wireless.aggregation='analog'", "'wireless.aggregation' = 'analog'",
@@ -269,6 +271,13 @@ config_case("cross-device-compute-s", "wireless.device='phone-sd8gen3' wireless.
             "'wireless.device' = 'phone-sd8gen3'", "'wireless.compute-s' = 2")
 config_case("cross-access-own-channel", "wireless.access='tdma' wireless.channel='pfl_app.wireless.link:LinkChannel'",
             "'wireless.access' = 'tdma'", "'wireless.channel'", "allowed with it: dedicated")
+config_case("cross-pf-shares-dedicated", "wireless.access-shares='proportional-fair'",
+            "'wireless.access-shares' = 'proportional-fair'", "'wireless.access' = 'dedicated'",
+            "allowed with it: equal")
+config_case("cross-pf-shares-aircomp",
+            "wireless.access='ofdma' wireless.access-shares='proportional-fair' wireless.aggregation='aircomp'",
+            "'wireless.access-shares' = 'proportional-fair'", "'wireless.aggregation' = 'aircomp'",
+            "allowed with it: equal")
 config_case("cross-aircomp-local-only", "method='local-only' wireless.aggregation='aircomp'",
             "'wireless.aggregation' = 'aircomp'", "'local-only' shares none", "allowed:", "'digital'")
 config_case("cross-aircomp-rlhf-local", "method='rlhf-local' wireless.aggregation='aircomp'",
