@@ -9,6 +9,7 @@ serve PFTT (adapters shared, LoRA kept) and every other split of the same model.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -36,6 +37,7 @@ from ..protocol import (
     CLIENT_ID_KEY,
     CLIENT_KEY,
     CONFIG_KEY,
+    EVAL_SECONDS_KEY,
     METRICS_KEY,
     MODEL_PARAMS_KEY,
     NUM_EXAMPLES_KEY,
@@ -108,8 +110,9 @@ class ClientSession:
         self.received = from_arrayrecord(msg.content[ARRAYS_KEY])
         _check_received(self.bundle, self.shared, self.received)
         state_dir = context.node_config.get(STATE_DIR_NODE_KEY)
+        # On disk only (see pfl_app.client.state): nothing of it stays in the node's Context.
         self.state = ClientState(
-            context, client_dir(str(config[RUN_DIR_KEY]), self.client_id, str(state_dir) if state_dir else None)
+            client_dir(str(config[RUN_DIR_KEY]), self.client_id, str(state_dir) if state_dir else None)
         )
 
     @functools.cached_property
@@ -213,10 +216,14 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
     s = ClientSession(msg, context)
     batch = s.cfg.train.eval_batch_size
     set_tensors(s.bundle.model, s.personalized(s.round))
+    start = time.perf_counter()
     personal = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch)
+    seconds = time.perf_counter() - start
     s.load(s.bundle.initial_tensors(s.local))
+    start = time.perf_counter()
     global_ = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch)
-    metrics = {NUM_EXAMPLES_KEY: len(s.data.test)}
+    seconds += time.perf_counter() - start
+    metrics = {NUM_EXAMPLES_KEY: len(s.data.test), EVAL_SECONDS_KEY: seconds}
     for prefix, scores in (("personalized", personal), ("global", global_)):
         for name, value in scores.items():
             metrics[f"{prefix}-{name}"] = float(value)
