@@ -112,6 +112,9 @@ NUM_EXAMPLES_KEY = "num-examples"
 #: Seconds the local training took. Task and RLHF clients write; the wireless mod reads it
 #: (compute energy, when ``wireless.device`` is empty), the server records it.
 TRAIN_SECONDS_KEY = "train-seconds"
+#: Seconds the client's scoring took (every model it evaluates). Task and RLHF clients write;
+#: the server records it (bench/scale.py subtracts it, with train-seconds, from a round's wall time).
+EVAL_SECONDS_KEY = "eval-seconds"
 #: Mean personalized reward of the round. RLHF client writes; PFIT weighs updates by it.
 TRAIN_REWARD_KEY = "train-reward"
 #: The client's safety weight. RLHF client writes; server records it, the plots read it.

@@ -575,6 +575,20 @@ config_case("minimum-min-answers", "min-clients=1 min-answers=2 fraction-train=0
             "allowed: 1 to 1")
 
 
+# Flower would silently sample min-clients instead of int(fraction x clients).
+@case("minimum-fraction-train-below-min-clients")
+def _(tmp_path):
+    return Bad(validate(tmp_path, "fraction-train=0.1 min-clients=2", "--num-clients", "10"), 2,
+               ("'fraction-train' = 0.1", "'min-clients' = 2", "int(0.1 x 10 clients) = 1",
+                "fraction-train >= 0.2", "min-clients <= 1"))
+
+
+@case("minimum-fraction-evaluate-below-min-clients")
+def _(tmp_path):
+    return Bad(validate(tmp_path, "fraction-evaluate=0.05 min-clients=1", "--num-clients", "10"), 2,
+               ("'fraction-evaluate' = 0.05", "'min-clients' = 1", "= 0 client(s)", "fraction-evaluate >= 0.1"))
+
+
 @case("minimum-min-clients-with-num-clients")
 def _(tmp_path):
     return Bad(validate(tmp_path, "min-clients=5", "--num-clients", "4"), 2,
