@@ -17,6 +17,7 @@ client write (PFTT: 2,306,960 bytes of tensors; FedIT: 7,420,480).
 
     python bench/cell_air_time.py                      # K = 5 10 20 50, seeds 0 1, 3 rounds each
     python bench/cell_air_time.py --clients 5 10 --rounds 2 --json out.json --plot out.png
+    python bench/cell_air_time.py --replot out.json --plot out.png   # the plot again, from the figures
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def plot(rows: list[dict], path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     styles = {"tdma": "-", "ofdma": "--"}
@@ -82,6 +84,7 @@ def plot(rows: list[dict], path: str) -> None:
             if not these:
                 continue
             ks = [r["clients"] for r in these]
+            # AirComp's two lines coincide: its downlink takes K a under both schemes, its uplink n / B.
             axes[0].plot(ks, [r["round_air_time_s"] for r in these], styles[access], marker="o",
                          color=colours[label], label=f"{label}, {access.upper()}")
             axes[1].plot(ks, [r["energy_j_up"] for r in these], styles[access], marker="o",
@@ -93,6 +96,7 @@ def plot(rows: list[dict], path: str) -> None:
         ax.set_yscale("log")
         ax.set_xticks(sorted({r["clients"] for r in rows}))
         ax.set_xticklabels([str(k) for k in sorted({r["clients"] for r in rows})])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("clients scheduled in the round (K)")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -114,14 +118,19 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3, help="rounds per seed (the fades differ by round)")
     p.add_argument("--json", help="also write the figures to this file")
     p.add_argument("--plot", help="also draw them to this PNG")
+    p.add_argument("--replot", metavar="JSON", help="only draw --plot from the figures a --json run wrote")
     args = p.parse_args()
+    if args.replot:
+        plot(json.loads(Path(args.replot).read_text()), args.plot)
+        return 0
     logging.getLogger("flwr").setLevel(logging.ERROR)
 
     start = time.time()
     cfg = parse_run_config({})  # the embedded default model
     tensors = {m: shared_tensors(cfg, STRATEGIES[m].shared_groups) for _, m, _ in METHODS}
     rows = []
-    print("| K | method | access | round time on the air (s) | slowest downlink (s) | lost per round "
+    print("| K | method | access | round time on the air (s): mean, median (min-max) | slowest downlink (s) "
+          "| lost per round "
           "| truncated per round | uplink energy per round (J) | mean uplink air time (s) | AirComp noise var / s² (dB) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for k in args.clients:
@@ -143,13 +152,15 @@ def main() -> int:
                     **{key: float(np.mean([x[key] for x in per_round]))
                        for key in ("round_air_time_s", "downlink_s", "lost", "truncated", "energy_j_up",
                                    "air_time_s_up_mean")},
+                    "round_air_time_s_median": float(np.median([x["round_air_time_s"] for x in per_round])),
                     "round_air_time_s_min": min(x["round_air_time_s"] for x in per_round),
                     "round_air_time_s_max": max(x["round_air_time_s"] for x in per_round),
                     "noise_db": float(np.mean(noise)) if noise else None,
                     "per_round": per_round,
                 }
                 rows.append(row)
-                print(f"| {k} | {label} | {access.upper()} | {row['round_air_time_s']:.1f} "
+                print(f"| {k} | {label} | {access.upper()} | {row['round_air_time_s']:.1f}, "
+                      f"{row['round_air_time_s_median']:.1f} "
                       f"({row['round_air_time_s_min']:.1f}-{row['round_air_time_s_max']:.1f}) | "
                       f"{row['downlink_s']:.1f} | {row['lost']:.2f} | "
                       f"{row['truncated']:.2f} | {row['energy_j_up']:.3g} | {row['air_time_s_up_mean']:.2f} | "
