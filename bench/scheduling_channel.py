@@ -21,6 +21,7 @@ ever delivered one.
 
     python bench/scheduling_channel.py                          # the figures of docs/wireless.md
     python bench/scheduling_channel.py --rounds 20 --deadline 60 --json out.json --plot out.png
+    python bench/scheduling_channel.py --replot out.json --plot out.png   # the plot again, from the figures
 """
 
 from __future__ import annotations
@@ -85,17 +86,26 @@ def plot(rows: list[dict], path: str) -> None:
             continue  # the right panel: each policy once, without a deadline (deadline: with its own)
         # Every seed deals the same distances in its own order: average by distance.
         got = np.mean([s["delivered_nearest_first"] for s in row["seeds"]], axis=0)
-        axes[1].plot(row["seeds"][0]["distance_nearest_first"], got, marker="o", ms=3, label=row["policy"])
+        style = {"linestyle": "--", "marker": "x"} if row["policy"] == "deadline" else {"marker": "o"}
+        axes[1].plot(row["seeds"][0]["distance_nearest_first"], got, ms=3, label=row["policy"], **style)
     labels = [r["policy"] + "\n" + (f"{r['deadline_s']:g} s" if r["deadline_s"] else "no deadline") for r in rows]
-    axes[0].bar(range(len(rows)), [r["round_air_time_s"] for r in rows],
-                color=["tab:blue" if not r["deadline_s"] else "tab:orange" for r in rows])
-    axes[0].set_xticks(range(len(rows)))
+    x = np.arange(len(rows))
+    axes[0].bar(x, [r["round_air_time_s_median"] for r in rows],
+                color=["tab:blue" if not r["deadline_s"] else "tab:orange" for r in rows], label="median")
+    axes[0].plot(x, [r["round_air_time_s"] for r in rows], "k_", ms=14, mew=2, linestyle="none", label="mean")
+    axes[0].set_yscale("log")
+    axes[0].set_xticks(x)
     axes[0].set_xticklabels(labels, fontsize=7, rotation=45, ha="right")
-    axes[0].set_ylabel("mean round time on the air (s)")
+    axes[0].set_ylabel("round time on the air (s)")
+    axes[0].legend(fontsize=8)
     axes[1].set_xlabel("client's distance (m)")
     axes[1].set_ylabel("updates delivered in the run (mean of seeds)")
     axes[1].legend(fontsize=8)
     axes[1].grid(True, alpha=0.3)
+    r0 = rows[0]
+    fig.suptitle(f"{r0['clients']} clients, {r0['profile']}, {r0['distances'][0]:g}-{r0['distances'][1]:g} m, "
+                 f"{r0['access'].upper()}, K = {r0['k']}, {r0['rounds']} rounds, seeds "
+                 f"{[s['seed'] for s in r0['seeds']]}: the channel alone", fontsize=10)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -115,7 +125,11 @@ def main() -> int:
     p.add_argument("--policies", nargs="+", default=list(policy_names()))
     p.add_argument("--json", help="also write the figures to this file")
     p.add_argument("--plot", help="also draw them to this PNG")
+    p.add_argument("--replot", metavar="JSON", help="only draw --plot from the figures a --json run wrote")
     args = p.parse_args()
+    if args.replot:
+        plot(json.loads(Path(args.replot).read_text()), args.plot)
+        return 0
     logging.getLogger("flwr").setLevel(logging.ERROR)
 
     start = time.time()
