@@ -136,6 +136,9 @@ TRAINABLE_PARAMS_KEY = "trainable-params"
 # -- Keys of the wireless records (wireless mod -> server) --------------------------------
 #: Bytes the reply spent on the air, delivered or not. Wireless mod writes; server counts them.
 WIRELESS_BYTES_UP_KEY = "bytes-up"
+#: ``wireless`` entry: the client's compute time of the round (simulated under a device model).
+#: Wireless mod writes; the scheduler reads it for its deadline estimates.
+WIRELESS_COMPUTE_S_KEY = "compute-s"
 #: ``wireless-status`` entry, one of OUTCOMES. Wireless mod writes; server reads.
 OUTCOME_KEY = "outcome"
 #: ``wireless-status`` entry: why, in words. Wireless mod writes; server logs and records it.

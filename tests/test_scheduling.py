@@ -141,6 +141,40 @@ def test_deadline_leaves_out_who_cannot_make_it(flower_identity):
     assert chosen == sorted(n for n in NODES if times[n] <= deadline) and len(chosen) == 2
 
 
+def test_the_deadline_estimate_counts_the_cell_share_and_the_devices_compute_time(flower_identity):
+    from pfl_app.records import message_bytes
+
+    base = {"wireless.profile": "lte-cell-edge", "wireless.access": "tdma", "wireless.device": "phone-sd8gen3",
+            "schedule.policy": "deadline", "schedule.clients-per-round": 2, "wireless.deadline-s": 1e6}
+    cfg, strategy = _build(base)
+    first = _train(strategy, 1)
+    compute = {node: 3.0 + CLIENT[node] for node in NODES}  # what each client's device took in round 1
+    replies = [Message(RecordDict({
+        "metrics": MetricRecord({"num-examples": 2, "train-loss": 0.5}),
+        "client": ConfigRecord({"client-id": CLIENT[m.metadata.dst_node_id], "task": "t"}),
+        "arrays": to_arrayrecord({ADAPTER: np.ones(3, np.float32)}),
+        "wireless": MetricRecord({"compute-s": compute[m.metadata.dst_node_id]}),
+    }), reply_to=m) for m in first]
+    strategy.aggregate_train(1, replies)
+    size = message_bytes(first[0])
+    seen = {}
+    original = strategy._candidate
+
+    def spy(csi, server_round, node, share=1.0):
+        candidate = original(csi, server_round, node, share)
+        seen[node] = candidate.round_time_s
+        return candidate
+
+    strategy._candidate = spy
+    _train(strategy, 2)
+    csi = BaseStationCSI(cfg.link_population)
+    for m in first:  # the clients heard from: their own compute time, and a half share of the frame
+        node = m.metadata.dst_node_id
+        expected = csi.round_time_s(CLIENT[node], 4, 2, size, size, compute[node], "tdma", 0.5)
+        assert seen[node] == pytest.approx(expected)
+        assert seen[node] > csi.round_time_s(CLIENT[node], 4, 2, size, size, compute[node])
+
+
 def test_a_policy_that_misbehaves_is_named(flower_identity, tmp_path, monkeypatch):
     (tmp_path / "bad_policy.py").write_text("def everyone_twice(situation):\n"
                                            "    return [c.node_id for c in situation.candidates] * 2\n")

@@ -26,9 +26,16 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from ..config import RunConfig
-from ..protocol import CLIENT_ID_KEY, CLIENT_KEY
+from ..protocol import CLIENT_ID_KEY, CLIENT_KEY, WIRELESS_COMPUTE_S_KEY, WIRELESS_KEY
 from ..records import message_bytes
-from ..wireless.access import ACCESS_SHARES, SHARES_EQUAL, SHARES_PROPORTIONAL_FAIR, proportional_fair_shares
+from ..wireless.access import (
+    ACCESS_DEDICATED,
+    ACCESS_SCHEMES,
+    ACCESS_SHARES,
+    SHARES_EQUAL,
+    SHARES_PROPORTIONAL_FAIR,
+    proportional_fair_shares,
+)
 from ..wireless.csi import BaseStationCSI
 from ..wireless.profiles import LinkPopulation
 from ..wireless.scheduling import Candidate, Situation, policy_problem, policy_requires_deadline, scheduling_policy
@@ -65,6 +72,8 @@ class ChannelScheduled(PersonalizedFedAvg):
         "compute_s": lambda v: None if v >= 0 else "a number >= 0",
         "link_population": lambda v: None if isinstance(v, LinkPopulation) else "a LinkPopulation",
         "access_shares": lambda v: None if v in ACCESS_SHARES else f"one of {', '.join(ACCESS_SHARES)}",
+        "access": lambda v: None if v in ACCESS_SCHEMES else f"one of {', '.join(ACCESS_SCHEMES)}",
+        "device": lambda v: None if isinstance(v, str) else "a device name, or '' for none",
     }
     schedule_policy: str = "random"
     clients_per_round: int = 0
@@ -73,6 +82,8 @@ class ChannelScheduled(PersonalizedFedAvg):
     compute_s: float = 0.0
     link_population: LinkPopulation = LinkPopulation()
     access_shares: str = SHARES_EQUAL
+    access: str = ACCESS_DEDICATED
+    device: str = ""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -82,6 +93,7 @@ class ChannelScheduled(PersonalizedFedAvg):
         self._average_rate: dict[int, float] = {}  # node id -> proportional fair's T
         self._pending: tuple[int, list[int]] | None = None  # the last round and whom it scheduled
         self._train_messages: dict[int, Message] = {}
+        self._compute_s: dict[int, float] = {}  # node id -> compute-s of its last reply
         self._candidates: dict[int, Candidate] = {}  # node id -> what the round's schedule knew of it
 
     @classmethod
@@ -90,7 +102,8 @@ class ChannelScheduled(PersonalizedFedAvg):
         return {**super().run_config_options(cfg), "schedule_policy": s.policy,
                 "clients_per_round": s.clients_per_round, "pf_window": s.pf_window,
                 "deadline_s": cfg.wireless.deadline_s, "compute_s": cfg.wireless.compute_s,
-                "link_population": cfg.link_population, "access_shares": cfg.wireless.access_shares}
+                "link_population": cfg.link_population, "access_shares": cfg.wireless.access_shares,
+                "access": cfg.wireless.access, "device": cfg.wireless.device}
 
     def set_options(self, **options: Any) -> None:
         super().set_options(**options)
@@ -131,6 +144,10 @@ class ChannelScheduled(PersonalizedFedAvg):
             client = msg.content.config_records.get(CLIENT_KEY)
             if client is not None and CLIENT_ID_KEY in client:
                 self._client_of[self.node_of(msg)] = int(client[CLIENT_ID_KEY])
+            link = msg.content.metric_records.get(WIRELESS_KEY)
+            if link is not None and WIRELESS_COMPUTE_S_KEY in link:
+                # Under a device model this is the simulated compute time of its last round.
+                self._compute_s[self.node_of(msg)] = float(link[WIRELESS_COMPUTE_S_KEY])
         return ok
 
     # -- the schedule ---------------------------------------------------------------------
@@ -141,7 +158,11 @@ class ChannelScheduled(PersonalizedFedAvg):
             return sampled  # Flower's sampling as it is: no draw, no state
         csi = BaseStationCSI(self.link_population)
         self._settle(csi)
-        situation = Situation(server_round, tuple(self._candidate(csi, server_round, n) for n in sampled),
+        k = len(sampled) if self.clients_per_round <= 0 else min(self.clients_per_round, len(sampled))
+        # Time estimates assume the cell split evenly among K (a deadline policy that picks fewer
+        # leaves each a larger share: the estimate errs on the safe side).
+        share = 1.0 / max(k, 1)
+        situation = Situation(server_round, tuple(self._candidate(csi, server_round, n, share) for n in sampled),
                               self.clients_per_round, self.deadline_s, self.link_population.seed)
         self._candidates = {c.node_id: c for c in situation.candidates}
         if not self.active:  # proportional-fair shares only: Flower's sample is the cohort
@@ -175,7 +196,7 @@ class ChannelScheduled(PersonalizedFedAvg):
         client = self._client_of.get(node)
         return client if client is not None and client < self._num_clients else None
 
-    def _candidate(self, csi: BaseStationCSI, server_round: int, node: int) -> Candidate:
+    def _candidate(self, csi: BaseStationCSI, server_round: int, node: int, share: float = 1.0) -> Candidate:
         common = {"node_id": node, "average_rate_bps": self._average_rate.get(node, 0.0),
                   "last_scheduled": self._last_scheduled.get(node, 0)}
         client = self._known_client(node)
@@ -186,7 +207,10 @@ class ChannelScheduled(PersonalizedFedAvg):
         if self.deadline_s > 0 and node in self._train_messages:
             # The reply carries the same shared tensors back: its size is about the instruction's.
             size = message_bytes(self._train_messages[node])
-            time = csi.round_time_s(client, self._num_clients, server_round, size, size, self.compute_s)
+            # Under a device model, the compute time its last round took (0 before its first reply).
+            compute = self._compute_s.get(node, 0.0) if self.device else self.compute_s
+            time = csi.round_time_s(client, self._num_clients, server_round, size, size, compute,
+                                    self.access, share)
         return Candidate(**common, client_id=client, snr_db=state.snr_db_up, rate_bps=state.rate_bps_up,
                          round_time_s=time)
 
