@@ -20,8 +20,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from pfl_app.launch import launch, load_scenario, parse_overrides  # noqa: E402
-from pfl_app.plots import load_run, plot_runs  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runs import run_or_reuse  # noqa: E402
+
+from pfl_app.launch import parse_overrides  # noqa: E402
+from pfl_app.plots import plot_runs  # noqa: E402
 
 
 def main() -> int:
@@ -42,23 +45,21 @@ def main() -> int:
     extra = parse_overrides(args.set)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    scenario = load_scenario(args.scenario)
-    if args.clients:
-        scenario.federation["num-supernodes"] = args.clients
     table, last_dirs = [], []
     for distance in args.distances:
         last_dirs = []
         for method in args.methods:
             overrides = {
                 "method": method, "seed": args.seed, "num-server-rounds": args.rounds,
-                "results-dir": args.results_dir, "run-name": f"{method}-{args.profile}-{distance:g}m-s{args.seed}-{os.getpid()}",
                 "wireless.profile": args.profile, "wireless.distance-min": distance,
                 "wireless.distance-max": distance, "wireless.deadline-s": args.deadline, **extra,
             }
-            print(f"== {method} at {distance:g} m ==", flush=True)
-            _, run_dir = launch(ROOT, scenario, overrides,
-                                echo=lambda line: print(line, flush=True) if line.startswith("round") else None)
-            s, rows = load_run(run_dir)
+            # Named by what it runs, so that a rerun reuses a finished point (bench/runs.py).
+            tag = "".join(f"__{k}={v}" for k, v in sorted(extra.items()))
+            name = f"{method}-{args.profile}-{distance:g}m-r{args.rounds}-s{args.seed}{tag}"
+            s, rows = run_or_reuse(Path(args.results_dir), name, overrides, clients=args.clients,
+                                   scenario=Path(args.scenario))
+            run_dir = Path(args.results_dir) / name
             table.append({
                 "method": method, "distance_m": distance,
                 "personalized_accuracy": s["personalized_accuracy_mean"],

@@ -31,7 +31,7 @@ from .data.partition import PARTITIONERS
 from .data.sources import Columns
 from .methods import CLIENT_KINDS, MethodSpec, method_names, method_problem, method_spec
 from .wireless.device import device_names, device_problem
-from .wireless.access import ACCESS_SCHEMES
+from .wireless.access import ACCESS_DEDICATED, ACCESS_SCHEMES, ACCESS_SHARES, SHARES_EQUAL
 from .wireless.aircomp import AGGREGATION_AIRCOMP, AGGREGATIONS
 from .wireless.channel import COHERENCES
 from .wireless.fading import fading_names, fading_problem
@@ -404,12 +404,16 @@ class WirelessSettings:
                                 "updates are dropped as stragglers; 0: none", check=_non_negative)
     access: str = setting("dedicated", "how the clients scheduled in a round share the cell: dedicated (each the "
                           "whole band), tdma (the whole band for its share of the time), ofdma (its share of the "
-                          "band); the share is 1/K of K clients unless the server sends shares", ACCESS_SCHEMES)
+                          "band); the share is 1/K of K clients, or as wireless.access-shares says", ACCESS_SCHEMES)
+    access_shares: str = setting("equal", "tdma, ofdma: each scheduled client's share of the cell: equal (1/K), "
+                                 "proportional-fair (proportional to R/T, its uplink rate this round over its "
+                                 "averaged past rate, schedule.pf-window; docs/wireless.md#proportional-fair-shares)",
+                                 ACCESS_SHARES)
     coherence: str = setting("message", "how long a fade lasts: message (one per client and round, both "
                              "directions: block fading), packet (one per attempt of each packet: fast fading)",
                              COHERENCES)
     channel: str = setting("", "a Channel class by package.module:Class; empty: the built-in link model (with "
-                           "wireless.access and wireless.coherence, which a class of one's own does not read)",
+                           "wireless.access, access-shares and coherence, which a class of one's own does not read)",
                            check=channel_path_problem, plugin=channel_problem)
     aggregation: str = setting("digital", "how the shared tensors reach the server: digital (each client's update "
                                "a message of its own over its link), aircomp (every scheduled client transmits "
@@ -707,6 +711,22 @@ def _check_compression(c: Mapping[str, Any]) -> None:
                           "with aircomp: none")
 
 
+def _check_access_shares(c: Mapping[str, Any]) -> None:
+    """Shares other than equal divide a shared cell's uplink: they need one (``tdma`` or
+    ``ofdma``), and a digital uplink (AirComp's clients all transmit at once on the whole band,
+    and the proportional-fair metric weighs uplink rates)."""
+    shares = c["wireless.access-shares"]
+    if c["wireless.access"] == ACCESS_DEDICATED:
+        raise ConfigError(f"run-config key 'wireless.access-shares' = {shares!r} divides a shared cell, but "
+                          f"'wireless.access' = {ACCESS_DEDICATED!r} gives every client the whole band; allowed "
+                          f"with it: {SHARES_EQUAL} (or set 'wireless.access' to "
+                          f"{' or '.join(a for a in ACCESS_SCHEMES if a != ACCESS_DEDICATED)})")
+    if c["wireless.aggregation"] == AGGREGATION_AIRCOMP:
+        raise ConfigError(f"run-config key 'wireless.access-shares' = {shares!r} weighs the clients' digital "
+                          f"uplinks, but 'wireless.aggregation' = {AGGREGATION_AIRCOMP!r} sends every client's "
+                          f"update at once on the whole band; allowed with it: {SHARES_EQUAL}")
+
+
 def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
     """Validate a flat Flower run config and return a :class:`RunConfig`.
 
@@ -736,7 +756,8 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
         )
     if c["wireless.channel"]:
         # The built-in link model reads these; a class of one's own is built without them.
-        for key, default in (("wireless.access", ACCESS_SCHEMES[0]), ("wireless.coherence", COHERENCES[0])):
+        for key, default in (("wireless.access", ACCESS_SCHEMES[0]), ("wireless.access-shares", ACCESS_SHARES[0]),
+                             ("wireless.coherence", COHERENCES[0])):
             if c[key] != default:
                 raise ConfigError(f"run-config key '{key}' = {c[key]!r} applies to the built-in link model only, "
                                   f"but 'wireless.channel' = {c['wireless.channel']!r} replaces it; allowed with "
@@ -748,6 +769,8 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
         # trl's normalize_then_sum always standardizes over the batch and never reads scale_rewards
         raise ConfigError(f"run-config key 'rlhf.scale-rewards' = {c['rlhf.scale-rewards']!r} has no effect with "
                           "'rlhf.reward-aggregation' = 'normalize-then-sum'; allowed with it: group")
+    if c["wireless.access-shares"] != SHARES_EQUAL:
+        _check_access_shares(c)
     if c["wireless.aggregation"] == AGGREGATION_AIRCOMP:
         _check_aircomp_method(c["method"])
     _check_compression(c)

@@ -16,12 +16,54 @@ from pathlib import Path
 from .config import ConfigError, RunConfig
 
 
-def check_federation_fit(cfg: RunConfig, num_clients: int) -> None:
-    """Check the run's minimums against a federation of exactly ``num_clients`` clients
-    (a simulation: its size is known before the start).
+def sampled_clients(num_clients: int, fraction: float) -> int:
+    """How many of ``num_clients`` connected clients a fraction samples, as Flower's FedAvg
+    computes it before raising it to the minimum: ``int(num_clients * fraction)``."""
+    return int(num_clients * fraction)
+
+
+def _smallest_fraction(num_clients: int, wanted: int) -> float:
+    """The smallest fraction with at most three decimals that samples ``wanted`` of
+    ``num_clients`` clients (floating point can make ``int(n * (m / n))`` fall short)."""
+    thousandths = -(-wanted * 1000 // num_clients)  # ceil(1000 * wanted / n)
+    while sampled_clients(num_clients, thousandths / 1000) < wanted:
+        thousandths += 1
+    return min(thousandths, 1000) / 1000
+
+
+def check_fractions(cfg: RunConfig, num_clients: int) -> None:
+    """``fraction-train`` and ``fraction-evaluate`` must each sample at least ``min-clients``
+    of a federation of ``num_clients``.
+
+    Flower's FedAvg samples ``max(int(fraction x clients), min-clients)`` clients a round:
+    a fraction below that minimum would silently sample ``min-clients`` instead, so the run
+    would not be the one the fraction describes. The message gives both ways out: the
+    smallest fraction that samples ``min-clients``, and the largest ``min-clients`` the
+    fraction allows.
+    """
+    for key, fraction in (("fraction-train", cfg.fraction_train), ("fraction-evaluate", cfg.fraction_evaluate)):
+        sampled = sampled_clients(num_clients, fraction)
+        if sampled >= cfg.min_clients:
+            continue
+        ways = [f"set {key} >= {_smallest_fraction(num_clients, cfg.min_clients):g}"]
+        if sampled >= 1:
+            ways.append(f"min-clients <= {sampled}")
+        raise ConfigError(
+            f"run-config key '{key}' = {fraction:g} samples int({fraction:g} x {num_clients} clients) = {sampled} "
+            f"client(s) a round, fewer than run-config key 'min-clients' = {cfg.min_clients}: Flower would "
+            f"silently sample {cfg.min_clients} instead; {' or '.join(ways)}"
+        )
+
+
+def check_federation_fit(cfg: RunConfig, num_clients: int, size_known: bool = True) -> None:
+    """Check the run's minimums against a federation of ``num_clients`` clients.
 
     ``min-clients`` above the federation's size would make Flower wait forever for nodes
-    that never come; ``min-answers`` above what a round samples could never be met.
+    that never come; ``min-answers`` above what a round samples could never be met. With
+    ``size_known`` (a simulation, or ``--num-clients``: the federation is exactly this
+    big), the fractions are checked too (:func:`check_fractions`); a ServerApp that counts
+    the nodes connected so far passes ``False``, since more may connect before the
+    sampling that matters.
     """
     if cfg.min_clients > num_clients:
         raise ConfigError(
@@ -29,8 +71,10 @@ def check_federation_fit(cfg: RunConfig, num_clients: int) -> None:
             f"client(s) (num-supernodes, --num-clients): the run would wait for them forever; "
             f"allowed: 1 to {num_clients}"
         )
+    if size_known:
+        check_fractions(cfg, num_clients)
     # Flower's FedAvg samples max(int(fraction x connected), min) clients a round.
-    sampled = max(int(num_clients * cfg.fraction_train), cfg.min_clients)
+    sampled = max(sampled_clients(num_clients, cfg.fraction_train), cfg.min_clients)
     if cfg.min_answers > sampled:
         raise ConfigError(
             f"run-config key 'min-answers' = {cfg.min_answers} is more than the {sampled} client(s) a round "
@@ -218,7 +262,7 @@ def _check_data(cfg: RunConfig, num_clients: int | None) -> None:
                 )
 
 
-def preflight(cfg: RunConfig, num_clients: int | None) -> None:
+def preflight(cfg: RunConfig, num_clients: int | None, size_known: bool = True) -> None:
     """Every check that needs no training.
 
     Parameters
@@ -227,9 +271,12 @@ def preflight(cfg: RunConfig, num_clients: int | None) -> None:
         The federation's size, when it is known (a simulation, or the nodes connected to
         the ServerApp); ``None`` checks the model and each dataset alone, not how the
         data is split (a deployment whose nodes are not all connected yet).
+    size_known
+        Whether ``num_clients`` is the federation's final size (see
+        :func:`check_federation_fit`); the fractions are checked only then.
     """
     if num_clients is not None:
-        check_federation_fit(cfg, num_clients)
+        check_federation_fit(cfg, num_clients, size_known)
     check_wireless(cfg)
     check_model(cfg)
     if not cfg.method_spec.uses_reward_models:

@@ -112,7 +112,8 @@ COHORT_NODE_IDS_KEY = "node-ids"
 #: Optional: each scheduled client's share of the cell's air (a list of floats aligned with
 #: ``node-ids``, each > 0, summing to 1 within 1e-6), which replaces the equal ``1 / K`` share
 #: of ``wireless.access`` ``tdma`` (share of the time) and ``ofdma`` (share of the band);
-#: ``dedicated`` ignores it. A server-side allocator writes it; the wireless mod reads it into
+#: ``dedicated`` ignores it. The strategy writes it (``PersonalizedFedAvg.cohort_shares``, filled under
+#: ``wireless.access-shares = "proportional-fair"``); the wireless mod reads it into
 #: ``pfl_app.wireless.interface.Cohort.shares`` (a client refuses a list that breaks these rules).
 COHORT_SHARES_KEY = "shares"
 
@@ -129,6 +130,9 @@ NUM_EXAMPLES_KEY = "num-examples"
 #: Seconds the local training took. Task and RLHF clients write; the wireless mod reads it
 #: (compute energy, when ``wireless.device`` is empty), the server records it.
 TRAIN_SECONDS_KEY = "train-seconds"
+#: Seconds the client's scoring took (every model it evaluates). Task and RLHF clients write;
+#: the server records it (bench/scale.py subtracts it, with train-seconds, from a round's wall time).
+EVAL_SECONDS_KEY = "eval-seconds"
 #: Mean personalized reward of the round. RLHF client writes; PFIT weighs updates by it.
 TRAIN_REWARD_KEY = "train-reward"
 #: The client's safety weight. RLHF client writes; server records it, the plots read it.
@@ -150,6 +154,9 @@ TRAINABLE_PARAMS_KEY = "trainable-params"
 # -- Keys of the wireless records (wireless mod -> server) --------------------------------
 #: Bytes the reply spent on the air, delivered or not. Wireless mod writes; server counts them.
 WIRELESS_BYTES_UP_KEY = "bytes-up"
+#: ``wireless`` entry: the client's compute time of the round (simulated under a device model).
+#: Wireless mod writes; the scheduler reads it for its deadline estimates.
+WIRELESS_COMPUTE_S_KEY = "compute-s"
 #: ``wireless-status`` entry, one of OUTCOMES. Wireless mod writes; server reads.
 OUTCOME_KEY = "outcome"
 #: ``wireless-status`` entry: why, in words. Wireless mod writes; server logs and records it.

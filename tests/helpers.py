@@ -7,6 +7,7 @@ import subprocess
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
+from pfl_app.client.state import client_dir, saved_tensors
 from pfl_app.deploy import Tls, wait_for_run
 from pfl_app.launch import _bin, run_log
 from pfl_app.protocol import COHORT_NODE_IDS_KEY, COHORT_SHARES_KEY, WIRELESS_COHORT_KEY
@@ -52,6 +53,13 @@ def client_context(node_id, client_id, num=2, state=None, **run_config):
         state=state if state is not None else RecordDict(),
         run_config={**TINY, **run_config},
     )
+
+
+def kept_on_disk(run_dir, client_id, up_to_round=1 << 30):
+    """The tensors client ``client_id`` keeps, read from its folder (the only place they are
+    kept); ``{}`` when it saved none."""
+    found = saved_tensors(client_dir(run_dir, client_id), up_to_round=up_to_round)
+    return {} if found is None else found[1]
 
 
 def server_message(kind, groups, tensors, run_dir, rnd=1, node=0):

@@ -251,6 +251,8 @@ config_case("choice-device", "wireless.device='toaster'", "'wireless.device' = '
             "allowed values: '', phone-sd8gen3", "jetson-orin-nano", "laptop-ryzen7-7840u")
 config_case("choice-access", "wireless.access='fdma'", "'wireless.access' = 'fdma'",
             "allowed values: dedicated, tdma, ofdma")
+config_case("choice-access-shares", "wireless.access='tdma' wireless.access-shares='pf'",
+            "'wireless.access-shares' = 'pf'", "allowed values: equal, proportional-fair")
 config_case("choice-coherence", "wireless.coherence='symbol'", "'wireless.coherence' = 'symbol'",
             "allowed values: message, packet")
 config_case("choice-compression-codec", "compression.uplink='int2'", "'compression.uplink' = 'int2'",
@@ -279,6 +281,13 @@ config_case("cross-compression-partial", "compression.uplink='int8' wireless.los
             "'compression.uplink' = 'int8'", "'wireless.loss-mode' = 'partial'", "allowed with compression")
 config_case("cross-compression-aircomp", "compression.uplink='int4' wireless.aggregation='aircomp'",
             "'compression.uplink' = 'int4'", "'wireless.aggregation' = 'aircomp'", "allowed with aircomp: none")
+config_case("cross-pf-shares-dedicated", "wireless.access-shares='proportional-fair'",
+            "'wireless.access-shares' = 'proportional-fair'", "'wireless.access' = 'dedicated'",
+            "allowed with it: equal")
+config_case("cross-pf-shares-aircomp",
+            "wireless.access='ofdma' wireless.access-shares='proportional-fair' wireless.aggregation='aircomp'",
+            "'wireless.access-shares' = 'proportional-fair'", "'wireless.aggregation' = 'aircomp'",
+            "allowed with it: equal")
 config_case("cross-aircomp-local-only", "method='local-only' wireless.aggregation='aircomp'",
             "'wireless.aggregation' = 'aircomp'", "'local-only' shares none", "allowed:", "'digital'")
 config_case("cross-aircomp-rlhf-local", "method='rlhf-local' wireless.aggregation='aircomp'",
@@ -574,6 +583,20 @@ def _(tmp_path):
 config_case("minimum-min-clients", "min-clients=3", "'min-clients' = 3", "federation's 2 client(s)")
 config_case("minimum-min-answers", "min-clients=1 min-answers=2 fraction-train=0.5", "'min-answers' = 2",
             "allowed: 1 to 1")
+
+
+# Flower would silently sample min-clients instead of int(fraction x clients).
+@case("minimum-fraction-train-below-min-clients")
+def _(tmp_path):
+    return Bad(validate(tmp_path, "fraction-train=0.1 min-clients=2", "--num-clients", "10"), 2,
+               ("'fraction-train' = 0.1", "'min-clients' = 2", "int(0.1 x 10 clients) = 1",
+                "fraction-train >= 0.2", "min-clients <= 1"))
+
+
+@case("minimum-fraction-evaluate-below-min-clients")
+def _(tmp_path):
+    return Bad(validate(tmp_path, "fraction-evaluate=0.05 min-clients=1", "--num-clients", "10"), 2,
+               ("'fraction-evaluate' = 0.05", "'min-clients' = 1", "= 0 client(s)", "fraction-evaluate >= 0.1"))
 
 
 @case("minimum-min-clients-with-num-clients")

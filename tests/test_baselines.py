@@ -11,7 +11,7 @@ from pfl_app.strategies import STRATEGIES
 
 from pfl_app.config import RLHF_METHODS, parse_run_config
 
-from .helpers import TINY, FakeGrid, client_context, server_message
+from .helpers import TINY, FakeGrid, client_context, kept_on_disk, server_message
 
 # method -> (groups it must send, groups it must train)
 DEFINING = {
@@ -55,7 +55,7 @@ def test_what_a_method_sends_and_trains(flower_identity, tmp_path, method):
     sent = from_arrayrecord(reply.content["arrays"])
     assert {tensor_group(k) for k in sent} == sends  # and nothing else ever leaves the client
 
-    kept = from_arrayrecord(ctx.state["pfl.local-tensors"]) if "pfl.local-tensors" in ctx.state else {}
+    kept = kept_on_disk(tmp_path, 0)
     assert set(sent).isdisjoint(kept)
     after = {**sent, **kept}
     assert set(after) == set(bundle.initial)  # every tensor is either sent or kept

@@ -12,7 +12,7 @@ from pfl_app.models.loading import load_causal_lm
 from pfl_app.models.personalized import shared_model_bundle, tensor_group
 from pfl_app.records import from_arrayrecord
 
-from .helpers import TINY, client_context, server_message
+from .helpers import TINY, client_context, kept_on_disk, server_message
 
 
 @pytest.fixture
@@ -42,39 +42,69 @@ def test_lora_persists_per_node_across_rounds_and_is_not_shared(flower_identity,
     glob = bundle.initial_tensors(["adapter"])
     ctx_a, ctx_b = client_context(5, 0), client_context(6, 1)
     handle_train(server_message("train", "adapter", glob, tmp_path), ctx_a)
-    lora_a1 = from_arrayrecord(ctx_a.state["pfl.local-tensors"])
+    lora_a1 = kept_on_disk(tmp_path, 0)
     handle_train(server_message("train", "adapter", glob, tmp_path), ctx_b)
-    lora_b1 = from_arrayrecord(ctx_b.state["pfl.local-tensors"])
+    lora_b1 = kept_on_disk(tmp_path, 1)
     assert {tensor_group(k) for k in lora_a1} == {"lora_A", "lora_B"}
     # B is zero at init, so a trained client's B is its own
     key_b = next(k for k in lora_a1 if tensor_group(k) == "lora_B")
     assert not np.array_equal(lora_a1[key_b], lora_b1[key_b])
     # round 2 starts from client A's own LoRA, not from B's (the model is shared)
     handle_train(server_message("train", "adapter", glob, tmp_path, rnd=2), ctx_a)
-    lora_a2 = from_arrayrecord(ctx_a.state["pfl.local-tensors"])
+    lora_a2 = kept_on_disk(tmp_path, 0)
     delta_from_a = np.abs(lora_a2[key_b] - lora_a1[key_b]).mean()
     delta_from_b = np.abs(lora_a2[key_b] - lora_b1[key_b]).mean()
     assert delta_from_a < delta_from_b
 
 
-def test_a_restarted_client_reloads_its_lora_from_disk(flower_identity, bundle, tmp_path):
+def test_a_clients_tensors_survive_between_rounds_through_disk_alone(flower_identity, bundle, tmp_path):
+    """Nothing of a client's tensors is kept in its Context (the simulation holds every node's
+    for the whole run): round 2 on a new, empty Context starts from round 1's tensors on disk,
+    exactly as on the Context round 1 used."""
     glob = bundle.initial_tensors(["adapter"])
+    same, fresh, cold = tmp_path / "same", tmp_path / "fresh", tmp_path / "cold"
     ctx = client_context(5, 0)
-    handle_train(server_message("train", "adapter", glob, tmp_path), ctx)
-    kept = from_arrayrecord(ctx.state["pfl.local-tensors"])
-    assert (client_dir(tmp_path, 0) / STATE_FILE).exists()
-    fresh = client_context(5, 0)  # a new process: empty context.state
-    handle_evaluate(server_message("evaluate", "adapter", glob, tmp_path), fresh)
-    reloaded = from_arrayrecord(fresh.state["pfl.local-tensors"])
-    assert set(reloaded) == set(kept)
-    assert all(np.array_equal(reloaded[k], kept[k]) for k in kept)
+    handle_train(server_message("train", "adapter", glob, same), ctx)
+    assert len(ctx.state) == 0  # the node's Context gets nothing
+    handle_train(server_message("train", "adapter", glob, same, rnd=2), ctx)
+    handle_train(server_message("train", "adapter", glob, fresh), client_context(5, 0))
+    handle_train(server_message("train", "adapter", glob, fresh, rnd=2), client_context(5, 0))
+    handle_train(server_message("train", "adapter", glob, cold, rnd=2), client_context(5, 0))  # no round 1
+    on_same, on_fresh, from_initial = (kept_on_disk(d, 0, 2) for d in (same, fresh, cold))
+    assert set(on_fresh) == set(on_same) == set(from_initial)
+    assert all(np.array_equal(on_fresh[k], on_same[k]) for k in on_same)
+    assert any(not np.array_equal(on_fresh[k], from_initial[k]) for k in on_same)  # round 1 was loaded
+    # evaluation on another new Context scores the tensors on disk
+    evaluating = client_context(5, 0)
+    m = handle_evaluate(server_message("evaluate", "adapter", glob, fresh, rnd=2), evaluating).content["metrics"]
+    assert len(evaluating.state) == 0
+    assert m["personalized-loss"] != pytest.approx(m["global-loss"])
+    assert m["eval-seconds"] > 0
+
+
+def test_an_unsampled_clients_state_is_untouched(flower_identity, bundle, tmp_path):
+    glob = bundle.initial_tensors(["adapter"])
+    for node, client in ((5, 0), (6, 1)):
+        handle_train(server_message("train", "adapter", glob, tmp_path), client_context(node, client))
+    folder = client_dir(tmp_path, 1)
+    before = {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file()}
+    kept = kept_on_disk(tmp_path, 1)
+    # round 2 samples client 0 alone, for training and evaluation
+    handle_train(server_message("train", "adapter", glob, tmp_path, rnd=2), client_context(5, 0))
+    handle_evaluate(server_message("evaluate", "adapter", glob, tmp_path, rnd=2), client_context(5, 0))
+    assert {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file()} == before
+    assert STATE_FILE in before and not (folder / "local_tensors.previous.safetensors").exists()
+    # sampled again in round 3, client 1 goes on from its round-1 tensors
+    later = kept_on_disk(tmp_path, 1, up_to_round=2)
+    assert all(np.array_equal(later[k], kept[k]) for k in kept)
+    assert (client_dir(tmp_path, 0) / "local_tensors.previous.safetensors").exists()
 
 
 def test_saved_lora_loads_with_peft(flower_identity, bundle, tiny_cfg, tmp_path):
     glob = bundle.initial_tensors(["adapter"])
     ctx = client_context(5, 0)
     handle_train(server_message("train", "adapter", glob, tmp_path), ctx)
-    kept = from_arrayrecord(ctx.state["pfl.local-tensors"])
+    kept = kept_on_disk(tmp_path, 0)
     base = load_causal_lm("tiny-llama", seed=tiny_cfg.seed)
     peft_model = PeftModel.from_pretrained(base, client_dir(tmp_path, 0) / LORA_DIR)
     loaded = {n: p.detach().numpy() for n, p in peft_model.named_parameters() if "lora_" in n}

@@ -13,7 +13,7 @@ from pfl_app.config import parse_run_config
 from pfl_app.models.personalized import shared_model_bundle, tensor_group
 from pfl_app.records import from_arrayrecord, to_arrayrecord
 
-from .helpers import TINY_RLHF
+from .helpers import TINY_RLHF, kept_on_disk
 
 
 def _run_config(models, **kw):
@@ -67,10 +67,10 @@ def test_local_only_client_continues_from_its_own_policy_and_evaluates_it(flower
     msg, glob = _message("train", rc, tmp_path)
     reply = handle_train(msg, ctx)
     assert not from_arrayrecord(reply.content["arrays"])  # nothing leaves the client
-    kept1 = from_arrayrecord(ctx.state["pfl.local-tensors"])
+    kept1 = kept_on_disk(tmp_path, 0)
     msg2, _ = _message("train", rc, tmp_path, rnd=2)
     handle_train(msg2, ctx)
-    kept2 = from_arrayrecord(ctx.state["pfl.local-tensors"])
+    kept2 = kept_on_disk(tmp_path, 0)
     b_key = next(k for k in kept1 if tensor_group(k) == "lora_B")
     assert np.abs(kept1[b_key]).sum() > 0 and not np.array_equal(kept1[b_key], kept2[b_key])
 

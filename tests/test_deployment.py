@@ -57,7 +57,7 @@ def test_a_supernode_killed_and_restarted_keeps_its_lora(deployment, project_dir
     while not (pointer.exists() and json.loads(pointer.read_text())["round"] >= 1):
         assert time.time() < deadline, "round 1 never finished"
         time.sleep(0.2)
-    procs.stop("supernode-0", signal.SIGKILL)  # its in-memory context.state dies with it
+    procs.stop("supernode-0", signal.SIGKILL)  # its Context dies with it; the client's tensors are on disk
     from safetensors.numpy import load_file
 
     before = load_file(str(state))

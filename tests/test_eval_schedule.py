@@ -147,3 +147,24 @@ def test_eval_in_train_follows_eval_every(flower_identity):
 def test_eval_in_train_is_refused_for_an_rlhf_method():
     with pytest.raises(ConfigError, match="eval.in-train"):
         parse_run_config({**defaults(), "eval.in-train": True, "method": "pfit"})
+
+
+def test_scored_rows_are_written_under_the_round_they_score(tmp_path, capsys):
+    from pfl_app.plots import load_run, round_curve
+    from pfl_app.results import RunRecorder
+
+    cfg = parse_run_config({**defaults(), "eval.in-train": True, "num-server-rounds": 2})
+    recorder = RunRecorder(tmp_path / "run", cfg)
+    train = {"node": 1, "client": 0, "status": "ok", "bytes_up": 10, "bytes_down": 20, "method": "pftt"}
+    recorder.round_done(1, [{**train, "round": 1}])
+    scored = {"round": 1, "node": 1, "client": 0, "status": "scored", "scored_in_round": 2, "bytes_up": 0,
+              "bytes_down": 0, "personalized_accuracy": 0.75, "global_accuracy": 0.5, "method": "pftt"}
+    final = {**train, "round": 2, "personalized_accuracy": 0.875, "global_accuracy": 0.625}
+    recorder.round_done(2, [final, scored])
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert "0.875" in line and "0.750" not in line  # round 2's line shows round 2's scores
+    summary = recorder.summary()
+    assert summary["personalized_accuracy_mean"] == 0.875 and summary["uplink_bytes_total"] == 20
+    _, rows = load_run(tmp_path / "run")
+    curve = round_curve(rows)
+    assert [p["personalized_accuracy"] for p in curve] == [0.75, 0.875]

@@ -10,7 +10,7 @@ import pytest
 from pfl_app.config import ConfigError, parse_run_config
 from pfl_app.data.sources import Columns, load_source, source_form
 from pfl_app.launch import Scenario, launch
-from pfl_app.preflight import check_data, check_federation_fit, check_model
+from pfl_app.preflight import _smallest_fraction, check_data, check_federation_fit, check_model, sampled_clients
 
 from .helpers import TINY
 
@@ -162,6 +162,29 @@ def test_min_clients_and_min_answers_are_checked_against_the_federation():
         check_federation_fit(_cfg(**{"min-clients": 3}), 2)
     with pytest.raises(ConfigError, match="'min-answers' = 3 is more than the 2 client"):
         check_federation_fit(_cfg(**{"min-clients": 2, "min-answers": 3, "fraction-train": 0.5}), 4)
+
+
+def test_a_fraction_that_samples_fewer_than_min_clients_is_refused_with_what_would_work():
+    check_federation_fit(_cfg(**{"fraction-train": 0.1, "fraction-evaluate": 0.1, "min-clients": 2}), 1000)
+    check_federation_fit(_cfg(**{"fraction-train": 0.2, "min-clients": 2}), 10)
+    with pytest.raises(ConfigError) as err:
+        check_federation_fit(_cfg(**{"fraction-train": 0.1, "min-clients": 2}), 10)
+    for needle in ("'fraction-train' = 0.1", "'min-clients' = 2", "= 1 client(s)", "fraction-train >= 0.2",
+                   "min-clients <= 1"):
+        assert needle in str(err.value)
+    with pytest.raises(ConfigError, match=r"'fraction-evaluate' = 0.2 .* fraction-evaluate >= 0.3"):
+        check_federation_fit(_cfg(**{"fraction-evaluate": 0.2, "min-clients": 30}), 100)
+    # a ServerApp counting the nodes connected so far does not know the federation's size
+    check_federation_fit(_cfg(**{"fraction-train": 0.1, "min-clients": 2}), 10, size_known=False)
+
+
+@pytest.mark.parametrize("n", [7, 10, 29, 100, 333, 1000])
+@pytest.mark.parametrize("m", [1, 2, 3, 29])
+def test_the_suggested_fraction_samples_min_clients_in_floating_point(n, m):
+    if m > n:
+        return
+    f = _smallest_fraction(n, m)
+    assert sampled_clients(n, f) >= m and (f == 0.001 or sampled_clients(n, round(f - 0.001, 3)) < m)
 
 
 def test_a_model_that_is_nowhere_says_what_was_tried(tmp_path, monkeypatch):

@@ -9,12 +9,13 @@ import pytest
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
 from pfl_app.config import parse_run_config
-from pfl_app.protocol import COHORT_NODE_IDS_KEY, WIRELESS_COHORT_KEY
+from pfl_app.protocol import COHORT_NODE_IDS_KEY, COHORT_SHARES_KEY, WIRELESS_COHORT_KEY
 from pfl_app.records import to_arrayrecord
 from pfl_app.results import RunRecorder, times_scheduled
 from pfl_app.strategies import PFTT, STRATEGIES
 from pfl_app.strategies.scheduling import ChannelScheduled, with_scheduling
 from pfl_app.strategies.server_optimizers import SERVER_OPTIMIZERS, build_strategy
+from pfl_app.wireless.access import proportional_fair_shares
 from pfl_app.wireless.csi import BaseStationCSI
 from pfl_app.wireless.profiles import PROFILES
 
@@ -140,6 +141,40 @@ def test_deadline_leaves_out_who_cannot_make_it(flower_identity):
     assert chosen == sorted(n for n in NODES if times[n] <= deadline) and len(chosen) == 2
 
 
+def test_the_deadline_estimate_counts_the_cell_share_and_the_devices_compute_time(flower_identity):
+    from pfl_app.records import message_bytes
+
+    base = {"wireless.profile": "lte-cell-edge", "wireless.access": "tdma", "wireless.device": "phone-sd8gen3",
+            "schedule.policy": "deadline", "schedule.clients-per-round": 2, "wireless.deadline-s": 1e6}
+    cfg, strategy = _build(base)
+    first = _train(strategy, 1)
+    compute = {node: 3.0 + CLIENT[node] for node in NODES}  # what each client's device took in round 1
+    replies = [Message(RecordDict({
+        "metrics": MetricRecord({"num-examples": 2, "train-loss": 0.5}),
+        "client": ConfigRecord({"client-id": CLIENT[m.metadata.dst_node_id], "task": "t"}),
+        "arrays": to_arrayrecord({ADAPTER: np.ones(3, np.float32)}),
+        "wireless": MetricRecord({"compute-s": compute[m.metadata.dst_node_id]}),
+    }), reply_to=m) for m in first]
+    strategy.aggregate_train(1, replies)
+    size = message_bytes(first[0])
+    seen = {}
+    original = strategy._candidate
+
+    def spy(csi, server_round, node, share=1.0):
+        candidate = original(csi, server_round, node, share)
+        seen[node] = candidate.round_time_s
+        return candidate
+
+    strategy._candidate = spy
+    _train(strategy, 2)
+    csi = BaseStationCSI(cfg.link_population)
+    for m in first:  # the clients heard from: their own compute time, and a half share of the frame
+        node = m.metadata.dst_node_id
+        expected = csi.round_time_s(CLIENT[node], 4, 2, size, size, compute[node], "tdma", 0.5)
+        assert seen[node] == pytest.approx(expected)
+        assert seen[node] > csi.round_time_s(CLIENT[node], 4, 2, size, size, compute[node])
+
+
 def test_a_policy_that_misbehaves_is_named(flower_identity, tmp_path, monkeypatch):
     (tmp_path / "bad_policy.py").write_text("def everyone_twice(situation):\n"
                                            "    return [c.node_id for c in situation.candidates] * 2\n")
@@ -165,6 +200,85 @@ def test_the_constructor_refuses_a_deadline_policy_without_a_deadline():
         with_scheduling(PFTT)(clients_per_round=-1)
     with pytest.raises(ValueError, match="schedule_policy = 'nope' is not allowed"):
         build_strategy("pftt", STRATEGIES, optimizer="fedyogi", schedule_policy="nope")
+
+
+# --- proportional-fair shares of the cell (wireless.access-shares) ---------------------------
+
+PF_SHARES = {"wireless.access": "tdma", "wireless.access-shares": "proportional-fair"}
+
+
+def _shares(msgs):
+    """The cohort's shares, by node, as the round's messages carry them (the same on every one)."""
+    records = [m.content[WIRELESS_COHORT_KEY] for m in msgs]
+    assert all(list(r[COHORT_NODE_IDS_KEY]) == list(records[0][COHORT_NODE_IDS_KEY]) for r in records)
+    assert all(list(r[COHORT_SHARES_KEY]) == list(records[0][COHORT_SHARES_KEY]) for r in records)
+    shares = dict(zip(records[0][COHORT_NODE_IDS_KEY], records[0][COHORT_SHARES_KEY]))
+    assert sum(shares.values()) == pytest.approx(1.0, abs=1e-12) and all(0 < x <= 1 for x in shares.values())
+    return shares
+
+
+def test_equal_shares_send_none(flower_identity):
+    _, strategy = _build({"wireless.access": "tdma"})
+    assert strategy.access_shares == "equal" and not strategy.tracking
+    assert all(COHORT_SHARES_KEY not in m.content[WIRELESS_COHORT_KEY] for m in _train(strategy, 1))
+
+
+def test_the_cohort_carries_proportional_fair_shares_under_flowers_sampling(flower_identity):
+    # The default policy (random, K = 0) keeps Flower's sample; the shares still follow R / T.
+    cfg, strategy = _build({**PF_SHARES, "schedule.pf-window": 4.0})
+    assert not strategy.active and strategy.tracking
+    first = _train(strategy, 1)
+    assert sorted(m.metadata.dst_node_id for m in first) == sorted(NODES)
+    assert _shares(first) == {n: 0.25 for n in NODES}  # nobody known yet: the equal share
+    _answer(strategy, 1, first)
+    second = _train(strategy, 2)
+    csi = BaseStationCSI(cfg.link_population)
+    rate = {(n, r): csi.state(CLIENT[n], len(NODES), r).rate_bps_up for n in NODES for r in (1, 2)}
+    # T = R(1) / t_c after round 1, so the shares are R(2) / R(1), normalised.
+    metric = {n: rate[n, 2] / rate[n, 1] for n in NODES}
+    got = _shares(second)
+    assert got == pytest.approx({n: metric[n] / sum(metric.values()) for n in NODES}, rel=1e-9)
+    assert len({round(x, 9) for x in got.values()}) == len(NODES)  # the fading makes them differ
+    assert strategy._last_scheduled == {n: 2 for n in NODES}
+
+
+def test_proportional_fair_shares_follow_a_policys_schedule(flower_identity):
+    cfg, strategy = _build({**PF_SHARES, "schedule.policy": "proportional-fair", "schedule.clients-per-round": 2,
+                            "schedule.pf-window": 4.0})
+    csi = BaseStationCSI(cfg.link_population)
+    rate = {(n, r): csi.state(CLIENT[n], len(NODES), r).rate_bps_up for n in NODES for r in (1, 2, 3)}
+    first = _train(strategy, 1)
+    _answer(strategy, 1, first)
+    second = _train(strategy, 2)  # the two not yet heard from are explored: equal shares
+    assert _shares(second) == {m.metadata.dst_node_id: 0.5 for m in second}
+    _answer(strategy, 2, second)
+    third = _train(strategy, 3)
+    served = {m.metadata.dst_node_id: r for r, msgs in ((1, first), (2, second)) for m in msgs}
+    # T after rounds 1 and 2: served in round 1, then decayed once; served in round 2.
+    average = {n: rate[n, 1] / 4 * (1 - 1 / 4) if served[n] == 1 else rate[n, 2] / 4 for n in NODES}
+    chosen = sorted(m.metadata.dst_node_id for m in third)
+    expected = proportional_fair_shares([rate[n, 3] for n in chosen], [average[n] for n in chosen])
+    assert _shares(third) == pytest.approx(dict(zip(chosen, expected)), rel=1e-9)
+
+
+@pytest.mark.parametrize("method", [m for m in STRATEGIES if STRATEGIES[m].client_kind == "task"])
+def test_every_method_sends_the_shares(flower_identity, method):
+    _, strategy = _build(PF_SHARES, method, "fedadam")
+    msgs = _train(strategy, 1)
+    assert msgs and _shares(msgs) == {m.metadata.dst_node_id: 1 / len(msgs) for m in msgs}
+
+
+def test_the_strategy_refuses_bad_shares(flower_identity):
+    with pytest.raises(ValueError, match="access_shares = 'pf' is not allowed.*equal, proportional-fair"):
+        with_scheduling(PFTT)(access_shares="pf")
+
+    class Greedy(with_scheduling(PFTT)):
+        def cohort_shares(self, server_round, node_ids):
+            return [0.6] * len(node_ids)
+
+    strategy = Greedy(min_available_nodes=4, min_train_nodes=4)
+    with pytest.raises(ValueError, match="Greedy.cohort_shares of round 1: Cohort.shares must sum to 1"):
+        _train(strategy, 1)
 
 
 # --- the fairness report ----------------------------------------------------------------
@@ -221,8 +335,10 @@ def test_a_run_trains_exactly_the_clients_each_policy_schedules_and_they_share_t
     config = {**TINY, "num-server-rounds": rounds, "results-dir": str(tmp_path / "results"), "run-name": "rotating",
               "wireless.profile": "5g-urban", "schedule.policy": "rotating_policy:rotating",
               "schedule.clients-per-round": 2, "wireless.deadline-s": 60.0,
-              # The same run shares the cell: the two scheduled clients split it by TDMA, under fast fading.
-              "wireless.access": "tdma", "wireless.coherence": "packet"}
+              # The same run shares the cell: the two scheduled clients split it by TDMA, under fast
+              # fading, in proportional-fair shares.
+              "wireless.access": "tdma", "wireless.access-shares": "proportional-fair",
+              "wireless.coherence": "packet"}
     scenario = Scenario({"num-supernodes": 3, "client-resources-num-cpus": 1}, config)
     status, run_dir = launch(project_dir, scenario, {}, echo=lambda _line: None)
     assert status["status"] == "finished:completed"
@@ -241,11 +357,17 @@ def test_a_run_trains_exactly_the_clients_each_policy_schedules_and_they_share_t
     overhead = PROFILES["5g-urban"].overhead_s  # the per-message latency, not spent in slots
     in_cell = [r for r in rows if "access_share" in r]
     assert len(in_cell) == 2 * rounds  # every scheduled client, every round, went through the cell
+    for rnd in range(1, rounds + 1):  # the round's two shares make up the cell
+        assert sum(r["access_share"] for r in in_cell if r["round"] == rnd) == pytest.approx(1.0, abs=1e-9)
+    # Round 1 knows no client's channel (equal shares); once two clients with a past share a round,
+    # the shares follow R / T, which the fading makes differ.
+    assert {r["access_share"] for r in in_cell if r["round"] == 1} == {0.5}
+    assert any(abs(r["access_share"] - 0.5) > 1e-3 for r in in_cell)
     for r in (r for r in in_cell if r.get("delivered")):
-        assert r["access_share"] == pytest.approx(1 / 2)
-        # each waits for the other scheduled client's slot: once its own time on the air
-        assert r["wait_s_up"] == pytest.approx(r["air_time_s_up"] - overhead, rel=1e-9)
-        assert r["wait_s_down"] == pytest.approx(r["air_time_s_down"] - overhead, rel=1e-9)
+        s = r["access_share"]
+        # each waits for the other scheduled client's slot: a (1/s - 1), a its own time on the air
+        assert r["wait_s_up"] == pytest.approx((r["air_time_s_up"] - overhead) * (1 / s - 1), rel=1e-9)
+        assert r["wait_s_down"] == pytest.approx((r["air_time_s_down"] - overhead) * (1 / s - 1), rel=1e-9)
         assert r["client_time_s"] == pytest.approx(
             r["air_time_s_down"] + r["wait_s_down"] + r["air_time_s_up"] + r["wait_s_up"], rel=1e-9)
     for rnd in range(1, rounds + 1):

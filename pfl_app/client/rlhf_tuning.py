@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from typing import Any
 
 import torch
@@ -20,6 +21,7 @@ from flwr.app import Context, Message
 
 from ..models.personalized import TENSOR_GROUPS, get_tensors, set_tensors, set_trainable, tensor_group
 from ..protocol import (
+    EVAL_SECONDS_KEY,
     LAST_ROUND_KEY,
     NUM_EXAMPLES_KEY,
     PREFERENCE_KEY,
@@ -79,7 +81,7 @@ class RlhfSession(ClientSession):
 
     @functools.cached_property
     def optimizer_state(self) -> ClientState:
-        return ClientState(self.state.context, self.state.directory, OPTIMIZER_STATE)
+        return ClientState(self.state.directory, OPTIMIZER_STATE)
 
     def start_of_round(self) -> dict:
         """Initial values everywhere, the client's own tensors where nothing is shared, and
@@ -163,10 +165,14 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
     if last_round:
         models["base"] = initial
     metrics: dict[str, Any] = {NUM_EXAMPLES_KEY: len(prompts), SAFETY_WEIGHT_KEY: s.own_preference.safety}
+    scorers, seconds = s.scorers, 0.0  # loaded (once per process) outside the timed scoring
     for name, tensors in models.items():
         set_tensors(s.bundle.model, tensors)
-        scores = evaluate_policy(s.bundle.model, s.bundle.tokenizer, prompts, s.scorers,
+        start = time.perf_counter()
+        scores = evaluate_policy(s.bundle.model, s.bundle.tokenizer, prompts, scorers,
                                  s.own_preference, s.cfg.rlhf.max_completion_length, s.cfg.train.eval_batch_size)
+        seconds += time.perf_counter() - start
         metrics.update({f"{name}-{k}": float(v) for k, v in scores.metrics.items()})
         _write_samples(s, name, scores.samples)
+    metrics[EVAL_SECONDS_KEY] = seconds
     return s.reply(msg, metrics)

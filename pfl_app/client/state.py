@@ -1,9 +1,12 @@
-"""A client's own tensors: kept in Flower's ``context.state`` and on disk.
+"""A client's own tensors: kept on disk, under the run folder, and nowhere else.
 
-``context.state`` survives between rounds for as long as the node's process lives (in
-simulation, and in a running SuperNode). The disk copy under the run folder survives a
-SuperNode restart, and the LoRA saved there with peft's ``save_pretrained`` is what a
-user loads afterwards with ``PeftModel.from_pretrained``.
+Each message reads the client's tensors from its folder and the train handler writes them
+back. Nothing is kept in Flower's ``context.state``: in simulation the SuperLink holds every
+node's Context for the whole run (and ships it to the Ray actor and back with each message),
+so tensors kept there would grow the simulation's memory with the number of clients, sampled
+or not. On disk, a client that is not sampled costs no memory; the copy survives a SuperNode
+restart; and the LoRA saved there with peft's ``save_pretrained`` is what a user loads
+afterwards with ``PeftModel.from_pretrained``.
 """
 
 from __future__ import annotations
@@ -12,14 +15,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ConfigRecord, Context
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from ..records import from_arrayrecord, to_arrayrecord
-
 LOCAL_TENSORS = "local_tensors"
-STATE_KEY = "pfl.local-tensors"
 STATE_FILE = "local_tensors.safetensors"
 LORA_DIR = "lora"
 
@@ -81,57 +80,39 @@ def saved_client_ids(run_dir: str | Path, state_dir: str | None = None) -> list[
 
 
 class ClientState:
-    """Load and save the tensors a client keeps to itself, by round.
+    """Load and save the tensors a client keeps to itself, by round, on disk alone.
 
     Each save records the round it ends. The disk keeps the newest version and the one
     before it, so a client asked for "its state as of round r" (see :meth:`load`) finds it
     even when a crash came after it had already trained round r + 1: that is what lets a
-    resumed run redo round r + 1 from the same starting point.
+    resumed run redo round r + 1 from the same starting point. Every file is written under
+    a temporary name and renamed, so a crash mid-save leaves the previous copy intact.
 
     Parameters
     ----------
-    context : flwr.app.Context
-        The node's context; its ``state`` RecordDict persists across rounds.
     directory : Path
-        The client's folder on disk.
+        The client's folder on disk (see :func:`client_dir`).
     name : str
         What is kept: the client's own model tensors (the default), or another set of
         tensors versioned by round alike (an RLHF client's optimizer state); it names the
-        files and the ``context.state`` entries.
+        files.
     """
 
-    def __init__(self, context: Context, directory: Path, name: str = LOCAL_TENSORS) -> None:
-        self.context = context
+    def __init__(self, directory: Path, name: str = LOCAL_TENSORS) -> None:
         self.directory = Path(directory)
         self.name = name
         self.file, self.previous_file = f"{name}.safetensors", f"{name}.previous.safetensors"
-        self.key = "pfl." + name.replace("_", "-")
-        self.round_key = self.key + "-round"
-
-    def _from_disk(self, up_to_round: int) -> tuple[int, dict[str, np.ndarray]] | None:
-        return saved_tensors(self.directory, self.name, up_to_round)
 
     def load(self, up_to_round: int = 1 << 30) -> dict[str, np.ndarray] | None:
-        """The newest kept tensors saved at or before ``up_to_round``, from memory, else
-        from disk; ``None`` if there are none (before the client's first round)."""
-        state = self.context.state
-        if self.key in state.array_records and int(state[self.round_key]["round"]) <= up_to_round:
-            return from_arrayrecord(state.array_records[self.key])
-        found = self._from_disk(up_to_round)
-        if found is None:
-            return None
-        found_round, tensors = found
-        # Put it back in memory so later rounds need not read the disk.
-        state[self.key] = to_arrayrecord(tensors)
-        state[self.round_key] = ConfigRecord({"round": found_round})
-        return tensors
+        """The newest kept tensors saved at or before ``up_to_round``, read from disk;
+        ``None`` if there are none (before the client's first round)."""
+        found = saved_tensors(self.directory, self.name, up_to_round)
+        return None if found is None else found[1]
 
     def save(self, tensors: dict[str, np.ndarray], server_round: int, peft_model=None) -> None:
-        """Keep ``tensors`` as the state at the end of ``server_round``, in memory and on disk;
-        with ``peft_model``, also save its LoRA in peft's format. Every file is written under
-        a temporary name and renamed, so a crash leaves the previous copy intact."""
-        self.context.state[self.key] = to_arrayrecord(tensors)
-        self.context.state[self.round_key] = ConfigRecord({"round": server_round})
+        """Keep ``tensors`` as the state at the end of ``server_round``, on disk; with
+        ``peft_model``, also save its LoRA in peft's format. Every file is written under a
+        temporary name and renamed, so a crash leaves the previous copy intact."""
         self.directory.mkdir(parents=True, exist_ok=True)
         current = self.directory / self.file
         tmp = self.directory / (self.file + ".tmp")

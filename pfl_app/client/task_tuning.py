@@ -9,6 +9,7 @@ serve PFTT (adapters shared, LoRA kept) and every other split of the same model.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -38,6 +39,7 @@ from ..protocol import (
     CLIENT_ID_KEY,
     CLIENT_KEY,
     CONFIG_KEY,
+    EVAL_SECONDS_KEY,
     METRICS_KEY,
     MODEL_PARAMS_KEY,
     NUM_EXAMPLES_KEY,
@@ -119,8 +121,9 @@ class ClientSession:
         self.received = self._decode(msg)
         _check_received(self.bundle, self.shared, self.received)
         state_dir = context.node_config.get(STATE_DIR_NODE_KEY)
+        # On disk only (see pfl_app.client.state): nothing of it stays in the node's Context.
         self.state = ClientState(
-            context, client_dir(str(config[RUN_DIR_KEY]), self.client_id, str(state_dir) if state_dir else None)
+            client_dir(str(config[RUN_DIR_KEY]), self.client_id, str(state_dir) if state_dir else None)
         )
 
     def _decode(self, msg: Message) -> dict[str, np.ndarray]:
@@ -136,7 +139,7 @@ class ClientSession:
     @functools.cached_property
     def residual_state(self) -> ClientState:
         """Where the client keeps the quantization error of its last update (error feedback)."""
-        return ClientState(self.state.context, self.state.directory, RESIDUAL)
+        return ClientState(self.state.directory, RESIDUAL)
 
     def encoded_update(self, tensors: Mapping[str, np.ndarray]) -> RecordDict:
         """The records of ``tensors``' update under the uplink codec: their change from the
@@ -231,8 +234,10 @@ def handle_train(msg: Message, context: Context) -> Message:
     if bool(msg.content[CONFIG_KEY].get(SCORE_RECEIVED_KEY, False)):
         # The models the last round delivered: its global tensors, and this client's own as it
         # ended that round. Scored here, they need no evaluate message of their own.
+        start = time.perf_counter()
         received = {RECEIVED_PREFIX + k: v for k, v in scores(s, s.round - 1).items()}
         received[RECEIVED_PREFIX + NUM_EXAMPLES_KEY] = len(s.data.test)
+        received[RECEIVED_PREFIX + EVAL_SECONDS_KEY] = time.perf_counter() - start
     s.load(s.local_tensors(s.round - 1))  # the state this round starts from
     set_trainable(s.bundle.model, s.trained)
     examples, settings, seed_client = s.data.train, s.cfg.train, s.client_id
@@ -275,4 +280,6 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
     global model (received shared tensors + the initial values of the local ones) on the
     client's test split."""
     s = ClientSession(msg, context)
-    return s.reply(msg, {NUM_EXAMPLES_KEY: len(s.data.test), **scores(s, s.round)})
+    start = time.perf_counter()
+    found = scores(s, s.round)
+    return s.reply(msg, {NUM_EXAMPLES_KEY: len(s.data.test), EVAL_SECONDS_KEY: time.perf_counter() - start, **found})

@@ -95,7 +95,9 @@ def run_server(grid: Grid, context: Context) -> dict:
     else:
         run_dir = resolve_run_dir(cfg)
     connected = len(list(grid.get_node_ids()))
-    preflight(cfg, connected if connected >= cfg.min_clients else None)
+    # More nodes may connect before the first round samples: the fractions are checked against
+    # a known federation size only (the launcher's, --num-clients), not against this count.
+    preflight(cfg, connected if connected >= cfg.min_clients else None, size_known=False)
     if cfg.method_spec.uses_reward_models:
         check_client_prompts(cfg, grid)
         prepare_reward_models(cfg)

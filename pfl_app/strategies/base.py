@@ -25,6 +25,7 @@ from ..protocol import (
     CLIENT_ID_KEY,
     CLIENT_KEY,
     COHORT_NODE_IDS_KEY,
+    COHORT_SHARES_KEY,
     METRICS_KEY,
     NUM_EXAMPLES_KEY,
     OUTCOME_DELIVERED,
@@ -44,6 +45,7 @@ from ..protocol import (
     WIRELESS_STATUS_KEY,
 )
 from ..records import from_arrayrecord, message_bytes, to_arrayrecord
+from ..wireless.interface import Cohort
 from ..wireless.partial import masked_weighted_average
 from .validation import norm_outliers, update_problem
 
@@ -415,6 +417,36 @@ class PersonalizedFedAvg(FedAvg):
         """
         return list(node_ids)
 
+    def cohort_shares(self, server_round: int, node_ids: list[int]) -> list[float] | None:
+        """Each scheduled node's share of the cell's air in ``server_round``, or ``None``.
+
+        Called after :meth:`schedule`, with the nodes it chose. A list, aligned with
+        ``node_ids``, each > 0 and summing to 1, goes with them in the ``wireless-cohort``
+        record (:data:`pfl_app.protocol.COHORT_SHARES_KEY`): under ``wireless.access`` ``tdma``
+        or ``ofdma`` each client's channel then uses its entry instead of ``1 / K``. The
+        default sends none (equal shares).
+
+        Parameters
+        ----------
+        server_round : int
+            The round, from 1.
+        node_ids : list of int
+            The scheduled nodes, sorted.
+        """
+        return None
+
+    def _cohort_record(self, server_round: int, node_ids: list[int]) -> ConfigRecord:
+        cohort = ConfigRecord({COHORT_NODE_IDS_KEY: node_ids})
+        shares = self.cohort_shares(server_round, node_ids)
+        if shares is not None:
+            shares = [float(x) for x in shares]
+            try:  # refused here, named, rather than by every client of the round
+                Cohort.of(node_ids, node_ids[0], shares)
+            except ValueError as err:
+                raise ValueError(f"{type(self).__name__}.cohort_shares of round {server_round}: {err}") from err
+            cohort[COHORT_SHARES_KEY] = shares
+        return cohort
+
     def _scheduled(self, server_round: int, messages: Iterable[Message]) -> list[Message]:
         """The messages of the nodes :meth:`schedule` keeps, each told the round's cohort."""
         messages = list(messages)
@@ -429,7 +461,7 @@ class PersonalizedFedAvg(FedAvg):
         if kept:
             # A record of the simulated link, outside the byte counts (protocol.SIMULATION_PREFIX):
             # it is the scheduler's knowledge, not payload.
-            cohort = ConfigRecord({COHORT_NODE_IDS_KEY: sorted(chosen)})
+            cohort = self._cohort_record(server_round, sorted(chosen))
             ledger = self._ledger_for(server_round)
             for m in kept:
                 m.content[WIRELESS_COHORT_KEY] = cohort

@@ -7,6 +7,10 @@ rate and when it was last scheduled. :func:`with_scheduling` composes it with a 
 class as :func:`~pfl_app.strategies.server_optimizers.with_server_optimizer` composes Flower's
 optimizers, so every method schedules the same way, with any server optimizer.
 
+With ``wireless.access-shares = "proportional-fair"`` it also fills
+:meth:`PersonalizedFedAvg.cohort_shares`: each scheduled client's share of the cell, from the
+same channel state and averaged rates (:func:`~pfl_app.wireless.access.proportional_fair_shares`).
+
 The server learns which client a node is from its replies (their ``client`` record); a node
 not yet heard from has unknown channel state, and the policies schedule it first
 (exploration). The number of clients, on which every client's link depends, is the number
@@ -22,8 +26,16 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from ..config import RunConfig
-from ..protocol import CLIENT_ID_KEY, CLIENT_KEY
+from ..protocol import CLIENT_ID_KEY, CLIENT_KEY, WIRELESS_COMPUTE_S_KEY, WIRELESS_KEY
 from ..records import message_bytes
+from ..wireless.access import (
+    ACCESS_DEDICATED,
+    ACCESS_SCHEMES,
+    ACCESS_SHARES,
+    SHARES_EQUAL,
+    SHARES_PROPORTIONAL_FAIR,
+    proportional_fair_shares,
+)
 from ..wireless.csi import BaseStationCSI
 from ..wireless.profiles import LinkPopulation
 from ..wireless.scheduling import Candidate, Situation, policy_problem, policy_requires_deadline, scheduling_policy
@@ -44,9 +56,12 @@ class ChannelScheduled(PersonalizedFedAvg):
     - ``pf_window`` (``schedule.pf-window``): ``t_c`` of proportional fair's rate average;
     - ``deadline_s``, ``compute_s`` (``wireless.deadline-s``, ``wireless.compute-s``): the round
       deadline and the simulated compute time, for the ``deadline`` policy's time estimates;
-    - ``link_population``: every client's link (:attr:`pfl_app.config.RunConfig.link_population`).
+    - ``link_population``: every client's link (:attr:`pfl_app.config.RunConfig.link_population`);
+    - ``access_shares`` (``wireless.access-shares``): ``equal`` (the cohort carries no shares)
+      or ``proportional-fair`` (:meth:`cohort_shares`).
 
-    With ``random`` and ``K`` = 0 (the defaults) it keeps Flower's sampling as it is.
+    With ``random`` and ``K`` = 0 (the defaults) it keeps Flower's sampling as it is; with
+    ``proportional-fair`` shares it still keeps the averaged rates the shares need.
     """
 
     option_checks = {
@@ -56,6 +71,9 @@ class ChannelScheduled(PersonalizedFedAvg):
         "deadline_s": lambda v: None if v >= 0 else "a number >= 0 (0: no deadline)",
         "compute_s": lambda v: None if v >= 0 else "a number >= 0",
         "link_population": lambda v: None if isinstance(v, LinkPopulation) else "a LinkPopulation",
+        "access_shares": lambda v: None if v in ACCESS_SHARES else f"one of {', '.join(ACCESS_SHARES)}",
+        "access": lambda v: None if v in ACCESS_SCHEMES else f"one of {', '.join(ACCESS_SCHEMES)}",
+        "device": lambda v: None if isinstance(v, str) else "a device name, or '' for none",
     }
     schedule_policy: str = "random"
     clients_per_round: int = 0
@@ -63,6 +81,9 @@ class ChannelScheduled(PersonalizedFedAvg):
     deadline_s: float = 0.0
     compute_s: float = 0.0
     link_population: LinkPopulation = LinkPopulation()
+    access_shares: str = SHARES_EQUAL
+    access: str = ACCESS_DEDICATED
+    device: str = ""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -72,6 +93,8 @@ class ChannelScheduled(PersonalizedFedAvg):
         self._average_rate: dict[int, float] = {}  # node id -> proportional fair's T
         self._pending: tuple[int, list[int]] | None = None  # the last round and whom it scheduled
         self._train_messages: dict[int, Message] = {}
+        self._compute_s: dict[int, float] = {}  # node id -> compute-s of its last reply
+        self._candidates: dict[int, Candidate] = {}  # node id -> what the round's schedule knew of it
 
     @classmethod
     def run_config_options(cls, cfg: RunConfig) -> dict[str, Any]:
@@ -79,7 +102,8 @@ class ChannelScheduled(PersonalizedFedAvg):
         return {**super().run_config_options(cfg), "schedule_policy": s.policy,
                 "clients_per_round": s.clients_per_round, "pf_window": s.pf_window,
                 "deadline_s": cfg.wireless.deadline_s, "compute_s": cfg.wireless.compute_s,
-                "link_population": cfg.link_population}
+                "link_population": cfg.link_population, "access_shares": cfg.wireless.access_shares,
+                "access": cfg.wireless.access, "device": cfg.wireless.device}
 
     def set_options(self, **options: Any) -> None:
         super().set_options(**options)
@@ -91,6 +115,12 @@ class ChannelScheduled(PersonalizedFedAvg):
     def active(self) -> bool:
         """Whether the policy can change Flower's sampling (``random`` with ``K`` = 0 cannot)."""
         return not (self.schedule_policy == "random" and self.clients_per_round == 0)
+
+    @property
+    def tracking(self) -> bool:
+        """Whether the channel state and averaged rates are kept: when the policy is
+        :attr:`active`, or the shares are proportional-fair (which read them)."""
+        return self.active or self.access_shares == SHARES_PROPORTIONAL_FAIR
 
     # -- what the server learns ---------------------------------------------------------
     def configure_train(
@@ -106,7 +136,7 @@ class ChannelScheduled(PersonalizedFedAvg):
         try:
             return super()._scheduled(server_round, messages)
         finally:
-            self._train_messages = {}
+            self._train_messages, self._candidates = {}, {}
 
     def _received(self, server_round: int, replies: Iterable[Message]) -> list[Message]:
         ok = super()._received(server_round, replies)
@@ -114,19 +144,31 @@ class ChannelScheduled(PersonalizedFedAvg):
             client = msg.content.config_records.get(CLIENT_KEY)
             if client is not None and CLIENT_ID_KEY in client:
                 self._client_of[self.node_of(msg)] = int(client[CLIENT_ID_KEY])
+            link = msg.content.metric_records.get(WIRELESS_KEY)
+            if link is not None and WIRELESS_COMPUTE_S_KEY in link:
+                # Under a device model this is the simulated compute time of its last round.
+                self._compute_s[self.node_of(msg)] = float(link[WIRELESS_COMPUTE_S_KEY])
         return ok
 
     # -- the schedule ---------------------------------------------------------------------
     def schedule(self, server_round: int, node_ids: list[int]) -> list[int]:
         """The nodes the policy picks of those sampled (and kept by a class's own ``schedule``)."""
         sampled = sorted(super().schedule(server_round, node_ids))
-        if not self.active:
+        if not self.tracking:
             return sampled  # Flower's sampling as it is: no draw, no state
         csi = BaseStationCSI(self.link_population)
         self._settle(csi)
-        situation = Situation(server_round, tuple(self._candidate(csi, server_round, n) for n in sampled),
+        k = len(sampled) if self.clients_per_round <= 0 else min(self.clients_per_round, len(sampled))
+        # Time estimates assume the cell split evenly among K (a deadline policy that picks fewer
+        # leaves each a larger share: the estimate errs on the safe side).
+        share = 1.0 / max(k, 1)
+        situation = Situation(server_round, tuple(self._candidate(csi, server_round, n, share) for n in sampled),
                               self.clients_per_round, self.deadline_s, self.link_population.seed)
-        chosen = [int(n) for n in scheduling_policy(self.schedule_policy)(situation)]
+        self._candidates = {c.node_id: c for c in situation.candidates}
+        if not self.active:  # proportional-fair shares only: Flower's sample is the cohort
+            chosen = sampled
+        else:
+            chosen = [int(n) for n in scheduling_policy(self.schedule_policy)(situation)]
         problem = (f"chose nodes that were not candidates: {sorted(set(chosen) - set(sampled))}"
                    if not set(chosen) <= set(sampled) else
                    f"chose a node more than once: {chosen}" if len(set(chosen)) < len(chosen) else
@@ -138,11 +180,23 @@ class ChannelScheduled(PersonalizedFedAvg):
         self._pending = (server_round, chosen)
         return chosen
 
+    def cohort_shares(self, server_round: int, node_ids: list[int]) -> list[float] | None:
+        """Under ``proportional-fair`` shares, each scheduled node's share proportional to
+        ``R / T`` (:func:`~pfl_app.wireless.access.proportional_fair_shares`): its uplink rate
+        this round (the base station's CSI) over its averaged past rate, the ``T`` the
+        ``proportional-fair`` policy ranks by (``pf_window``), before this round is folded
+        in. A node whose client is not known yet, or never served, gets ``1 / K``.
+        ``None`` (equal shares) otherwise."""
+        if self.access_shares != SHARES_PROPORTIONAL_FAIR:
+            return super().cohort_shares(server_round, node_ids)
+        picked = [self._candidates[n] for n in node_ids]
+        return list(proportional_fair_shares([c.rate_bps for c in picked], [c.average_rate_bps for c in picked]))
+
     def _known_client(self, node: int) -> int | None:
         client = self._client_of.get(node)
         return client if client is not None and client < self._num_clients else None
 
-    def _candidate(self, csi: BaseStationCSI, server_round: int, node: int) -> Candidate:
+    def _candidate(self, csi: BaseStationCSI, server_round: int, node: int, share: float = 1.0) -> Candidate:
         common = {"node_id": node, "average_rate_bps": self._average_rate.get(node, 0.0),
                   "last_scheduled": self._last_scheduled.get(node, 0)}
         client = self._known_client(node)
@@ -153,8 +207,10 @@ class ChannelScheduled(PersonalizedFedAvg):
         if self.deadline_s > 0 and node in self._train_messages:
             # The reply carries the same shared tensors back, as the uplink codec sends them.
             message = self._train_messages[node]
+            # Under a device model, the compute time its last round took (0 before its first reply).
+            compute = self._compute_s.get(node, 0.0) if self.device else self.compute_s
             time = csi.round_time_s(client, self._num_clients, server_round, message_bytes(message),
-                                    self.reply_bytes_estimate(message), self.compute_s)
+                                    self.reply_bytes_estimate(message), compute, self.access, share)
         return Candidate(**common, client_id=client, snr_db=state.snr_db_up, rate_bps=state.rate_bps_up,
                          round_time_s=time)
 

@@ -8,7 +8,7 @@ clients of a round (TDMA, OFDMA). Fading and packet-error models are looked up b
 device profiles, for compute time and energy, in ``device`` (``register_device``).
 """
 
-from .access import ACCESS_SCHEMES, CellChannel, ofdma_profile, tdma_wait_s
+from .access import ACCESS_SCHEMES, ACCESS_SHARES, CellChannel, ofdma_profile, proportional_fair_shares, tdma_wait_s
 from .channel import (
     COHERENCES,
     DIRECTIONS,
@@ -53,7 +53,8 @@ from .profiles import (
 )
 
 __all__ = [
-    "ACCESS_SCHEMES", "COHERENCES", "DEVICES", "DIRECTIONS", "ERROR_MODELS", "ERROR_MODELS_BY_NAME", "FADING_KINDS",
+    "ACCESS_SCHEMES", "ACCESS_SHARES", "COHERENCES", "DEVICES", "DIRECTIONS", "ERROR_MODELS", "ERROR_MODELS_BY_NAME",
+    "FADING_KINDS",
     "FADING_MODELS", "MIN_RATE_BPS", "MIN_SNR_DB", "PROFILES", "REASON_NO_LINK", "REASON_OK", "REASON_OUTAGE",
     "REASON_PACKET_LOSS", "CellChannel", "Channel", "Cohort", "DeviceProfile", "LinkChannel", "LinkProfile", "Transmission",
     "client_distance", "client_rng", "compute_energy_j", "db_to_linear", "dbm_to_watts", "device_profile",
@@ -62,5 +63,5 @@ __all__ = [
     "packet_error_probability", "path_loss_db", "poor_clients", "profile_for_client",
     "rayleigh_outage_probability", "register_device", "register_error_model", "register_fading", "round_air_time",
     "shannon_rate_bps", "straggler",
-    "ofdma_profile", "tdma_wait_s", "training_flops", "transmit", "with_overrides",
+    "ofdma_profile", "proportional_fair_shares", "tdma_wait_s", "training_flops", "transmit", "with_overrides",
 ]

@@ -26,21 +26,29 @@ a client's *share* ``s`` of it comes from the round's cohort
 ``K = 1`` (or ``s = 1``) gives the ``dedicated`` link under every scheme, bit for bit.
 Interference between cells and the frame's guard times are not modelled.
 
+Who decides the shares is the run config's ``wireless.access-shares`` (:data:`ACCESS_SHARES`):
+``equal`` (``1 / K``, the cohort carries none) or ``proportional-fair``, where the server gives
+each scheduled client a share proportional to its proportional-fair metric ``R / T``
+(:func:`proportional_fair_shares`) and sends the shares in the cohort.
+
 References
 ----------
 D. Tse and P. Viswanath, *Fundamentals of Wireless Communication*, Cambridge University
-Press, 2005: section 4.1 (narrowband cellular systems: orthogonal time and frequency
-division), section 6.1.3 (uplink AWGN: orthogonal multiple access, user ``k`` with a
-fraction ``alpha`` of the band and power ``P`` gets ``alpha W log2(1 + P / (alpha N0 W))``)
-and section 6.2 (downlink: the base station's power divided among the users).
+Press, 2005: section 6.7 (proportional fair scheduling: :func:`proportional_fair_shares`),
+section 4.1 (narrowband cellular systems: orthogonal time and frequency division), section
+6.1.3 (uplink AWGN: orthogonal multiple access, user ``k`` with a fraction ``alpha`` of the
+band and power ``P`` gets ``alpha W log2(1 + P / (alpha N0 W))``) and section 6.2
+(downlink: the base station's power divided among the users).
 A. Goldsmith, *Wireless Communications*, Cambridge University Press, 2005, chapter 14.
 """
 
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Sequence
 
-from .channel import COHERENCE_MESSAGE, Transmission
+from .channel import COHERENCE_MESSAGE, MIN_RATE_BPS, Transmission
 from .interface import Cohort
 from .link import LinkChannel
 from .profiles import LinkProfile, with_overrides
@@ -51,11 +59,93 @@ ACCESS_OFDMA = "ofdma"
 #: The values of ``wireless.access``, the default first.
 ACCESS_SCHEMES = (ACCESS_DEDICATED, ACCESS_TDMA, ACCESS_OFDMA)
 
+SHARES_EQUAL = "equal"
+SHARES_PROPORTIONAL_FAIR = "proportional-fair"
+#: The values of ``wireless.access-shares``, the default first.
+ACCESS_SHARES = (SHARES_EQUAL, SHARES_PROPORTIONAL_FAIR)
+
 
 def _check_share(share: float) -> float:
     if isinstance(share, bool) or not (isinstance(share, (int, float)) and math.isfinite(share) and 0 < share <= 1):
         raise ValueError(f"a client's share of the cell must be a number in (0, 1], got {share!r}")
     return float(share)
+
+
+def proportional_fair_shares(rates_bps: Sequence[float | None],
+                             average_rates_bps: Sequence[float]) -> tuple[float, ...]:
+    """Each scheduled client's share of the cell, proportional to its proportional-fair metric.
+
+    Client ``k`` has the metric ``m_k = R_k / T_k``: ``R_k`` its instantaneous uplink rate
+    this round (what the base station knows of its channel), ``T_k`` the exponentially averaged
+    rate it was served in past rounds (proportional fair scheduling's ``T``). The shares are
+    ``s_k = m_k / sum_j m_j``: a client whose channel is above its own average gets more of
+    the cell, one below it less, and a client of a poor link is weighed against its own past,
+    not against the others' rates. This is the proportional fair metric of Tse & Viswanath
+    (2005, section 6.7), used there to pick the one user of a time slot, after Jalali,
+    Padovani & Pankaj (IEEE VTC 2000) and Kelly's proportional fairness (1997), spread here
+    over the round's cohort as a share of its air.
+
+    Two cases have no finite metric:
+
+    - **Unknown channel** (``R_k`` is ``None``: the server has not yet heard which client the
+      node is) or **no past** (``T_k = 0``: never served, so ``R_k / T_k`` is infinite).
+      Such a client gets the equal share ``1 / K``, what it would have had without the
+      metric: it is neither starved (it must be heard once for its channel and rate to be
+      known) nor allowed to take the whole cell with an infinite metric. The other clients
+      split the rest, ``1 - u / K`` for ``u`` such clients, in proportion to their metrics.
+    - **No link** (``R_k`` below :data:`~pfl_app.wireless.channel.MIN_RATE_BPS`, where the
+      channel sends nothing): ``R_k`` counts as ``MIN_RATE_BPS``, so the share stays > 0 (a
+      cohort's shares must be) while being negligible next to any linked client's.
+
+    The metrics are compared in the log domain, so that no ratio overflows; a share too small
+    for a float is raised to the smallest normal one (``sys.float_info.min``).
+
+    Parameters
+    ----------
+    rates_bps : sequence of float or None
+        ``R_k`` of each scheduled client, in bit/s; ``None`` when its channel is unknown.
+    average_rates_bps : sequence of float
+        ``T_k``, aligned with ``rates_bps``, in bit/s; 0 for a client never served.
+
+    Returns
+    -------
+    tuple of float
+        The shares, aligned with the inputs: each in (0, 1], summing to 1.
+
+    Raises
+    ------
+    ValueError
+        When the sequences are empty or of different lengths, or a rate is negative or not
+        finite.
+
+    References
+    ----------
+    D. Tse and P. Viswanath, *Fundamentals of Wireless Communication*, Cambridge University
+    Press, 2005, section 6.7. A. Jalali, R. Padovani and R. Pankaj, "Data throughput of
+    CDMA-HDR, a high efficiency-high data rate personal communication wireless system",
+    IEEE VTC 2000. F. Kelly, "Charging and rate control for elastic traffic", European
+    Transactions on Telecommunications 8, 1997.
+    """
+    rates, averages = list(rates_bps), [float(t) for t in average_rates_bps]
+    if not rates or len(rates) != len(averages):
+        raise ValueError(f"proportional_fair_shares needs as many average rates as rates, at least one; got "
+                         f"{len(rates)} and {len(averages)}")
+    for name, values in (("rate", [r for r in rates if r is not None]), ("average rate", averages)):
+        if not all(math.isfinite(v) and v >= 0 for v in values):
+            raise ValueError(f"proportional_fair_shares: every {name} must be a finite number >= 0, got {values}")
+    k = len(rates)
+    weighed = [i for i in range(k) if rates[i] is not None and averages[i] > 0]
+    shares = [1.0 / k] * k
+    if not weighed:
+        return tuple(shares)
+    rest = 1.0 - (k - len(weighed)) / k
+    logs = [math.log(max(float(rates[i]), MIN_RATE_BPS)) - math.log(averages[i]) for i in weighed]
+    top = max(logs)
+    weights = [math.exp(x - top) for x in logs]  # the largest is 1: the sum is in [1, K]
+    total = math.fsum(weights)
+    for i, w in zip(weighed, weights):
+        shares[i] = max(rest * w / total, sys.float_info.min)
+    return tuple(shares)
 
 
 def ofdma_profile(profile: LinkProfile, share: float) -> LinkProfile:

@@ -126,10 +126,23 @@ class BaseStationCSI:
         return channel_state(self.profile(client_id, num_clients), self.population.seed, client_id, server_round)
 
     def round_time_s(self, client_id: int, num_clients: int, server_round: int, bytes_down: int, bytes_up: int,
-                     compute_s: float = 0.0) -> float:
+                     compute_s: float = 0.0, access: str = "dedicated", share: float = 1.0) -> float:
         """The client's round time as the wireless mod counts it (downlink + ``compute_s`` +
-        uplink), with every packet through at the first attempt: a lower bound."""
+        uplink), with every packet through at the first attempt: a lower bound.
+
+        Under ``access`` ``tdma`` the client holds ``share`` of the frame, so each message's
+        time on the air (less its fixed latency) stretches by ``1 / share``
+        (:func:`~pfl_app.wireless.access.tdma_wait_s`); under ``ofdma`` it has ``share`` of the
+        band (:func:`~pfl_app.wireless.access.ofdma_profile`); ``dedicated`` ignores ``share``.
+        """
+        from .access import ACCESS_OFDMA, ACCESS_TDMA, ofdma_profile  # access imports this module
+
         profile = self.profile(client_id, num_clients)
+        if access == ACCESS_OFDMA:
+            profile = ofdma_profile(profile, share)
         state = channel_state(profile, self.population.seed, client_id, server_round)
-        return (air_time_s(profile, bytes_down, state.rate_bps_down) + compute_s
-                + air_time_s(profile, bytes_up, state.rate_bps_up))
+        down = air_time_s(profile, bytes_down, state.rate_bps_down)
+        up = air_time_s(profile, bytes_up, state.rate_bps_up)
+        if access == ACCESS_TDMA:
+            down, up = ((t - profile.overhead_s) / share + profile.overhead_s for t in (down, up))
+        return down + compute_s + up

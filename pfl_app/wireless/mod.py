@@ -55,6 +55,7 @@ from ..protocol import (
     TRAIN_FLOPS_KEY,
     TRAIN_SECONDS_KEY,
     WIRELESS_COHORT_KEY,
+    WIRELESS_COMPUTE_S_KEY,
     WIRELESS_KEY,
     WIRELESS_MASK_KEY,
     WIRELESS_STATUS_KEY,
@@ -241,7 +242,7 @@ class WirelessMod:
         # The analog uplink is everyone's at once: no turn to wait for.
         client_time = down_s + round_compute_s + (up.air_time_s + (0.0 if aircomp else channel.wait_s(up)))
         stats.update({
-            "compute-s": compute_s,
+            WIRELESS_COMPUTE_S_KEY: compute_s,
             "compute-energy-j": compute_energy_j,
             "client-time-s": client_time,
             **(dict(workload) if workload is not None else {}),  # train-tokens, train-flops, ...: recorded

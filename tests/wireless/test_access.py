@@ -1,4 +1,5 @@
-"""Multiple access in a cell (wireless.access): TDMA and OFDMA against their closed forms."""
+"""Multiple access in a cell (wireless.access): TDMA and OFDMA against their closed forms, and the
+proportional-fair shares (wireless.access-shares)."""
 
 import math
 
@@ -9,6 +10,7 @@ from pfl_app.config import ConfigError, parse_run_config
 from pfl_app.results import round_air_time
 from pfl_app.wireless import (
     ACCESS_SCHEMES,
+    MIN_RATE_BPS,
     PROFILES,
     CellChannel,
     Cohort,
@@ -17,6 +19,7 @@ from pfl_app.wireless import (
     dbm_to_watts,
     mean_snr_db,
     ofdma_profile,
+    proportional_fair_shares,
     tdma_wait_s,
     with_overrides,
 )
@@ -147,6 +150,90 @@ def test_sharing_the_cell_needs_the_cohort(access):
         CellChannel(FLAT, seed=0, client_id=0, num_clients=1, access="fdma")
 
 
+# --- proportional-fair shares: s_k proportional to R_k / T_k ------------------------------------
+
+
+def _valid(shares, k):
+    assert len(shares) == k and all(isinstance(x, float) and 0 < x <= 1 for x in shares)
+    assert math.fsum(shares) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_equal_metrics_get_equal_shares():
+    # Rates far apart, but each at its own average: the metric is 1 for all.
+    shares = proportional_fair_shares([1e5, 4e6, 3e7], [1e5, 4e6, 3e7])
+    _valid(shares, 3)
+    assert shares == pytest.approx((1 / 3,) * 3, rel=1e-12)
+    assert proportional_fair_shares([2e6], [5e6]) == (1.0,)  # alone: the whole cell
+
+
+def test_twice_the_metric_gets_twice_the_share():
+    # R/T = 1, 2, 1: a client at twice its average rate gets twice the others' share.
+    shares = proportional_fair_shares([1e6, 4e6, 3e6], [1e6, 2e6, 3e6])
+    _valid(shares, 3)
+    assert shares == pytest.approx((0.25, 0.5, 0.25), rel=1e-12)
+    # only the ratio matters: scaling every R (or every T) changes nothing
+    assert proportional_fair_shares([7e6, 28e6, 21e6], [1e6, 2e6, 3e6]) == pytest.approx(shares, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_shares_sum_to_one_and_follow_the_metric(seed):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 12))
+    rates, averages = rng.uniform(1e4, 1e8, k), rng.uniform(1e4, 1e8, k)
+    shares = proportional_fair_shares(list(rates), list(averages))
+    _valid(shares, k)
+    metric = rates / averages
+    assert np.allclose(np.array(shares), metric / metric.sum(), rtol=1e-12)
+
+
+def test_clients_without_a_finite_metric_get_the_equal_share_and_the_rest_is_split():
+    # node 0: channel unknown; node 1: never served (T = 0); nodes 2, 3: R/T = 1 and 3.
+    shares = proportional_fair_shares([None, 5e6, 1e6, 3e6], [0.0, 0.0, 1e6, 1e6])
+    _valid(shares, 4)
+    assert shares[:2] == (0.25, 0.25)
+    assert shares[2:] == pytest.approx((0.5 * 1 / 4, 0.5 * 3 / 4), rel=1e-12)
+    # an unknown channel with a past (a node seen, then restarted) has no metric either
+    assert proportional_fair_shares([None, 2e6], [3e6, 1e6])[0] == 0.5
+    # nobody with a metric: the equal shares
+    assert proportional_fair_shares([None, None, 4e6], [0.0, 1e6, 0.0]) == (1 / 3, 1 / 3, 1 / 3)
+
+
+def test_a_client_without_a_link_keeps_a_share_above_zero():
+    shares = proportional_fair_shares([0.0, 1e7], [1e6, 1e6])  # R = 0: counted at MIN_RATE_BPS
+    _valid(shares, 2)
+    assert shares[0] == pytest.approx(MIN_RATE_BPS / (MIN_RATE_BPS + 1e7), rel=1e-12)
+    # metrics 1e600 apart neither overflow nor round a share to 0
+    shares = proportional_fair_shares([1e8, 1e3], [1e-300, 1e300])
+    _valid(shares, 2)
+    assert shares[0] == 1.0 and shares[1] > 0
+
+
+@pytest.mark.parametrize("rates, averages, needle", [
+    ([], [], "at least one"), ([1e6, 2e6], [1e6], "as many"), ([-1.0], [1e6], "rate must be"),
+    ([math.nan], [1e6], "rate must be"), ([1e6], [-2.0], "average rate must be"),
+    ([1e6], [math.inf], "average rate must be"),
+])
+def test_bad_rates_are_refused(rates, averages, needle):
+    with pytest.raises(ValueError, match=needle):
+        proportional_fair_shares(rates, averages)
+
+
+def test_under_tdma_a_proportional_fair_share_waits_its_closed_form():
+    # The shares reach the channel through the cohort: a client with share s completes its own
+    # time on the air a after a / s, having waited a (1/s - 1) for the other slots.
+    shares = proportional_fair_shares([1e6, 4e6, 3e6, None], [1e6, 2e6, 3e6, 0.0])
+    assert shares == pytest.approx((3 / 16, 3 / 8, 3 / 16, 1 / 4), rel=1e-12)
+    for client, s in enumerate(shares):
+        ch = _channel("tdma", client=client, cohort=Cohort.of(range(4), client, shares))
+        for t in (ch.downlink(1, DOWN), ch.uplink(1, UP)):
+            assert ch.wait_s(t) == pytest.approx(t.air_time_s * (1 / s - 1), rel=1e-12)
+        assert ch.metrics()["access-share"] == s
+    assert math.fsum(_channel("tdma", client=c, cohort=Cohort.of(range(4), c, shares)).share
+                     for c in range(4)) == pytest.approx(1.0, abs=1e-12)
+
+
 # --- OFDMA: 1/K of the band, and of the noise ---------------------------------------------------
 
 
@@ -243,3 +330,23 @@ def test_access_and_coherence_are_refused_with_a_channel_of_ones_own():
     with pytest.raises(ConfigError, match="'wireless.access' = 'fdma' is not allowed; allowed values: dedicated, "
                                           "tdma, ofdma"):
         parse_run_config({"wireless.access": "fdma"})
+
+
+def test_proportional_fair_shares_need_a_shared_digital_uplink():
+    allowed = parse_run_config({**TINY, "wireless.access": "ofdma", "wireless.access-shares": "proportional-fair"})
+    assert allowed.wireless.access_shares == "proportional-fair"
+    assert parse_run_config({**TINY}).wireless.access_shares == "equal"
+    with pytest.raises(ConfigError, match="'wireless.access-shares' = 'proportional-fair'.*'wireless.access' = "
+                                          "'dedicated'.*allowed with it: equal "
+                                          "\\(or set 'wireless.access' to tdma or ofdma\\)"):
+        parse_run_config({**TINY, "wireless.access-shares": "proportional-fair"})
+    with pytest.raises(ConfigError, match="'wireless.access-shares' = 'proportional-fair'.*'wireless.aggregation' "
+                                          "= 'aircomp'.*allowed with it: equal"):
+        parse_run_config({**TINY, "wireless.access": "tdma", "wireless.access-shares": "proportional-fair",
+                          "wireless.aggregation": "aircomp"})
+    with pytest.raises(ConfigError, match="'wireless.access-shares' = 'proportional-fair'.*'wireless.channel'"):
+        parse_run_config({"wireless.access-shares": "proportional-fair",
+                          "wireless.channel": "pfl_app.wireless.link:LinkChannel"})
+    with pytest.raises(ConfigError, match="'wireless.access-shares' = 'pf' is not allowed; allowed values: equal, "
+                                          "proportional-fair"):
+        parse_run_config({"wireless.access": "tdma", "wireless.access-shares": "pf"})

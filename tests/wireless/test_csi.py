@@ -74,3 +74,28 @@ def test_the_estimated_round_time_is_a_lower_bound():
             estimate = csi.round_time_s(client, 4, server_round, 200_000, 200_000, 0.5)
             if down.delivered and up.rate_bps >= 1e3:
                 assert estimate <= down.air_time_s + 0.5 + up.air_time_s + 1e-12
+
+
+@pytest.mark.parametrize("access", ["tdma", "ofdma"])
+def test_the_estimated_round_time_is_the_cells_under_its_access_scheme(access):
+    # No packet errors: the client's round in a cell of 4 (air time + its TDMA waits) is the estimate.
+    from pfl_app.wireless.interface import Cohort
+
+    cfg = parse_run_config({**TINY, "wireless.profile": "5g-urban", "wireless.access": access,
+                            "wireless.max-retransmissions": 0, "wireless.compute-s": 0.5, "seed": 2})
+    csi = BaseStationCSI(cfg.link_population)
+    for client in range(4):
+        for server_round in (1, 3):
+            channel = client_channel(cfg, client, 4)
+            channel.begin_round(server_round, Cohort.of([10, 11, 12, 13], 10 + client))
+            down = channel.downlink(server_round, 300_000)
+            up = channel.uplink(server_round, 300_000)
+            if not (down.delivered and up.delivered) or down.retransmissions or up.retransmissions:
+                continue  # a packet failed: the estimate is then a lower bound only
+            real = down.air_time_s + channel.wait_s(down) + 0.5 + up.air_time_s + channel.wait_s(up)
+            estimate = csi.round_time_s(client, 4, server_round, 300_000, 300_000, 0.5, access, 0.25)
+            assert estimate == pytest.approx(real, rel=1e-9)
+            # and its time on the air well above the whole band's, which the estimate used to give
+            whole = csi.round_time_s(client, 4, server_round, 300_000, 300_000, 0.5)
+            fixed = 0.5 + 2 * csi.profile(client, 4).overhead_s  # compute and each message's latency
+            assert estimate - fixed > (whole - fixed) * 1.2
