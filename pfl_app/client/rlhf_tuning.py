@@ -19,6 +19,7 @@ import torch
 from flwr.app import Context, Message
 
 from ..models.personalized import TENSOR_GROUPS, get_tensors, set_tensors, set_trainable, tensor_group
+from ..precision import resolve_precision
 from ..protocol import (
     LAST_ROUND_KEY,
     NUM_EXAMPLES_KEY,
@@ -166,7 +167,8 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
     for name, tensors in models.items():
         set_tensors(s.bundle.model, tensors)
         scores = evaluate_policy(s.bundle.model, s.bundle.tokenizer, prompts, s.scorers,
-                                 s.own_preference, s.cfg.rlhf.max_completion_length, s.cfg.train.eval_batch_size)
+                                 s.own_preference, s.cfg.rlhf.max_completion_length, s.cfg.train.eval_batch_size,
+                                 resolve_precision(s.cfg.train.precision))
         metrics.update({f"{name}-{k}": float(v) for k, v in scores.metrics.items()})
         _write_samples(s, name, scores.samples)
     return s.reply(msg, metrics)

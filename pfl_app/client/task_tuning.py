@@ -53,6 +53,7 @@ from ..protocol import (
     TRAINED_GROUPS_KEY,
     WIRELESS_WORKLOAD_KEY,
 )
+from ..precision import resolve_precision
 from ..records import from_arrayrecord, to_arrayrecord
 from ..tasks import evaluate as evaluate_task
 from ..training import Workload, train_locally
@@ -211,11 +212,11 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
     global model (received shared tensors + the initial values of the local ones) on the
     client's test split."""
     s = ClientSession(msg, context)
-    batch = s.cfg.train.eval_batch_size
+    batch, precision = s.cfg.train.eval_batch_size, resolve_precision(s.cfg.train.precision)
     set_tensors(s.bundle.model, s.personalized(s.round))
-    personal = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch)
+    personal = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch, precision)
     s.load(s.bundle.initial_tensors(s.local))
-    global_ = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch)
+    global_ = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch, precision)
     metrics = {NUM_EXAMPLES_KEY: len(s.data.test)}
     for prefix, scores in (("personalized", personal), ("global", global_)):
         for name, value in scores.items():
