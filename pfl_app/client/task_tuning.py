@@ -57,6 +57,7 @@ from ..protocol import (
     TRAINED_GROUPS_KEY,
     WIRELESS_WORKLOAD_KEY,
 )
+from ..precision import resolve_precision
 from ..records import from_arrayrecord, to_arrayrecord
 from ..tasks import evaluate as evaluate_task
 from ..training import Workload, train_locally
@@ -176,11 +177,11 @@ def scores(s: ClientSession, up_to_round: int) -> dict[str, float]:
     """``personalized-*`` and ``global-*`` scores on the client's test split: the personalized
     model (received shared tensors + the client's own as of ``up_to_round``) and the global one
     (received shared tensors + the initial values of the local ones)."""
-    batch = s.cfg.train.eval_batch_size
+    batch, precision = s.cfg.train.eval_batch_size, resolve_precision(s.cfg.train.precision)
     set_tensors(s.bundle.model, s.personalized(up_to_round))
-    personal = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch)
+    personal = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch, precision)
     s.load(s.bundle.initial_tensors(s.local))
-    global_ = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch)
+    global_ = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch, precision)
     return {f"{prefix}-{name}": float(value)
             for prefix, found in (("personalized", personal), ("global", global_)) for name, value in found.items()}
 
