@@ -82,7 +82,7 @@ class RlhfSession(ClientSession):
 
     @functools.cached_property
     def optimizer_state(self) -> ClientState:
-        return ClientState(self.state.directory, OPTIMIZER_STATE)
+        return ClientState(self.state.directory, OPTIMIZER_STATE, context=self.state.context)
 
     def start_of_round(self) -> dict:
         """Initial values everywhere, the client's own tensors where nothing is shared, and

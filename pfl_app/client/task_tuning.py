@@ -113,9 +113,10 @@ class ClientSession:
         self.received = from_arrayrecord(msg.content[ARRAYS_KEY])
         _check_received(self.bundle, self.shared, self.received)
         state_dir = context.node_config.get(STATE_DIR_NODE_KEY)
-        # On disk only (see pfl_app.client.state): nothing of it stays in the node's Context.
+        # On disk (see pfl_app.client.state): the node's Context keeps only the round of the last save.
         self.state = ClientState(
-            client_dir(str(config[RUN_DIR_KEY]), self.client_id, str(state_dir) if state_dir else None)
+            client_dir(str(config[RUN_DIR_KEY]), self.client_id, str(state_dir) if state_dir else None),
+            context=context,
         )
 
     @functools.cached_property
