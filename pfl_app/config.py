@@ -29,6 +29,7 @@ from .compression import Compression
 from .compression.codec import CODEC_NONE, CODECS
 from .data.partition import PARTITIONERS
 from .data.sources import Columns
+from .precision import PRECISIONS
 from .methods import CLIENT_KINDS, MethodSpec, method_names, method_problem, method_spec
 from .wireless.device import device_names, device_problem
 from .wireless.access import ACCESS_DEDICATED, ACCESS_SCHEMES, ACCESS_SHARES, SHARES_EQUAL
@@ -277,6 +278,10 @@ class TrainSettings:
     batch_size: int = setting(4, "sequences per step", check=_positive)
     learning_rate: float = setting(5e-4, "AdamW learning rate", check=_positive)
     weight_decay: float = setting(0.0, "AdamW weight decay", check=_non_negative)
+    precision: str = setting("fp32", "arithmetic of local training and evaluation: fp32, bf16 (bfloat16 "
+                             "autocast; weights and the tensors sent stay float32), or auto (bf16 where the "
+                             "training device has native bfloat16, else fp32); bf16 on a device without it is "
+                             "refused before the start", PRECISIONS)
     eval_batch_size: int = setting(8, "sequences per evaluation forward pass", check=_positive,
                                    key="eval.batch-size")
 

@@ -254,12 +254,24 @@ def resolve_run_config(scenario: Scenario, overrides: dict[str, Any], project_di
     return flat
 
 
-def check_run(scenario: Scenario, flat: dict[str, Any]) -> None:
+def simulation_device(scenario: Scenario) -> str:
+    """The device type a simulation's clients train on when they run on this machine: a GPU
+    only when the scenario gives each client a share of one (``client-resources-num-gpus``;
+    Ray hides the GPUs from an actor that asked for none), else the CPU."""
+    from .precision import training_device
+
+    return training_device() if scenario.federation.get("client-resources-num-gpus", 0) > 0 else "cpu"
+
+
+def check_run(scenario: Scenario, flat: dict[str, Any], clients_here: bool = True) -> None:
     """The pre-flight checks (:mod:`pfl_app.preflight`) for this scenario's federation:
-    the model, every client's data, and the minimums against the number of clients."""
+    the model, every client's data, the minimums against the number of clients, and, when
+    the clients train on this machine (``clients_here``: not on a Ray cluster elsewhere),
+    that they can run ``train.precision``."""
     from .preflight import preflight  # loads datasets and tokenizers: only when asked
 
-    preflight(parse_run_config(flat), scenario.federation["num-supernodes"])
+    preflight(parse_run_config(flat), scenario.federation["num-supernodes"],
+              training_device=simulation_device(scenario) if clients_here else None)
 
 
 def free_port() -> int:
@@ -511,7 +523,8 @@ def launch(
     elif (run_dir / "metrics.jsonl").exists():
         raise ConfigError(f"{run_dir} already holds a run; pick another run-name, or resume it")
     echo("checking the model and the data ...")
-    check_run(scenario, flat)
+    # Clients on a Ray cluster elsewhere check train.precision on their own hardware.
+    check_run(scenario, flat, clients_here=not ray_address)
     if ray_address:
         check_ray_address(ray_address)
     made = not run_dir.exists()

@@ -262,7 +262,23 @@ def _check_data(cfg: RunConfig, num_clients: int | None) -> None:
                 )
 
 
-def preflight(cfg: RunConfig, num_clients: int | None, size_known: bool = True) -> None:
+def check_precision(cfg: RunConfig, device: str | None = None) -> None:
+    """``train.precision`` must be one the device that trains can run: ``bf16`` needs native
+    bfloat16 arithmetic (see :mod:`pfl_app.precision`).
+
+    Only meaningful on the machine whose clients train, on the device they train on
+    (``device``; default: what this process would train on): the launcher checks it for a
+    simulation's clients; a deployed client checks its own hardware at its first message
+    (:func:`pfl_app.client.handlers`), since the ServerApp's machine is not the one that trains.
+    """
+    from .precision import precision_problem
+
+    if (problem := precision_problem(cfg.train.precision, device)) is not None:
+        raise ConfigError(problem)
+
+
+def preflight(cfg: RunConfig, num_clients: int | None, size_known: bool = True,
+              training_device: str | None = None) -> None:
     """Every check that needs no training.
 
     Parameters
@@ -274,7 +290,14 @@ def preflight(cfg: RunConfig, num_clients: int | None, size_known: bool = True) 
     size_known
         Whether ``num_clients`` is the federation's final size (see
         :func:`check_federation_fit`); the fractions are checked only then.
+    training_device
+        The device type (``cpu``, ``cuda``) the clients train on, when they train on this
+        machine (a simulation started by the launcher): ``train.precision`` is then checked
+        against it. ``None`` (the ServerApp, whose machine may not be the one that trains)
+        leaves that check to the clients.
     """
+    if training_device is not None:
+        check_precision(cfg, training_device)
     if num_clients is not None:
         check_federation_fit(cfg, num_clients, size_known)
     check_wireless(cfg)

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from datasets import ClassLabel, Dataset
 from transformers import PreTrainedTokenizerBase
 
+from .precision import autocast
+
 CLASSIFICATION = "classification"
 GENERATION = "generation"
 
@@ -158,11 +160,15 @@ def _label_scores_by_sequence(
 
 @torch.no_grad()
 def evaluate(
-    model, task: Task, examples: Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int
+    model, task: Task, examples: Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """Score ``model`` on tokenized ``examples``.
 
     Written by hand because label scoring is not something transformers' Trainer does.
+    With ``precision`` ``bf16`` (resolved, see :mod:`pfl_app.precision`) the forward passes
+    run under bfloat16 autocast; the logits are taken to float32 before every softmax,
+    cross-entropy and argmax either way.
 
     Returns
     -------
@@ -178,6 +184,20 @@ def evaluate(
     labels = label_token_ids(task, tokenizer) if task.kind == CLASSIFICATION else []
     first_tokens = [lab[0] for lab in labels]
     first_token_decides = len(set(first_tokens)) == len(first_tokens)
+    with autocast(precision, device):
+        loss_sum, tokens, token_hits, label_hits = _score_batches(
+            model, task, examples, batch_size, pad_id, device, labels, first_tokens, first_token_decides)
+    model.train(was_training)
+    loss = loss_sum / max(tokens, 1)
+    accuracy = label_hits / max(len(examples), 1) if task.kind == CLASSIFICATION else token_hits / max(tokens, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": accuracy}
+
+
+def _score_batches(model, task: Task, examples: Dataset, batch_size: int, pad_id: int, device,
+                   labels: list[list[int]], first_tokens: list[int],
+                   first_token_decides: bool) -> tuple[float, int, int, int]:
+    """:func:`evaluate`'s sums over the batches: answer-token loss, answer tokens, answer
+    tokens predicted, and labels predicted."""
     loss_sum, tokens, token_hits, label_hits = 0.0, 0, 0, 0
     for start in range(0, len(examples), batch_size):
         batch = examples[start : start + batch_size]
@@ -201,7 +221,4 @@ def evaluate(
                 scores = _label_scores_by_sequence(model, prompts, labels, pad_id, device)
             truth = torch.tensor(batch["label"], device=device)
             label_hits += int((scores.argmax(-1) == truth).sum())
-    model.train(was_training)
-    loss = loss_sum / max(tokens, 1)
-    accuracy = label_hits / max(len(examples), 1) if task.kind == CLASSIFICATION else token_hits / max(tokens, 1)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": accuracy}
+    return loss_sum, tokens, token_hits, label_hits

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
-from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_callback import PrinterCallback, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from .config import TrainSettings
+from .precision import resolve_precision, trainer_precision_args
 from .wireless.device import training_flops
 
 
@@ -43,6 +44,12 @@ def anchor_tensors(anchor: Mapping[str, np.ndarray] | None) -> dict[str, torch.T
     return {k: torch.as_tensor(np.asarray(v)) for k, v in (anchor or {}).items()}
 
 
+_ABSENT = object()
+# What trl (forward: its fused LM head) and accelerate (forward, _original_forward and
+# _is_accelerate_prepared: mixed-precision autocast) set on a model's instance.
+_PATCHED_ATTRIBUTES = ("forward", "_original_forward", "_is_accelerate_prepared")
+
+
 @contextmanager
 def restored_after_training(model):
     """Undo, on the way out, what a trl trainer leaves on a model: trl patches the base
@@ -50,15 +57,20 @@ def restored_after_training(model):
     require grad. The model is shared by every client a process serves, so the patch must
     not stack up round after round, nor one client's trainable set leak to the next."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    own_forward = base.__dict__.get("forward")
+    # With train.precision bf16, accelerate also wraps the trained model's own forward in
+    # autocast and marks the model prepared (so the next trainer would not wrap it again):
+    # left in place, a later fp32 run, or an evaluation, in this process would compute in bf16.
+    saved = {(id(obj), attr): (obj, attr, obj.__dict__.get(attr, _ABSENT))
+             for obj in (model, base) for attr in _PATCHED_ATTRIBUTES}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     try:
         yield
     finally:
-        if own_forward is None:
-            base.__dict__.pop("forward", None)
-        else:
-            base.forward = own_forward
+        for obj, attr, value in saved.values():
+            if value is _ABSENT:
+                obj.__dict__.pop(attr, None)
+            else:
+                obj.__dict__[attr] = value
         for n, p in model.named_parameters():
             p.requires_grad = n in trainable
 
@@ -113,7 +125,8 @@ def train_quietly(trainer) -> tuple[Any, float]:
 
 def local_run_args(settings: TrainSettings, seed: int, output_dir: str) -> dict[str, Any]:
     """The training arguments every local run shares (SFT and GRPO alike): ``local-steps``
-    steps at a constant learning rate, seeded, nothing saved or reported, float32."""
+    steps at a constant learning rate, seeded, nothing saved or reported, in the arithmetic
+    of ``train.precision`` (float32 weights either way, see :mod:`pfl_app.precision`)."""
     return dict(
         output_dir=output_dir,
         max_steps=settings.local_steps,
@@ -130,8 +143,7 @@ def local_run_args(settings: TrainSettings, seed: int, output_dir: str) -> dict[
         # 135M-parameter models fit easily; recomputing activations would cost a third more
         # time per step (trl turns it on by default).
         gradient_checkpointing=False,
-        bf16=False,
-        fp16=False,
+        **trainer_precision_args(resolve_precision(settings.precision)),
     )
 
 
@@ -152,13 +164,15 @@ def train_locally(
     max_length: int,
     proximal_mu: float = 0.0,
     anchor: Mapping[str, np.ndarray] | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> TrainResult:
     """Run ``settings.local_steps`` optimizer steps on ``examples`` (tokenized by
     :func:`pfl_app.tasks.tokenize`), updating only the parameters that require grad.
 
     The loss is taken on the answer tokens only (``completion_mask``). With
     ``proximal_mu > 0``, FedProx's proximal term pulls the tensors named in ``anchor``
-    towards those values.
+    towards those values. ``callbacks`` are added to the trainer's (bench/precision.py times
+    its steps with one).
     """
     if len(examples) == 0:
         raise ValueError("a client has no training examples; lower data.test-fraction or use fewer clients")
@@ -182,6 +196,7 @@ def train_locally(
                 train_dataset=examples.remove_columns(
                     [c for c in examples.column_names if c not in ("input_ids", "completion_mask")]),
                 processing_class=tokenizer,
+                callbacks=list(callbacks) or None,
             )
             # Counted once the trainer is built: what it trains is what gets a gradient.
             params, trained = flop_params(model), trainable_params(model)

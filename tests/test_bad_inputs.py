@@ -261,6 +261,8 @@ config_case("choice-compression-downlink", "compression.downlink='bf16'", "'comp
             "allowed values: none, fp16, int8, int4")
 config_case("choice-aircomp-aggregation", "wireless.aggregation='analog'", "'wireless.aggregation' = 'analog'",
             "allowed values: digital, aircomp")
+config_case("choice-precision", "train.precision='fp16'", "'train.precision' = 'fp16'",
+            "allowed values: fp32, bf16, auto")
 
 # --- rules across keys -----------------------------------------------------------------------
 
@@ -603,6 +605,35 @@ def _(tmp_path):
 def _(tmp_path):
     return Bad(validate(tmp_path, "min-clients=5", "--num-clients", "4"), 2,
                ("'min-clients' = 5", "federation's 4 client(s)"))
+
+
+# --- hardware ------------------------------------------------------------------------------------
+
+class _NoNativeBf16:
+    """Makes this machine's CPU and GPU lack native bfloat16 until released (so the case
+    holds on a machine that has it)."""
+
+    def __init__(self) -> None:
+        import pfl_app.precision as precision
+
+        self.module, self.saved = precision, precision.bf16_native
+        precision.bf16_native = lambda device: False
+
+    def release(self) -> None:
+        self.module.bf16_native = self.saved
+
+
+@case("hardware-precision-bf16-without-native-bf16")
+def _(tmp_path):
+    return Bad(cli(tmp_path, "validate", c="train.precision='bf16'"), 2,
+               ("'train.precision' = 'bf16'", "no native bfloat16", "allowed here: fp32, or auto"),
+               held=[_NoNativeBf16()])
+
+
+@case("hardware-precision-bf16-without-native-bf16-run")
+def _(tmp_path):
+    return Bad(cli(tmp_path, "run", c="train.precision='bf16'"), 2,
+               ("'train.precision' = 'bf16'", "no native bfloat16"), held=[_NoNativeBf16()])
 
 
 # --- --resume-from -------------------------------------------------------------------------------

@@ -65,7 +65,8 @@ def test_a_clients_tensors_survive_between_rounds_through_disk_alone(flower_iden
     same, fresh, cold = tmp_path / "same", tmp_path / "fresh", tmp_path / "cold"
     ctx = client_context(5, 0)
     handle_train(server_message("train", "adapter", glob, same), ctx)
-    assert len(ctx.state) == 0  # the node's Context gets nothing
+    # the node's Context gets no tensors, only the round of the last save
+    assert not ctx.state.array_records and dict(ctx.state["pfl.saved-round.local_tensors"])["round"] == 1
     handle_train(server_message("train", "adapter", glob, same, rnd=2), ctx)
     handle_train(server_message("train", "adapter", glob, fresh), client_context(5, 0))
     handle_train(server_message("train", "adapter", glob, fresh, rnd=2), client_context(5, 0))
@@ -221,3 +222,15 @@ def test_scores_made_in_the_train_message_are_those_of_the_evaluate_message(flow
     a, b = from_arrayrecord(scored.content["arrays"]), from_arrayrecord(plain.content["arrays"])
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert scored.content["metrics"]["train-loss"] == plain.content["metrics"]["train-loss"]
+
+
+def test_a_client_whose_last_save_is_not_on_this_machine_says_so(flower_identity, bundle, tmp_path):
+    """A Ray cluster of several machines without a shared results folder: round 2 runs where
+    round 1's save is not. Starting over from the initial tensors would go unnoticed."""
+    glob = bundle.initial_tensors(["adapter"])
+    ctx = client_context(5, 0)
+    handle_train(server_message("train", "adapter", glob, tmp_path / "machine-a"), ctx)
+    with pytest.raises(FileNotFoundError, match="results-dir.*shares"):
+        handle_train(server_message("train", "adapter", glob, tmp_path / "machine-b", rnd=2), ctx)
+    # where the save is, the same Context goes on
+    handle_train(server_message("train", "adapter", glob, tmp_path / "machine-a", rnd=2), ctx)

@@ -20,6 +20,7 @@ import torch
 from flwr.app import Context, Message
 
 from ..models.personalized import TENSOR_GROUPS, get_tensors, set_tensors, set_trainable, tensor_group
+from ..precision import resolve_precision
 from ..protocol import (
     EVAL_SECONDS_KEY,
     LAST_ROUND_KEY,
@@ -81,7 +82,7 @@ class RlhfSession(ClientSession):
 
     @functools.cached_property
     def optimizer_state(self) -> ClientState:
-        return ClientState(self.state.directory, OPTIMIZER_STATE)
+        return ClientState(self.state.directory, OPTIMIZER_STATE, context=self.state.context)
 
     def start_of_round(self) -> dict:
         """Initial values everywhere, the client's own tensors where nothing is shared, and
@@ -170,7 +171,8 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
         set_tensors(s.bundle.model, tensors)
         start = time.perf_counter()
         scores = evaluate_policy(s.bundle.model, s.bundle.tokenizer, prompts, scorers,
-                                 s.own_preference, s.cfg.rlhf.max_completion_length, s.cfg.train.eval_batch_size)
+                                 s.own_preference, s.cfg.rlhf.max_completion_length, s.cfg.train.eval_batch_size,
+                                 resolve_precision(s.cfg.train.precision))
         seconds += time.perf_counter() - start
         metrics.update({f"{name}-{k}": float(v) for k, v in scores.metrics.items()})
         _write_samples(s, name, scores.samples)

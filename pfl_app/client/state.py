@@ -15,11 +15,14 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from flwr.app import ConfigRecord, Context
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 LOCAL_TENSORS = "local_tensors"
 STATE_FILE = "local_tensors.safetensors"
+#: In the node's context: the round of a client's last save (per kept set), for the check in load.
+SAVED_ROUND_KEY = "pfl.saved-round"
 LORA_DIR = "lora"
 
 
@@ -96,17 +99,38 @@ class ClientState:
         What is kept: the client's own model tensors (the default), or another set of
         tensors versioned by round alike (an RLHF client's optimizer state); it names the
         files.
+    context : flwr.app.Context, optional
+        The node's context. Only the round of the last save is noted in it (a few bytes, not
+        the tensors), so that a node whose last save cannot be read back fails loudly
+        instead of starting over from the initial values: on a Ray cluster of several
+        machines a client may run on another machine than in its last round, and finds its
+        state only if the results folder is on a filesystem they share.
     """
 
-    def __init__(self, directory: Path, name: str = LOCAL_TENSORS) -> None:
+    def __init__(self, directory: Path, name: str = LOCAL_TENSORS, context: Context | None = None) -> None:
         self.directory = Path(directory)
         self.name = name
         self.file, self.previous_file = f"{name}.safetensors", f"{name}.previous.safetensors"
+        self.context = context
+        self._key = f"{SAVED_ROUND_KEY}.{name}"
 
     def load(self, up_to_round: int = 1 << 30) -> dict[str, np.ndarray] | None:
         """The newest kept tensors saved at or before ``up_to_round``, read from disk;
-        ``None`` if there are none (before the client's first round)."""
+        ``None`` if there are none (before the client's first round).
+
+        Raises
+        ------
+        FileNotFoundError
+            When the node's context says this client saved a newer state (at or before
+            ``up_to_round``) than the disk holds here.
+        """
         found = saved_tensors(self.directory, self.name, up_to_round)
+        noted = self.context.state.config_records.get(self._key) if self.context is not None else None
+        if noted is not None and int(noted["round"]) <= up_to_round and (found is None or found[0] < int(noted["round"])):
+            raise FileNotFoundError(
+                f"this client saved its {self.name} of round {int(noted['round'])} to {noted['directory']}, but "
+                f"{self.directory} on this machine does not hold it: on a Ray cluster of several machines, put "
+                "the run-config 'results-dir' on a filesystem every node shares (see docs/deployment.md)")
         return None if found is None else found[1]
 
     def save(self, tensors: dict[str, np.ndarray], server_round: int, peft_model=None) -> None:
@@ -122,6 +146,8 @@ class ClientState:
         if current.exists() and saved_round(current) < server_round:
             current.replace(self.directory / self.previous_file)
         tmp.replace(current)
+        if self.context is not None:
+            self.context.state[self._key] = ConfigRecord({"round": int(server_round), "directory": str(self.directory)})
         if peft_model is not None:
             staging = self.directory / (LORA_DIR + ".tmp")
             if staging.exists():

@@ -59,6 +59,7 @@ from ..protocol import (
     TRAINED_GROUPS_KEY,
     WIRELESS_WORKLOAD_KEY,
 )
+from ..precision import resolve_precision
 from ..records import from_arrayrecord, to_arrayrecord
 from ..tasks import evaluate as evaluate_task
 from ..training import Workload, train_locally
@@ -121,9 +122,10 @@ class ClientSession:
         self.received = self._decode(msg)
         _check_received(self.bundle, self.shared, self.received)
         state_dir = context.node_config.get(STATE_DIR_NODE_KEY)
-        # On disk only (see pfl_app.client.state): nothing of it stays in the node's Context.
+        # On disk (see pfl_app.client.state): the node's Context keeps only the round of the last save.
         self.state = ClientState(
-            client_dir(str(config[RUN_DIR_KEY]), self.client_id, str(state_dir) if state_dir else None)
+            client_dir(str(config[RUN_DIR_KEY]), self.client_id, str(state_dir) if state_dir else None),
+            context=context,
         )
 
     def _decode(self, msg: Message) -> dict[str, np.ndarray]:
@@ -139,7 +141,7 @@ class ClientSession:
     @functools.cached_property
     def residual_state(self) -> ClientState:
         """Where the client keeps the quantization error of its last update (error feedback)."""
-        return ClientState(self.state.directory, RESIDUAL)
+        return ClientState(self.state.directory, RESIDUAL, context=self.state.context)
 
     def encoded_update(self, tensors: Mapping[str, np.ndarray]) -> RecordDict:
         """The records of ``tensors``' update under the uplink codec: their change from the
@@ -217,11 +219,11 @@ def scores(s: ClientSession, up_to_round: int) -> dict[str, float]:
     """``personalized-*`` and ``global-*`` scores on the client's test split: the personalized
     model (received shared tensors + the client's own as of ``up_to_round``) and the global one
     (received shared tensors + the initial values of the local ones)."""
-    batch = s.cfg.train.eval_batch_size
+    batch, precision = s.cfg.train.eval_batch_size, resolve_precision(s.cfg.train.precision)
     set_tensors(s.bundle.model, s.personalized(up_to_round))
-    personal = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch)
+    personal = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch, precision)
     s.load(s.bundle.initial_tensors(s.local))
-    global_ = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch)
+    global_ = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch, precision)
     return {f"{prefix}-{name}": float(value)
             for prefix, found in (("personalized", personal), ("global", global_)) for name, value in found.items()}
 

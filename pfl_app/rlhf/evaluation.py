@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from ..precision import autocast
 from .client_setup import Preference, as_conversation
 from .preferences import PromptItem, is_refusal
 
@@ -88,7 +89,11 @@ def score_answers(items: Sequence[PromptItem], answers: Sequence[str], scorers: 
 
 
 def evaluate_policy(model, tokenizer: PreTrainedTokenizerBase, items: Sequence[PromptItem], scorers: Sequence,
-                    preference: Preference, max_new_tokens: int, batch_size: int = 8) -> PolicyScores:
-    """Answer ``items`` greedily and score the answers (see :func:`score_answers`)."""
-    answers = generate(model, tokenizer, items, max_new_tokens, batch_size)
+                    preference: Preference, max_new_tokens: int, batch_size: int = 8,
+                    precision: str = "fp32") -> PolicyScores:
+    """Answer ``items`` greedily and score the answers (see :func:`score_answers`). The
+    policy generates in ``precision`` (resolved, see :mod:`pfl_app.precision`); the reward
+    models score in float32 whatever it is, so that every policy is measured alike."""
+    with autocast(precision, next(model.parameters()).device):
+        answers = generate(model, tokenizer, items, max_new_tokens, batch_size)
     return score_answers(items, answers, scorers, preference)
