@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from statistics import fmean
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# bench/ is on the path of a script run from it: runs.py is its neighbour.
 from runs import ROOT, delivered_share, run_or_reuse  # noqa: E402
 
 from pfl_app.wireless.channel import mean_snr_db  # noqa: E402

@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# bench/ is on the path of a script run from it: runs.py is its neighbour.
 from runs import run_or_reuse  # noqa: E402
 
 from pfl_app.launch import parse_overrides  # noqa: E402
