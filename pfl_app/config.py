@@ -65,8 +65,14 @@ RESUME_FREE_KEYS = ("resume-from", "run-name", "results-dir", "round-timeout-s")
 
 def resume_differences(saved: Mapping[str, Any], flat: Mapping[str, Any]) -> list[str]:
     """The keys, sorted, whose values in ``flat`` differ from a run's ``saved`` config,
-    apart from :data:`RESUME_FREE_KEYS`: a resumption must leave them as they were."""
-    return sorted(k for k in set(saved) | set(flat) if k not in RESUME_FREE_KEYS and saved.get(k) != flat.get(k))
+    apart from :data:`RESUME_FREE_KEYS`: a resumption must leave them as they were.
+
+    A key the saved config lacks (the run was started by a version before the key existed)
+    counts as its default: a new key's default is the behaviour from before it (a rule every
+    key added so far keeps), so such a run can be resumed unless the key is set otherwise."""
+    known = defaults()
+    return sorted(k for k in set(saved) | set(flat)
+                  if k not in RESUME_FREE_KEYS and saved.get(k, known.get(k)) != flat.get(k, known.get(k)))
 
 
 class ConfigError(ValueError):

@@ -82,6 +82,16 @@ def test_a_resume_with_another_config_names_the_keys(tmp_path, project_dir):
         check_resume(run_dir, {**flat, "seed": 7, "lora.r": 8})
 
 
+def test_a_run_from_before_a_key_existed_resumes_at_that_keys_default(tmp_path, project_dir):
+    run_dir, flat = _run_folder(tmp_path, project_dir)
+    saved = json.loads((run_dir / "config.json").read_text())
+    del saved["run_config"]["eval.every"]  # the run was started before eval.every existed
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    check_resume(run_dir, {**flat, "resume-from": str(run_dir)})  # at its default: the old behaviour
+    with pytest.raises(ConfigError, match=r"differs from the run's in \['eval.every'\]"):
+        check_resume(run_dir, {**flat, "eval.every": 2})
+
+
 def test_a_resume_on_another_federation_is_refused(tmp_path, project_dir, capsys):
     run_dir, _ = _run_folder(tmp_path, project_dir)
     rc = cli_main(["run", "--app-dir", str(project_dir), "--resume-from", str(run_dir), "--num-clients", "5"])
