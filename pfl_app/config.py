@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
 from .compression import Compression
-from .compression.codec import CODEC_NONE, CODECS
+from .compression.codec import CODEC_ADAPTIVE, CODEC_NONE, CODECS, UPLINK_CHOICES
 from .data.partition import PARTITIONERS
 from .data.sources import Columns
 from .precision import PRECISIONS
@@ -458,7 +458,9 @@ class CompressionSettings:
     """``compression.*``: what the shared tensors travel as (see docs/compression.md)."""
 
     uplink: str = setting("none", "what a client's update travels as: none (float32 tensors), fp16, int8 or int4 "
-                          "(blockwise absmax) of its change from the global tensors it received", CODECS)
+                          "(blockwise absmax) of its change from the global tensors it received; adaptive: per "
+                          "client and round, the widest of those whose upload fits wireless.deadline-s on the "
+                          "client's channel", UPLINK_CHOICES)
     downlink: str = setting("none", "what the global shared tensors travel to the clients as: none (float32), "
                             "fp16, int8 or int4 (blockwise absmax)", CODECS)
     block_size: int = setting(64, "int8 / int4: elements per absmax scale (the last block of a tensor, and a "
@@ -716,6 +718,11 @@ def _check_compression(c: Mapping[str, Any]) -> None:
         raise ConfigError(f"run-config key '{compressed[0]}' = {c[compressed[0]]!r} sends quantized codes, but "
                           "'wireless.loss-mode' = 'partial' zeroes lost elements of float tensors; allowed with "
                           f"compression: wireless.loss-mode = whole (or {compressed[0]} = none)")
+    if c["compression.uplink"] == CODEC_ADAPTIVE and not c["wireless.deadline-s"] > 0:
+        raise ConfigError("run-config key 'compression.uplink' = 'adaptive' picks each upload's bit width so that "
+                          f"it fits the round deadline, but 'wireless.deadline-s' = {c['wireless.deadline-s']:g} "
+                          "sets none; set wireless.deadline-s > 0, or a fixed codec: "
+                          f"{', '.join(CODECS)}")
     if c["compression.uplink"] != CODEC_NONE and c["wireless.aggregation"] == AGGREGATION_AIRCOMP:
         raise ConfigError(f"run-config key 'compression.uplink' = {c['compression.uplink']!r} encodes the update "
                           "as integers, but 'wireless.aggregation' = 'aircomp' sends it as analog values; allowed "

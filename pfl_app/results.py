@@ -225,6 +225,9 @@ class RunRecorder:
             "schedule_policy": self.cfg.schedule.policy,
             "clients_per_round": self.cfg.schedule.clients_per_round,
         }
+        # compression.uplink = adaptive: how often each codec was picked (rows' uplink_codec).
+        codecs = [r["uplink_codec"] for r in self.rows if r.get("uplink_codec")]
+        summary["uplink_codecs"] = {c: codecs.count(c) for c in sorted(set(codecs))}
         counts = times_scheduled(self.rows)
         summary["times_scheduled"] = counts
         summary["scheduling_jain_index"] = jain_index(list(counts.values())) if counts else None

@@ -42,7 +42,7 @@ from ..protocol import (
     COMPRESSION_UP_KEY,
     SCALES_KEY,
 )
-from .codec import CODEC_NONE, CODECS, CodecError, codec_problem, decode, encode, is_blockwise
+from .codec import CODEC_ADAPTIVE, CODEC_NONE, CODECS, CodecError, codec_problem, decode, encode, is_blockwise
 
 __all__ = ["CODECS", "CodecError", "Compression", "decode_content", "encode_into", "error_feedback_encode"]
 
@@ -59,13 +59,18 @@ class Compression:
 
     @property
     def active(self) -> bool:
-        """Whether either direction is compressed."""
+        """Whether either direction is compressed (``adaptive`` may pick any codec)."""
         return self.uplink != CODEC_NONE or self.downlink != CODEC_NONE
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the uplink codec is picked per client and round (``compression.uplink = adaptive``)."""
+        return self.uplink == CODEC_ADAPTIVE
 
     @property
     def blockwise(self) -> bool:
         """Whether either direction uses blocks (int8, int4)."""
-        return is_blockwise(self.uplink) or is_blockwise(self.downlink)
+        return self.adaptive or is_blockwise(self.uplink) or is_blockwise(self.downlink)
 
     def write(self, config: ConfigRecord) -> ConfigRecord:
         """Add the settings to a message's config (nothing when compression is off, so such

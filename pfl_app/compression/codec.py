@@ -44,6 +44,12 @@ CODEC_INT8 = "int8"
 CODEC_INT4 = "int4"
 #: Every codec, in order of size.
 CODECS = (CODEC_NONE, CODEC_FP16, CODEC_INT8, CODEC_INT4)
+#: ``compression.uplink = adaptive``: the server picks one of CODECS per client and round
+#: (:meth:`pfl_app.strategies.scheduling.ChannelScheduled.uplink_codec`); never on a message.
+CODEC_ADAPTIVE = "adaptive"
+UPLINK_CHOICES = CODECS + (CODEC_ADAPTIVE,)
+#: Bits per element of each codec's codes (scales apart).
+BITS = {"none": 32, "fp16": 16, "int8": 8, "int4": 4}
 #: The largest integer of each blockwise codec: codes are in [-level, level].
 LEVELS = {CODEC_INT8: 127, CODEC_INT4: 7}
 #: The name of the one Array of a scales record.

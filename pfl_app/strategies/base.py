@@ -17,7 +17,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from ..accounting import RoundLedger
 from ..compression import Compression, CodecError, decode_content, encode_into
-from ..compression.codec import CODEC_NONE
+from ..compression.codec import BITS, CODEC_NONE
 from ..config import RunConfig
 from ..models.personalized import format_groups
 from ..protocol import (
@@ -26,6 +26,8 @@ from ..protocol import (
     CLIENT_KEY,
     COHORT_NODE_IDS_KEY,
     COHORT_SHARES_KEY,
+    COMPRESSION_UP_KEY,
+    CONFIG_KEY,
     METRICS_KEY,
     NUM_EXAMPLES_KEY,
     OUTCOME_DELIVERED,
@@ -210,7 +212,8 @@ class PersonalizedFedAvg(FedAvg):
         self._current: dict = {}
         # What the clients decode of _current (itself without a downlink codec): their updates' base.
         self._base: dict = {}
-        self._reply_arrays_bytes: int | None = None  # reply_bytes_estimate's, per round
+        self._reply_arrays_bytes: dict[str, int] = {}  # reply_bytes_estimate's, per codec and round
+        self._uplink_codecs: dict[int, str] = {}  # node -> its codec this round (compression.uplink = adaptive)
         self._evaluated: ArrayRecord | None = None
         self._scored: RoundLedger | None = None  # eval.in-train: the last round's scores
         self._sent = 0
@@ -330,7 +333,7 @@ class PersonalizedFedAvg(FedAvg):
                 m.content[key] = record
         return decode_content(encoded, c.downlink, c.block_size, {k: v.shape for k, v in tensors.items()})
 
-    def _update_tensors(self, content: RecordDict) -> tuple[dict[str, np.ndarray], str | None]:
+    def _update_tensors(self, content: RecordDict, codec: str | None = None) -> tuple[dict[str, np.ndarray], str | None]:
         """The shared tensors a train reply stands for, or why it does not decode.
 
         Without compression, its float32 tensors. With an uplink codec, it carries the client's
@@ -343,11 +346,12 @@ class PersonalizedFedAvg(FedAvg):
         c = self.compression
         if not c.active:
             return from_arrayrecord(content[ARRAYS_KEY]), None
+        codec = codec or c.uplink  # the codec this client was told (compression.uplink = adaptive)
         try:
-            received = decode_content(content, c.uplink, c.block_size, self._expected)
+            received = decode_content(content, codec, c.block_size, self._expected)
         except CodecError as err:
-            return {}, f"its {c.uplink} update does not decode: {err}"
-        if c.uplink == CODEC_NONE:
+            return {}, f"its {codec} update does not decode: {err}"
+        if codec == CODEC_NONE:
             received = {k: v - self._base[k] for k, v in received.items()}
         return {k: (np.asarray(self._current[k], np.float32) + v).astype(np.float32)
                 for k, v in received.items()}, None
@@ -375,25 +379,39 @@ class PersonalizedFedAvg(FedAvg):
         msgs = list(super().configure_train(server_round, arrays, config, grid))
         # Encoded before scheduling, so that a scheduler reads the sizes that go on the air.
         self._base = self._encode_downlink(server_round, msgs, 0) or self._current
-        self._reply_arrays_bytes = None
+        self._reply_arrays_bytes, self._uplink_codecs = {}, {}
         return self._outgoing(server_round, self._scheduled(server_round, msgs))
 
-    def reply_bytes_estimate(self, message: Message) -> int:
+    def reply_bytes_estimate(self, message: Message, codec: str | None = None) -> int:
         """About the bytes of the reply to train ``message``: its own, with the shared tensors
-        as the uplink codec sends them (a scheduler's estimate of the uplink; the metrics and
-        config a reply carries instead of the instruction's config differ by a few bytes)."""
+        as ``codec`` (default: the uplink codec) sends them (a scheduler's estimate of the
+        uplink; the metrics and config a reply carries instead of the instruction's config
+        differ by a few bytes)."""
         size = message_bytes(message)
         c = self.compression
-        if c.uplink == c.downlink:
+        codec = codec or c.uplink
+        if codec == c.downlink:
             return size
-        if self._reply_arrays_bytes is None:
+        if codec not in self._reply_arrays_bytes:
             encoded = RecordDict()
             encode_into(encoded, {k: np.zeros(v.shape, np.float32) for k, v in self._current.items()},
-                        c.uplink, c.block_size)
-            self._reply_arrays_bytes = int(sum(r.count_bytes() for r in encoded.values()))
+                        codec, c.block_size)
+            self._reply_arrays_bytes[codec] = int(sum(r.count_bytes() for r in encoded.values()))
         sent = sum(message.content.array_records[k].count_bytes() for k in (ARRAYS_KEY, SCALES_KEY)
                    if k in message.content.array_records)
-        return size - sent + self._reply_arrays_bytes
+        return size - sent + self._reply_arrays_bytes[codec]
+
+    def uplink_codec(self, server_round: int, node: int, cohort: list[int]) -> str:
+        """The codec ``node``'s update travels as in ``server_round``, under
+        ``compression.uplink = adaptive`` (``cohort``: every node scheduled with it).
+
+        The base cannot pick one: it knows no channel. Every strategy that
+        :func:`~pfl_app.strategies.server_optimizers.build_strategy` builds can (see
+        :meth:`pfl_app.strategies.scheduling.ChannelScheduled.uplink_codec`).
+        """
+        raise ValueError(f"{type(self).__name__}: compression.uplink = 'adaptive' picks each client's codec from "
+                         "its channel, which only a channel-scheduled strategy knows (build it with "
+                         "pfl_app.strategies.build_strategy)")
 
     def schedule(self, server_round: int, node_ids: list[int]) -> list[int]:
         """Which of the nodes Flower's sampling chose train, and transmit, in ``server_round``.
@@ -467,7 +485,22 @@ class PersonalizedFedAvg(FedAvg):
                 m.content[WIRELESS_COHORT_KEY] = cohort
                 # The fairness report counts these (pfl_app.results: times_scheduled).
                 ledger.note(m.metadata.dst_node_id, scheduled=True)
+            if self.compression.adaptive:
+                kept = [self._with_uplink_codec(server_round, m, sorted(chosen)) for m in kept]
         return kept
+
+    def _with_uplink_codec(self, server_round: int, message: Message, cohort: list[int]) -> Message:
+        """``message`` with its own config naming the codec :meth:`uplink_codec` picks for its
+        node (Flower's messages of a round share one content: this one gets a copy)."""
+        node = message.metadata.dst_node_id
+        codec = self.uplink_codec(server_round, node, cohort)
+        self._uplink_codecs[node] = codec
+        self._ledger_for(server_round).note(node, uplink_codec=codec, uplink_bits=BITS[codec])
+        content = RecordDict(dict(message.content.items()))
+        config = ConfigRecord(dict(message.content.config_records[CONFIG_KEY]))
+        config[COMPRESSION_UP_KEY] = codec
+        content[CONFIG_KEY] = config
+        return Message(content=content, message_type=message.metadata.message_type, dst_node_id=node)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -590,7 +623,7 @@ class PersonalizedFedAvg(FedAvg):
                 self._reject(server_round, node, f"expected an ArrayRecord '{ARRAYS_KEY}' and a MetricRecord "
                              f"'{METRICS_KEY}' with '{self.weighted_by_key}'")
                 continue
-            tensors, problem = self._update_tensors(msg.content)
+            tensors, problem = self._update_tensors(msg.content, self._uplink_codecs.get(node))
             if problem is None and self.compression.active:
                 arrays = to_arrayrecord(tensors)  # what Flower's helpers average: the decoded tensors
             problem = problem or self.check_update(node, tensors) or self.check_metrics(node, metrics)

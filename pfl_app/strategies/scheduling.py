@@ -26,6 +26,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from ..config import RunConfig
+from ..compression.codec import CODEC_INT4, CODECS
 from ..protocol import CLIENT_ID_KEY, CLIENT_KEY, WIRELESS_COMPUTE_S_KEY, WIRELESS_KEY
 from ..records import message_bytes
 from ..wireless.access import (
@@ -209,10 +210,41 @@ class ChannelScheduled(PersonalizedFedAvg):
             message = self._train_messages[node]
             # Under a device model, the compute time its last round took (0 before its first reply).
             compute = self._compute_s.get(node, 0.0) if self.device else self.compute_s
+            # Under an adaptive uplink the narrowest codec: the one it will be given if no wider fits.
+            codec = CODEC_INT4 if self.compression.adaptive else None
             time = csi.round_time_s(client, self._num_clients, server_round, message_bytes(message),
-                                    self.reply_bytes_estimate(message), compute, self.access, share)
+                                    self.reply_bytes_estimate(message, codec), compute, self.access, share)
         return Candidate(**common, client_id=client, snr_db=state.snr_db_up, rate_bps=state.rate_bps_up,
                          round_time_s=time)
+
+    def uplink_codec(self, server_round: int, node: int, cohort: list[int]) -> str:
+        """Channel-adaptive precision (``compression.uplink = adaptive``): the widest codec
+        (none, fp16, int8, int4 in turn) whose upload lets the client's round fit the deadline.
+
+        The round time is the deadline policy's estimate (:meth:`BaseStationCSI.round_time_s`:
+        this round's fade, the client's share of the cell, ``1 / len(cohort)``, its compute
+        time, every packet through at the first attempt) with the reply's size under each codec
+        (:meth:`reply_bytes_estimate`). Like link adaptation in a cellular uplink, where the
+        base station picks each user's modulation and coding from its channel, the server
+        picks and tells the client; with perfect CSI that is the choice the client would make
+        from its own channel. If none fits, int4 (the update may still make it: the estimate
+        is a lower bound of the time, but retransmissions are not counted in it). A node whose
+        channel is not known yet (before its first reply) gets int4 too.
+        """
+        client = self._known_client(node)
+        message = self._train_messages.get(node)
+        if client is None or message is None:
+            return CODEC_INT4
+        csi = BaseStationCSI(self.link_population)
+        compute = self._compute_s.get(node, 0.0) if self.device else self.compute_s
+        share = 1.0 / max(len(cohort), 1)
+        down = message_bytes(message)
+        for codec in CODECS:
+            time = csi.round_time_s(client, self._num_clients, server_round, down,
+                                    self.reply_bytes_estimate(message, codec), compute, self.access, share)
+            if time <= self.deadline_s:
+                return codec
+        return CODEC_INT4
 
     def _settle(self, csi: BaseStationCSI) -> None:
         """Fold the last scheduled round into the averaged rates:
