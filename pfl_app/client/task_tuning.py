@@ -216,16 +216,21 @@ class ClientSession:
 
 
 def scores(s: ClientSession, up_to_round: int) -> dict[str, float]:
-    """``personalized-*`` and ``global-*`` scores on the client's test split: the personalized
-    model (received shared tensors + the client's own as of ``up_to_round``) and the global one
-    (received shared tensors + the initial values of the local ones)."""
+    """The evaluation metrics of the client's test split: its size (``num-examples``), the
+    seconds the scoring took (``eval-seconds``), and the ``personalized-*`` and ``global-*``
+    scores of the personalized model (received shared tensors + the client's own as of
+    ``up_to_round``) and the global one (received shared tensors + the initial values of the
+    local ones)."""
+    start = time.perf_counter()
     batch, precision = s.cfg.train.eval_batch_size, resolve_precision(s.cfg.train.precision)
     set_tensors(s.bundle.model, s.personalized(up_to_round))
     personal = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch, precision)
     s.load(s.bundle.initial_tensors(s.local))
     global_ = evaluate_task(s.bundle.model, s.data.task, s.data.test, s.bundle.tokenizer, batch, precision)
-    return {f"{prefix}-{name}": float(value)
-            for prefix, found in (("personalized", personal), ("global", global_)) for name, value in found.items()}
+    found = {f"{prefix}-{name}": float(value)
+             for prefix, model_scores in (("personalized", personal), ("global", global_))
+             for name, value in model_scores.items()}
+    return {NUM_EXAMPLES_KEY: len(s.data.test), EVAL_SECONDS_KEY: time.perf_counter() - start, **found}
 
 
 def handle_train(msg: Message, context: Context) -> Message:
@@ -236,10 +241,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     if bool(msg.content[CONFIG_KEY].get(SCORE_RECEIVED_KEY, False)):
         # The models the last round delivered: its global tensors, and this client's own as it
         # ended that round. Scored here, they need no evaluate message of their own.
-        start = time.perf_counter()
         received = {RECEIVED_PREFIX + k: v for k, v in scores(s, s.round - 1).items()}
-        received[RECEIVED_PREFIX + NUM_EXAMPLES_KEY] = len(s.data.test)
-        received[RECEIVED_PREFIX + EVAL_SECONDS_KEY] = time.perf_counter() - start
     s.load(s.local_tensors(s.round - 1))  # the state this round starts from
     set_trainable(s.bundle.model, s.trained)
     examples, settings, seed_client = s.data.train, s.cfg.train, s.client_id
@@ -282,6 +284,4 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
     global model (received shared tensors + the initial values of the local ones) on the
     client's test split."""
     s = ClientSession(msg, context)
-    start = time.perf_counter()
-    found = scores(s, s.round)
-    return s.reply(msg, {NUM_EXAMPLES_KEY: len(s.data.test), EVAL_SECONDS_KEY: time.perf_counter() - start, **found})
+    return s.reply(msg, scores(s, s.round))

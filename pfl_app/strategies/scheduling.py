@@ -206,14 +206,9 @@ class ChannelScheduled(PersonalizedFedAvg):
         state = csi.state(client, self._num_clients, server_round)
         time = None
         if self.deadline_s > 0 and node in self._train_messages:
-            # The reply carries the same shared tensors back, as the uplink codec sends them.
-            message = self._train_messages[node]
-            # Under a device model, the compute time its last round took (0 before its first reply).
-            compute = self._compute_s.get(node, 0.0) if self.device else self.compute_s
             # Under an adaptive uplink the narrowest codec: the one it will be given if no wider fits.
             codec = CODEC_INT4 if self.compression.adaptive else None
-            time = csi.round_time_s(client, self._num_clients, server_round, message_bytes(message),
-                                    self.reply_bytes_estimate(message, codec), compute, self.access, share)
+            time = self._round_time_estimate(csi, server_round, node, client, share, codec)
         return Candidate(**common, client_id=client, snr_db=state.snr_db_up, rate_bps=state.rate_bps_up,
                          round_time_s=time)
 
@@ -232,19 +227,25 @@ class ChannelScheduled(PersonalizedFedAvg):
         channel is not known yet (before its first reply) gets int4 too.
         """
         client = self._known_client(node)
-        message = self._train_messages.get(node)
-        if client is None or message is None:
+        if client is None or node not in self._train_messages:
             return CODEC_INT4
         csi = BaseStationCSI(self.link_population)
-        compute = self._compute_s.get(node, 0.0) if self.device else self.compute_s
         share = 1.0 / max(len(cohort), 1)
-        down = message_bytes(message)
         for codec in CODECS:
-            time = csi.round_time_s(client, self._num_clients, server_round, down,
-                                    self.reply_bytes_estimate(message, codec), compute, self.access, share)
-            if time <= self.deadline_s:
+            if self._round_time_estimate(csi, server_round, node, client, share, codec) <= self.deadline_s:
                 return codec
         return CODEC_INT4
+
+    def _round_time_estimate(self, csi: BaseStationCSI, server_round: int, node: int, client: int, share: float,
+                             codec: str | None) -> float:
+        """``node``'s round time as the base station estimates it (:meth:`BaseStationCSI.round_time_s`):
+        its train message down, its compute time, and its reply up with the shared tensors as
+        ``codec`` sends them (default: the uplink codec), at ``share`` of the cell."""
+        message = self._train_messages[node]
+        # Under a device model, the compute time its last round took (0 before its first reply).
+        compute = self._compute_s.get(node, 0.0) if self.device else self.compute_s
+        return csi.round_time_s(client, self._num_clients, server_round, message_bytes(message),
+                                self.reply_bytes_estimate(message, codec), compute, self.access, share)
 
     def _settle(self, csi: BaseStationCSI) -> None:
         """Fold the last scheduled round into the averaged rates:
