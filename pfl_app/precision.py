@@ -93,8 +93,10 @@ def precision_problem(name: str, device: str | None = None) -> str | None:
     problems; ``fp32`` and ``auto`` always run."""
     if name not in PRECISIONS:
         return f"run-config key '{KEY}' = {name!r} is not allowed; allowed values: {', '.join(PRECISIONS)}"
-    device = device or training_device()
-    if name == BF16 and not bf16_native(device):
+    if name != BF16:
+        return None
+    device = device or training_device()  # asked only for bf16: every client message runs this check
+    if not bf16_native(device):
         return (f"run-config key '{KEY}' = 'bf16' cannot run on this machine's {_device_text(device)}: it has no "
                 "native bfloat16 arithmetic, and emulated bf16 is many times slower than fp32; allowed here: "
                 f"fp32, or auto (which picks fp32 on this {device})")
