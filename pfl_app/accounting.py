@@ -32,6 +32,11 @@ class RoundLedger:
     def note(self, node_id: int, **fields: Any) -> None:
         self._rows[node_id].update(fields)
 
+    def note_all(self, **fields: Any) -> None:
+        """Set ``fields`` on every node's row so far (facts about the whole round)."""
+        for node_id in list(self._rows):
+            self._rows[node_id].update(fields)
+
     def rows(self) -> list[dict[str, Any]]:
         """One dict per node, ordered by client id where known, then node id."""
         out = [{"round": self.server_round, "node": node, **row} for node, row in self._rows.items()]

@@ -30,6 +30,7 @@ from .compression.codec import CODEC_ADAPTIVE, CODEC_NONE, CODECS, UPLINK_CHOICE
 from .data.partition import PARTITIONERS
 from .data.sources import Columns
 from .precision import PRECISIONS
+from .privacy import CLIP_SITES, DP_CENTRAL, DP_LOCAL, DP_MODES, DP_NONE
 from .methods import CLIENT_KINDS, MethodSpec, method_names, method_problem, method_spec
 from .wireless.device import device_names, device_problem
 from .wireless.access import ACCESS_DEDICATED, ACCESS_SCHEMES, ACCESS_SHARES, SHARES_EQUAL
@@ -477,6 +478,25 @@ class CompressionSettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    """``dp.*``: differential privacy of the shared tensors (see docs/privacy.md)."""
+
+    mode: str = setting("none", "none; central (each update clipped to dp.clipping-norm, equal-weight mean over "
+                        "the round's cohort, Gaussian noise z C / n added by the server: Flower's "
+                        "DifferentialPrivacyClientSideFixedClipping); local (each client clips and noises its own "
+                        "update: Flower's LocalDpMod)", DP_MODES)
+    noise_multiplier: float = setting(1.0, "central: z, the noise std over the clipping norm", check=_positive)
+    clipping_norm: float = setting(0.1, "C, the L2 norm every update of the shared tensors is clipped to",
+                                    check=_positive)
+    clipping: str = setting("client", "central: where updates are clipped: client (before they are encoded; the "
+                            "server clips the decoded ones again) or server (there alone)", CLIP_SITES)
+    delta: float = setting(1e-5, "the delta of the (epsilon, delta) guarantee reported in summary.json; local: "
+                           "per round", check=_open_fraction)
+    epsilon: float = setting(0.5, "local: epsilon of each round's release (the classical Gaussian mechanism "
+                             "holds for epsilon < 1)", check=_open_fraction)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """The validated, typed run configuration.
 
@@ -522,6 +542,7 @@ class RunConfig:
     wireless: WirelessSettings
     schedule: ScheduleSettings
     compression: CompressionSettings
+    dp: PrivacySettings
     flat: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
 
     @property
@@ -729,6 +750,40 @@ def _check_compression(c: Mapping[str, Any]) -> None:
                           "with aircomp: none")
 
 
+def _check_privacy(c: Mapping[str, Any]) -> None:
+    """DP bounds what one client adds to the mean of the shared tensors: the method must share
+    some and average them with the base's rule, and nothing after the noise may depend on one
+    client more than the mean does."""
+    mode, method = c["dp.mode"], c["method"]
+    spec = method_spec(method)
+    key = f"run-config key 'dp.mode' = {mode!r}"
+    allowed = "a task-tuning method that shares tensors and keeps the base's weighted average (pftt, fedit, " \
+        "fedsa-lora, ...), or dp.mode = none"
+    if spec.client_kind != "task":
+        raise ConfigError(f"{key} clips task-tuning updates, but 'method' = {method!r} is an RLHF method; allowed: "
+                          f"{allowed}")
+    strategy = spec.strategy
+    if not tuple(getattr(strategy, "shared_groups", ())):
+        raise ConfigError(f"{key} protects the shared tensors, but method {method!r} shares none; allowed: {allowed}")
+    for hook in ("aggregate", "aggregation_weights"):
+        rule = getattr(strategy, hook, None)
+        if rule is not None and getattr(rule, "__qualname__", "") != f"PersonalizedFedAvg.{hook}":
+            raise ConfigError(f"{key} needs the equal-weight mean its noise is calibrated for, but method {method!r} "
+                              f"aggregates by its own {hook} ({rule.__qualname__}); allowed: {allowed}")
+    if c["wireless.aggregation"] == AGGREGATION_AIRCOMP:
+        raise ConfigError(f"{key} clips and noises digital updates, but 'wireless.aggregation' = "
+                          f"{AGGREGATION_AIRCOMP!r} sums analog ones on the air; allowed with DP: digital")
+    if mode == DP_CENTRAL and c["server-optimizer"] not in ("fedavg", "fedprox"):
+        raise ConfigError(f"{key} noises the mean of the updates, but 'server-optimizer' = {c['server-optimizer']!r} "
+                          "turns that mean into a step with a state of its own, which the noise is not calibrated "
+                          "for; allowed with central DP: fedavg, fedprox")
+    for direction in ("uplink", "downlink"):
+        if mode == DP_LOCAL and c[f"compression.{direction}"] != CODEC_NONE:
+            raise ConfigError(f"{key} clips and noises the float32 tensors a client receives and sends (Flower's "
+                              f"LocalDpMod), but 'compression.{direction}' = {c[f'compression.{direction}']!r} "
+                              f"sends integer codes; allowed with local DP: compression.{direction} = none")
+
+
 def _check_access_shares(c: Mapping[str, Any]) -> None:
     """Shares other than equal divide a shared cell's uplink: they need one (``tdma`` or
     ``ofdma``), and a digital uplink (AirComp's clients all transmit at once on the whole band,
@@ -792,6 +847,8 @@ def parse_run_config(run_config: Mapping[str, Any]) -> RunConfig:
     if c["wireless.aggregation"] == AGGREGATION_AIRCOMP:
         _check_aircomp_method(c["method"])
     _check_compression(c)
+    if c["dp.mode"] != DP_NONE:
+        _check_privacy(c)
     if c["eval.in-train"] and method_spec(c["method"]).client_kind != "task":
         raise ConfigError(f"run-config key 'eval.in-train' = true scores task-tuning models, but 'method' = "
                           f"{c['method']!r} is an RLHF method, whose evaluation samples and scores answers; "

@@ -133,6 +133,12 @@ TRAIN_SECONDS_KEY = "train-seconds"
 #: Seconds the client's scoring took (every model it evaluates). Task and RLHF clients write;
 #: the server records it (bench/scale.py subtracts it, with train-seconds, from a round's wall time).
 EVAL_SECONDS_KEY = "eval-seconds"
+#: Central DP with client clipping: the L2 norm of the client's update before it clipped it.
+#: Task client writes; the server records it (pfl_app.privacy).
+UPDATE_NORM_KEY = "update-norm"
+#: Local DP: the epsilon of this update's release. The client's local-DP mod writes; the server
+#: records it, and summary.json composes them (pfl_app.privacy.local_epsilon).
+DP_EPSILON_KEY = "dp-epsilon"
 #: Mean personalized reward of the round. RLHF client writes; PFIT weighs updates by it.
 TRAIN_REWARD_KEY = "train-reward"
 #: The client's safety weight. RLHF client writes; server records it, the plots read it.

@@ -25,6 +25,7 @@ from safetensors.numpy import save_file
 from . import checkpoint
 from .config import RunConfig
 from .methods import method_label
+from .privacy import privacy_summary
 from .wireless.channel import round_air_time as channel_round_air_time
 from .wireless.scheduling import jain_index
 
@@ -228,6 +229,10 @@ class RunRecorder:
         # compression.uplink = adaptive: how often each codec was picked (rows' uplink_codec).
         codecs = [r["uplink_codec"] for r in self.rows if r.get("uplink_codec")]
         summary["uplink_codecs"] = {c: codecs.count(c) for c in sorted(set(codecs))}
+        dp = self.cfg.dp
+        summary["privacy"] = privacy_summary(dp.mode, self.rows, noise_multiplier=dp.noise_multiplier,
+                                             clipping_norm=dp.clipping_norm, delta=dp.delta, clipping=dp.clipping,
+                                             epsilon_per_round=dp.epsilon)
         counts = times_scheduled(self.rows)
         summary["times_scheduled"] = counts
         summary["scheduling_jain_index"] = jain_index(list(counts.values())) if counts else None

@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # Helpers that know neither the run config nor who runs them.
     ("base", (
         "pfl_app.accounting", "pfl_app.adapters", "pfl_app.compression", "pfl_app.checkpoint", "pfl_app.data",
-        "pfl_app.methods", "pfl_app.models", "pfl_app.plugins", "pfl_app.precision", "pfl_app.process_guard", "pfl_app.quiet", "pfl_app.records",
+        "pfl_app.methods", "pfl_app.models", "pfl_app.plugins", "pfl_app.precision", "pfl_app.privacy", "pfl_app.process_guard", "pfl_app.quiet", "pfl_app.records",
         "pfl_app.runlock", "pfl_app.tasks", "pfl_app.wireless",
     )),
     # The run config, checked against the partitioners' and link profiles' names.

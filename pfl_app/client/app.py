@@ -12,6 +12,7 @@ from ..faults import fault_injection_mod
 from ..quiet import quiet_libraries
 from ..wireless.mod import WirelessMod, client_channel
 from . import handlers
+from .privacy import local_dp_mod
 
 quiet_libraries()
 # Every train message and its reply cross the client's simulated radio link (the channel
@@ -20,7 +21,8 @@ quiet_libraries()
 app = ClientApp(mods=[WirelessMod(client_channel), fault_injection_mod])
 
 
-@app.train()
+# Local DP (off unless dp.mode = local) noises the update inside the channel, before it leaves.
+@app.train(mods=[local_dp_mod])
 def train(msg: Message, context: Context) -> Message:
     return handlers(context)[0](msg, context)
 

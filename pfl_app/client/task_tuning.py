@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from ..compression import Compression, decode_content, error_feedback_encode
 from ..compression.codec import CODEC_NONE
@@ -57,9 +58,11 @@ from ..protocol import (
     TRAIN_TOKENS_KEY,
     TRAINABLE_PARAMS_KEY,
     TRAINED_GROUPS_KEY,
+    UPDATE_NORM_KEY,
     WIRELESS_WORKLOAD_KEY,
 )
 from ..precision import resolve_precision
+from ..privacy import clip_update
 from ..records import from_arrayrecord, to_arrayrecord
 from ..tasks import evaluate as evaluate_task
 from ..training import Workload, train_locally
@@ -205,6 +208,11 @@ class ClientSession:
                 CLIENT_KEY: ConfigRecord({CLIENT_ID_KEY: self.client_id, TASK_KEY: self.task_name}),
             }
         )
+        if arrays is not None and KEY_CLIPPING_NORM in self.config:
+            # Central DP (pfl_app.privacy): the update is clipped before it is encoded, and its
+            # norm before clipping goes back, for choosing dp.clipping-norm.
+            arrays, norm = clip_update(arrays, self.received, float(self.config[KEY_CLIPPING_NORM]))
+            content[METRICS_KEY][UPDATE_NORM_KEY] = norm
         if arrays is not None and self.compression.uplink != CODEC_NONE:
             for key, record in self.encoded_update(arrays).items():
                 content[key] = record

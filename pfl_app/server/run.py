@@ -21,6 +21,7 @@ from ..results import RunRecorder, resolve_run_dir
 from ..runlock import SERVERAPP_LOCK, RunFolderLocked, RunLock
 from ..strategies import STRATEGIES
 from ..strategies.base import TooFewClients
+from ..strategies.privacy import with_privacy
 from ..strategies.server_optimizers import build_strategy
 
 
@@ -149,7 +150,8 @@ def _run(grid: Grid, cfg: RunConfig, run_dir: Path, resume: Checkpoint | None) -
     log(INFO, "pfl-app: %d shared tensors, %d bytes per copy", len(initial), initial.count_bytes())
     message_config = ConfigRecord({RUN_DIR_KEY: str(run_dir)})
     try:
-        result = strategy.start(
+        # Under central DP the wrapper runs the rounds; the strategy keeps its books either way.
+        result = with_privacy(strategy, cfg).start(
             grid=grid,
             initial_arrays=initial,
             num_rounds=cfg.num_server_rounds,

@@ -20,6 +20,7 @@ from ..compression import Compression, CodecError, decode_content, encode_into
 from ..compression.codec import BITS, CODEC_NONE
 from ..config import RunConfig
 from ..models.personalized import format_groups
+from ..privacy import DP_CENTRAL, clip_update, fixed_cohort_mean
 from ..protocol import (
     ARRAYS_KEY,
     CLIENT_ID_KEY,
@@ -40,6 +41,7 @@ from ..protocol import (
     SHARED_GROUPS_KEY,
     TASK_KEY,
     TRAINED_GROUPS_KEY,
+    UPDATE_NORM_KEY,
     WIRELESS_BYTES_UP_KEY,
     WIRELESS_COHORT_KEY,
     WIRELESS_KEY,
@@ -168,6 +170,9 @@ class PersonalizedFedAvg(FedAvg):
         "compression": lambda v: None if isinstance(v, Compression) else "a pfl_app.compression.Compression",
         "seed": lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= 0
         else "a whole number >= 0",
+        "dp_clipping_norm": lambda v: None if v >= 0 else "a number >= 0 (0: off)",
+        "dp_cohort": lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        else "a whole number >= 0 (0: off)",
     }
 
     shared_groups: tuple[str, ...] = ("adapter", "lora_A", "lora_B")
@@ -199,6 +204,12 @@ class PersonalizedFedAvg(FedAvg):
     compression: Compression = Compression()
     #: The run's seed: stochastic rounding of the downlink draws from it and the round.
     seed: int = 0
+    #: Central DP (run-config ``dp.*``, :mod:`pfl_app.privacy`): every decoded update is clipped
+    #: to this L2 norm before it is aggregated; 0: off.
+    dp_clipping_norm: float = 0.0
+    #: Central DP: aggregate by :func:`pfl_app.privacy.fixed_cohort_mean` over this many clients
+    #: (the round's planned cohort, which the DP wrapper sets) instead of :meth:`aggregate`; 0: off.
+    dp_cohort: int = 0
     trained_groups: tuple[str, ...] = ("adapter", "lora_A", "lora_B")
 
     def __init__(self, *, method: str = "", on_round_end: RoundCallback | None = None, **kwargs: Any) -> None:
@@ -249,9 +260,13 @@ class PersonalizedFedAvg(FedAvg):
     @classmethod
     def run_config_options(cls, cfg: RunConfig) -> dict[str, Any]:
         """This class's settings as the run config gives them; override to add your own."""
-        return {"norm_factor": cfg.update_norm_factor, "min_answers": cfg.min_answers,
+        central = cfg.dp.mode == DP_CENTRAL
+        # Under central DP, whether one update is rejected as an outlier would depend on the
+        # others' norms, which breaks the per-client bound the noise is calibrated for: off.
+        return {"norm_factor": 0.0 if central else cfg.update_norm_factor, "min_answers": cfg.min_answers,
                 "eval_every": cfg.eval.every, "eval_fraction": cfg.eval.fraction, "eval_in_train": cfg.eval.in_train,
-                "num_rounds": cfg.num_server_rounds, "compression": cfg.compression.settings(), "seed": cfg.seed}
+                "num_rounds": cfg.num_server_rounds, "compression": cfg.compression.settings(), "seed": cfg.seed,
+                "dp_clipping_norm": cfg.dp.clipping_norm if central else 0.0}
 
     @classmethod
     def from_run_config(cls, cfg: RunConfig, **kwargs: Any) -> PersonalizedFedAvg:
@@ -631,6 +646,14 @@ class PersonalizedFedAvg(FedAvg):
                 self._reject(server_round, node, problem)
                 continue
             mask = msg.content.array_records.get(WIRELESS_MASK_KEY)
+            if self.dp_clipping_norm > 0:
+                # After the checks (a NaN update is rejected, not clipped), on the decoded tensors.
+                tensors, norm = clip_update(tensors, self._current, self.dp_clipping_norm,
+                                            from_arrayrecord(mask) if mask is not None else None)
+                arrays = to_arrayrecord(tensors)
+                # The client's own measure (before it clipped) where it sent one.
+                norm = float(metrics.get(UPDATE_NORM_KEY, norm))
+                ledger.note(node, update_norm=norm, clipped=norm > self.dp_clipping_norm)
             ledger.note(
                 node,
                 # train-loss, train-seconds and what else the client measured (RLHF: rewards).
@@ -675,6 +698,9 @@ class PersonalizedFedAvg(FedAvg):
         dict of str to ndarray
             A tensor per name of ``current``, of its shape; sent as float32.
         """
+        if self.dp_cohort > 0:
+            return fixed_cohort_mean([u.tensors for u in updates], [u.mask for u in updates], current,
+                                     self.dp_cohort)
         if all(u.mask is None for u in updates):
             # Flower's helper averages by a metric: hand it the weights as one.
             weighted = [RecordDict({ARRAYS_KEY: u.arrays,
@@ -708,11 +734,18 @@ class PersonalizedFedAvg(FedAvg):
             [RecordDict({ARRAYS_KEY: u.arrays, METRICS_KEY: u.metrics}) for u in updates], self.weighted_by_key
         )
         weights = self.aggregation_weights(server_round, [(u.node, u.metrics) for u in updates])
-        total = sum(weights)
+        if self.dp_cohort > 0:  # each update counts 1/n of the planned cohort (pfl_app.privacy)
+            weights = [1.0] * len(updates)
+        total = max(sum(weights), self.dp_cohort)
         ledger = self._ledger_for(server_round)
         for u, w in zip(updates, weights):
             ledger.note(u.node, aggregation_weight=w / total if total > 0 else 0.0)
         return to_arrayrecord(self.aggregate(updates, weights, self._current)), metrics
+
+    def note_round(self, server_round: int, **fields: Any) -> None:
+        """Note ``fields`` on every row of ``server_round`` so far: facts about the whole round,
+        from a wrapper such as :class:`pfl_app.strategies.privacy.CentralPrivacy`."""
+        self._ledger_for(server_round).note_all(**fields)
 
     def _note_received_scores(self, server_round: int, node: int, msg: Message, metrics: MetricRecord) -> None:
         """Book the scores a train reply made of the last round's models (``eval.in-train``)
