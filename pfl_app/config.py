@@ -329,7 +329,7 @@ class RlhfSettings:
                                       "cost of one longer evaluation; earlier rounds score rlhf.eval-prompts of "
                                       "them (half from each half)", check=_non_negative)
     prompts_per_step: int = setting(1, "prompts per GRPO step (each sampled num-generations times)",
-                                    check=_positive)
+                                   check=_positive)
     num_generations: int = setting(8, "completions sampled per prompt (GRPO's group)",
                                    check=lambda v: None if v >= 2 else "a whole number >= 2")
     max_completion_length: int = setting(32, "tokens per sampled completion", check=_positive)
@@ -373,7 +373,7 @@ class RlhfSettings:
     attention: str = setting("dense", "self-attention pattern of the policy: dense, or a local window plus "
                              "sink tokens", ATTENTION_PATTERNS)
     attention_window: int = setting(64, "local-window: tokens each query attends to back from itself",
-                                    check=_positive)
+                                   check=_positive)
     sink_tokens: int = setting(4, "local-window: first tokens every query also attends to", check=_non_negative)
 
 
@@ -486,8 +486,9 @@ class PrivacySettings:
                         "DifferentialPrivacyClientSideFixedClipping); local (each client clips and noises its own "
                         "update: Flower's LocalDpMod)", DP_MODES)
     noise_multiplier: float = setting(1.0, "central: z, the noise std over the clipping norm", check=_positive)
-    clipping_norm: float = setting(0.1, "C, the L2 norm every update of the shared tensors is clipped to",
-                                    check=_positive)
+    clipping_norm: float = setting(1.0, "C, the L2 norm every update of the shared tensors is clipped to (the "
+                                   "default model's PFTT updates are about 1: docs/privacy.md)",
+                                   check=_positive)
     clipping: str = setting("client", "central: where updates are clipped: client (before they are encoded; the "
                             "server clips the decoded ones again) or server (there alone)", CLIP_SITES)
     delta: float = setting(1e-5, "the delta of the (epsilon, delta) guarantee reported in summary.json; local: "
@@ -765,6 +766,9 @@ def _check_privacy(c: Mapping[str, Any]) -> None:
     strategy = spec.strategy
     if not tuple(getattr(strategy, "shared_groups", ())):
         raise ConfigError(f"{key} protects the shared tensors, but method {method!r} shares none; allowed: {allowed}")
+    if getattr(strategy, "pools_data", False):
+        raise ConfigError(f"{key} protects each client's data in its own update, but method {method!r} trains one "
+                          f"model on every client's data pooled; allowed: {allowed}")
     for hook in ("aggregate", "aggregation_weights"):
         rule = getattr(strategy, hook, None)
         if rule is not None and getattr(rule, "__qualname__", "") != f"PersonalizedFedAvg.{hook}":

@@ -232,9 +232,16 @@ config_case("range-clients-per-round", "schedule.clients-per-round=-1", "'schedu
 config_case("range-pf-window", "schedule.pf-window=0.5", "'schedule.pf-window' = 0.5", "a number >= 1")
 config_case("range-compression-block-zero", "compression.block-size=0", "'compression.block-size' = 0",
             "a whole number >= 1")
+config_case("range-dp-noise-zero", "dp.mode='central' dp.noise-multiplier=0.0", "'dp.noise-multiplier' = 0.0",
+            "a number > 0")
+config_case("range-dp-clipping-negative", "dp.mode='central' dp.clipping-norm=-1.0", "'dp.clipping-norm' = -1.0",
+            "a number > 0")
+config_case("range-dp-delta-one", "dp.mode='central' dp.delta=1.0", "'dp.delta' = 1.0", "a number in (0, 1)")
+config_case("range-dp-epsilon-large", "dp.mode='local' dp.epsilon=3.0", "'dp.epsilon' = 3.0", "a number in (0, 1)")
 
 # --- values outside a closed set -----------------------------------------------------------
 
+config_case("choice-dp-mode", "dp.mode='centrall'", "'dp.mode' = 'centrall'", "none, central, local")
 config_case("choice-method", "method='fedavg'", "'method' = 'fedavg'", "allowed values", "pftt")
 config_case("choice-profile", "wireless.profile='5g'", "'wireless.profile' = '5g'", "allowed values", "wifi")
 config_case("choice-partitioner", "data.partitioner='random'", "'data.partitioner'", "dirichlet")
@@ -281,6 +288,14 @@ config_case("cross-access-own-channel", "wireless.access='tdma' wireless.channel
             "'wireless.access' = 'tdma'", "'wireless.channel'", "allowed with it: dedicated")
 config_case("cross-compression-partial", "compression.uplink='int8' wireless.loss-mode='partial'",
             "'compression.uplink' = 'int8'", "'wireless.loss-mode' = 'partial'", "allowed with compression")
+config_case("cross-dp-own-rule", "dp.mode='central' method='flexlora'", "'dp.mode' = 'central'",
+            "flexlora", "aggregate", "allowed")
+config_case("cross-dp-server-optimizer", "dp.mode='central' server-optimizer='fedadam'", "'dp.mode' = 'central'",
+            "'server-optimizer' = 'fedadam'", "allowed with central DP: fedavg, fedprox")
+config_case("cross-dp-local-compression", "dp.mode='local' compression.uplink='int8'", "'dp.mode' = 'local'",
+            "'compression.uplink' = 'int8'", "allowed with local DP")
+config_case("cross-dp-aircomp", "dp.mode='central' wireless.aggregation='aircomp'", "'dp.mode' = 'central'",
+            "'wireless.aggregation' = 'aircomp'", "allowed with DP: digital")
 config_case("cross-compression-aircomp", "compression.uplink='int4' wireless.aggregation='aircomp'",
             "'compression.uplink' = 'int4'", "'wireless.aggregation' = 'aircomp'", "allowed with aircomp: none")
 config_case("cross-pf-shares-dedicated", "wireless.access-shares='proportional-fair'",

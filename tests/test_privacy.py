@@ -25,7 +25,7 @@ from pfl_app.privacy import (
     update_norm,
 )
 from pfl_app.records import from_arrayrecord, to_arrayrecord
-from pfl_app.strategies import FedIT, PFTT, STRATEGIES
+from pfl_app.strategies import PFTT, STRATEGIES
 from pfl_app.strategies.privacy import CentralPrivacy, with_privacy
 from pfl_app.strategies.server_optimizers import build_strategy
 
@@ -219,6 +219,7 @@ def test_with_privacy_wraps_the_run_strategy_and_turns_outlier_rejection_off(met
     ({"dp.mode": "central", "method": "flexlora"}, "aggregate"),
     ({"dp.mode": "central", "method": "pftt-median"}, "aggregate"),
     ({"dp.mode": "central", "method": "local-only"}, "shares none"),
+    ({"dp.mode": "local", "method": "centralized"}, "pooled"),
     ({"dp.mode": "central", "method": "pfit"}, "RLHF"),
     ({"dp.mode": "central", "server-optimizer": "fedadam"}, "server-optimizer"),
     ({"dp.mode": "central", "wireless.aggregation": "aircomp"}, "aircomp"),

@@ -182,6 +182,9 @@ class PersonalizedFedAvg(FedAvg):
     client_kind: str = "task"
     model_parts: tuple[str, ...] = ()
     delivered_model: str = "personalized"
+    #: Whether one client trains on every client's data (the centralized reference): no
+    #: update then comes from one client's data alone, which user-level DP needs.
+    pools_data: bool = False
     #: Rounds up to this one were finished before a resume: they are skipped.
     resume_after: int = 0
     #: An update whose distance from the global tensors exceeds this many times the

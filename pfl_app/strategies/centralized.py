@@ -21,6 +21,7 @@ class Centralized(PersonalizedFedAvg):
 
     shared_groups = ("adapter", "lora_A", "lora_B")
     trained_groups = ("adapter", "lora_A", "lora_B")
+    pools_data = True
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
