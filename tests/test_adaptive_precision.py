@@ -118,3 +118,16 @@ def test_a_message_never_asks_a_client_for_adaptive():
 
     with pytest.raises(ValueError, match="codec 'adaptive'"):
         Compression.read({"compression-up": "adaptive"})
+
+
+def test_an_evaluate_message_of_an_adaptive_run_names_a_codec_the_client_reads(flower_identity):
+    from pfl_app.compression import Compression
+
+    cfg, strategy = _build(1e9)
+    first = _train(strategy, 1)
+    strategy.aggregate_train(1, [_reply(m, GLOBAL, "int4") for m in first.values()])
+    evaluate = list(strategy.configure_evaluate(1, to_arrayrecord(GLOBAL), ConfigRecord({"run-dir": "/x"}),
+                                                FakeGrid(NODES)))
+    assert evaluate
+    for m in evaluate:  # read as the client reads it: "adaptive" would be refused there
+        assert Compression.read(m.content["config"]).uplink in CODECS

@@ -42,7 +42,7 @@ from ..protocol import (
     COMPRESSION_UP_KEY,
     SCALES_KEY,
 )
-from .codec import CODEC_ADAPTIVE, CODEC_NONE, CODECS, CodecError, codec_problem, decode, encode, is_blockwise
+from .codec import CODEC_ADAPTIVE, CODEC_INT4, CODEC_NONE, CODECS, CodecError, codec_problem, decode, encode, is_blockwise
 
 __all__ = ["CODECS", "CodecError", "Compression", "decode_content", "encode_into", "error_feedback_encode"]
 
@@ -77,7 +77,10 @@ class Compression:
         messages stay as they were)."""
         if self.active:
             config[COMPRESSION_DOWN_KEY] = self.downlink
-            config[COMPRESSION_UP_KEY] = self.uplink
+            # A message names a codec, never "adaptive": the strategy puts the one it picks into
+            # each train message (PersonalizedFedAvg._with_uplink_codec); until then, and in an
+            # evaluate message, whose reply sends no tensors, the narrowest stands in.
+            config[COMPRESSION_UP_KEY] = CODEC_INT4 if self.adaptive else self.uplink
             config[COMPRESSION_BLOCK_KEY] = int(self.block_size)
             config[COMPRESSION_STOCHASTIC_KEY] = bool(self.stochastic_rounding)
             config[COMPRESSION_FEEDBACK_KEY] = bool(self.error_feedback)
