@@ -19,8 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from pfl_app.launch import launch, load_scenario  # noqa: E402
-from pfl_app.plots import load_run  # noqa: E402
+# bench/ is on the path of a script run from it: runs.py is its neighbour.
+from runs import run_or_reuse  # noqa: E402
 
 # (name, method, uplink codec, error feedback)
 VARIANTS = (
@@ -49,29 +49,25 @@ def main() -> int:
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    scenario = load_scenario(args.scenario)
-    if args.clients:
-        scenario.federation["num-supernodes"] = args.clients
     # An ideal link: bytes and accuracy here; the air time follows the bytes (docs/compression.md).
-    common = {"seed": args.seed, "results-dir": args.results_dir, "wireless.profile": "ideal",
-              "compression.block-size": args.block_size}
+    common = {"seed": args.seed, "wireless.profile": "ideal", "compression.block-size": args.block_size}
     for key, value in (("num-server-rounds", args.rounds), ("model.name", args.model)):
         if value is not None:
             common[key] = value
     wanted = set(args.only.split(",")) if args.only else None
-    tag = f"s{args.seed}-{os.getpid()}"
+    tag = f"b{args.block_size}-s{args.seed}" + "".join(f"-{k}={v}" for k, v in sorted(common.items())
+                                                       if k in ("num-server-rounds", "model.name"))
     figures: dict[str, dict] = {}
     for name, method, uplink, feedback in VARIANTS:
         if wanted is not None and name not in wanted:
             continue
-        print(f"== {name} ==", flush=True)
-        overrides = {**common, "method": method, "compression.uplink": uplink,
-                     "compression.error-feedback": feedback, "run-name": f"{name}-{tag}"}
-        _, run_dir = launch(ROOT, scenario, overrides,
-                            echo=lambda line: print(line, flush=True) if line.startswith("round") else None)
-        summary = load_run(run_dir)[0]
-        figures[name] = {"run_dir": str(run_dir), "method": method, "uplink": uplink, "error_feedback": feedback,
-                         "uplink_bytes_total": summary["uplink_bytes_total"],
+        overrides = {**common, "method": method, "compression.uplink": uplink, "compression.error-feedback": feedback}
+        # Named by what it runs, so that a rerun reuses a finished variant (bench/runs.py).
+        run_name = f"{name}-{tag}"
+        summary, _ = run_or_reuse(Path(args.results_dir), run_name, overrides, clients=args.clients,
+                                  scenario=Path(args.scenario))
+        figures[name] = {"run_dir": str(Path(args.results_dir) / run_name), "method": method, "uplink": uplink,
+                         "error_feedback": feedback, "uplink_bytes_total": summary["uplink_bytes_total"],
                          "personalized_accuracy_mean": summary["personalized_accuracy_mean"],
                          "global_accuracy_mean": summary["global_accuracy_mean"]}
 
