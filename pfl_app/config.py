@@ -30,7 +30,7 @@ from .compression.codec import CODEC_ADAPTIVE, CODEC_NONE, CODECS, UPLINK_CHOICE
 from .data.partition import PARTITIONERS
 from .data.sources import Columns
 from .precision import PRECISIONS
-from .privacy import CLIP_SITES, DP_CENTRAL, DP_LOCAL, DP_MODES, DP_NONE
+from .privacy import CLIP_ADAPTIVE, CLIP_SITES, DP_CENTRAL, DP_LOCAL, DP_MODES, DP_NONE
 from .methods import CLIENT_KINDS, MethodSpec, method_names, method_problem, method_spec
 from .wireless.device import device_names, device_problem
 from .wireless.access import ACCESS_DEDICATED, ACCESS_SCHEMES, ACCESS_SHARES, SHARES_EQUAL
@@ -490,7 +490,16 @@ class PrivacySettings:
                                    "default model's PFTT updates are about 1: docs/privacy.md)",
                                    check=_positive)
     clipping: str = setting("client", "central: where updates are clipped: client (before they are encoded; the "
-                            "server clips the decoded ones again) or server (there alone)", CLIP_SITES)
+                            "server clips the decoded ones again), server (there alone), or adaptive (as client, "
+                            "with the norm moved each round toward dp.target-quantile of the update norms, from "
+                            "dp.clipping-norm: Flower's DifferentialPrivacyClientSideAdaptiveClipping)", CLIP_SITES)
+    target_quantile: float = setting(0.5, "adaptive clipping: the share of updates the norm should leave unclipped",
+                                     check=_open_fraction)
+    clip_learning_rate: float = setting(0.2, "adaptive clipping: the geometric step of the norm per round",
+                                        check=_positive)
+    clipped_count_stddev: float = setting(0.0, "adaptive clipping: std of the noise on the count of unclipped "
+                                          "updates; 0: Flower's default, the cohort size / 20 (needs "
+                                          "dp.noise-multiplier below twice it)", check=_non_negative)
     delta: float = setting(1e-5, "the delta of the (epsilon, delta) guarantee reported in summary.json; local: "
                            "per round", check=_open_fraction)
     epsilon: float = setting(0.5, "local: epsilon of each round's release (the classical Gaussian mechanism "
@@ -781,6 +790,12 @@ def _check_privacy(c: Mapping[str, Any]) -> None:
         raise ConfigError(f"{key} noises the mean of the updates, but 'server-optimizer' = {c['server-optimizer']!r} "
                           "turns that mean into a step with a state of its own, which the noise is not calibrated "
                           "for; allowed with central DP: fedavg, fedprox")
+    sigma = c["dp.clipped-count-stddev"]
+    if c["dp.clipping"] == CLIP_ADAPTIVE and sigma > 0 and not c["dp.noise-multiplier"] < 2 * sigma:
+        # Flower's split of z between the count and the model needs z < 2 sigma (Andrew et al.).
+        raise ConfigError(f"run-config key 'dp.clipped-count-stddev' = {sigma:g} is too small for "
+                          f"'dp.noise-multiplier' = {c['dp.noise-multiplier']:g} under adaptive clipping; allowed: "
+                          f"dp.clipped-count-stddev > dp.noise-multiplier / 2 = {c['dp.noise-multiplier'] / 2:g}")
     for direction in ("uplink", "downlink"):
         if mode == DP_LOCAL and c[f"compression.{direction}"] != CODEC_NONE:
             raise ConfigError(f"{key} clips and noises the float32 tensors a client receives and sends (Flower's "

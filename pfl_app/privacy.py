@@ -7,7 +7,9 @@ Run-config keys ``dp.*`` (see docs/privacy.md). Two modes, both from Flower's ow
   (``dp.clipping = client``, the config key Flower's
   ``DifferentialPrivacyClientSideFixedClipping`` writes) and, in every case, on the server
   once decoded (quantization and error feedback can push a clipped update a little past
-  ``C``; ``dp.clipping = server`` clips there alone). The server averages the clipped updates
+  ``C``; ``dp.clipping = server`` clips there alone; ``dp.clipping = adaptive`` moves ``C``
+  each round toward a quantile of the update norms, Flower's
+  ``DifferentialPrivacyClientSideAdaptiveClipping``). The server averages the clipped updates
   with equal weights over the planned cohort size ``n`` (:func:`fixed_cohort_mean`) and
   Flower's wrapper adds Gaussian noise of std ``z C / n`` (``z``: ``dp.noise-multiplier``).
   A client's LoRA, and whatever else it keeps, never leaves it and is never noised.
@@ -31,8 +33,8 @@ import numpy as np
 
 DP_NONE, DP_CENTRAL, DP_LOCAL = "none", "central", "local"
 DP_MODES = (DP_NONE, DP_CENTRAL, DP_LOCAL)
-CLIP_CLIENT, CLIP_SERVER = "client", "server"
-CLIP_SITES = (CLIP_CLIENT, CLIP_SERVER)
+CLIP_CLIENT, CLIP_SERVER, CLIP_ADAPTIVE = "client", "server", "adaptive"
+CLIP_SITES = (CLIP_CLIENT, CLIP_SERVER, CLIP_ADAPTIVE)
 #: How the clients of a round were drawn (the accountant's sampling models, by Flower's names).
 SAMPLING_UNIFORM = "without-replacement"  # a fixed-size uniform sample, as Flower's FedAvg draws
 SAMPLING_NONE = "no-amplification"  # every client, or a draw that is not uniform (a scheduler)
@@ -179,6 +181,9 @@ def privacy_summary(mode: str, rows: Sequence[Mapping[str, Any]], *, noise_multi
                            "update_norm_median": float(np.median(norms)) if norms else None}
     if mode == DP_CENTRAL:
         events = central_events(rows)
+        last = [r["dp_clipping_norm"] for r in rows if r.get("dp_clipping_norm") is not None]
+        if clipping == CLIP_ADAPTIVE and last:
+            out["clipping_norm_last"] = float(last[-1])  # adaptive: the norm of the last noised round
         out.update(noise_multiplier=noise_multiplier, clipping=clipping, delta=delta,
                    epsilon=central_epsilon(events, noise_multiplier, delta), releases=len(events),
                    sampling=sorted({e["sampling"] for e in events}),

@@ -191,6 +191,40 @@ def test_a_round_with_no_update_releases_nothing(flower_identity):
     assert not central_events(_rows_of(dp))
 
 
+def _adaptive_rounds(norm, rounds, c0=0.1, sigma=1.0):
+    """``rounds`` rounds of 4 clients whose updates all have L2 norm ``norm``; the norms used."""
+    glob = {ADAPTER: np.zeros(16, np.float32)}
+    inner = PFTT(method="m", min_available_nodes=1, min_train_nodes=4, dp_clipping_norm=c0)
+    dp = CentralPrivacy(inner, 0.5, c0, adaptive=True, clipped_count_stddev=sigma, seed=1)
+    used = []
+    for rnd in range(1, rounds + 1):
+        msgs = _round(dp, [1, 2, 3, 4], glob, rnd=rnd)
+        used.append(float(next(iter(msgs.values())).content["config"][KEY_CLIPPING_NORM]))
+        assert inner.dp_clipping_norm == used[-1]  # the server clips by the same norm
+        dp.aggregate_train(rnd, [client_reply(m, {ADAPTER: np.full(16, norm / 4, np.float32)})
+                                 for m in msgs.values()])
+    return used, dp
+
+
+def test_adaptive_clipping_moves_the_norm_toward_the_update_norms_from_either_side(flower_identity):
+    grown, dp = _adaptive_rounds(1.0, 12, c0=0.1)  # every update clipped: the norm must grow
+    assert grown[-1] > 2 * grown[0] and grown[-1] < 1.0 * math.exp(0.2 * 0.5 + 0.2)
+    shrunk, _ = _adaptive_rounds(0.01, 12, c0=1.0)  # none clipped: the norm must shrink
+    assert shrunk[-1] < shrunk[0] / 2
+    # Flower's split of z: the model's share of the noise is above the requested z.
+    assert dp.noise_multiplier > 0.5 and dp.requested_noise_multiplier == 0.5
+
+
+def test_adaptive_clipping_refuses_a_count_noise_too_small_for_z(flower_identity):
+    with pytest.raises(ConfigError, match="dp.clipped-count-stddev"):
+        parse_run_config({**TINY, "dp.mode": "central", "dp.clipping": "adaptive", "dp.noise-multiplier": 1.0,
+                          "dp.clipped-count-stddev": 0.4})
+    inner = PFTT(method="m", min_available_nodes=1, min_train_nodes=4, dp_clipping_norm=0.1)
+    dp = CentralPrivacy(inner, 1.0, 0.1, adaptive=True)  # Flower's default sigma: 4 / 20, far too small
+    with pytest.raises(ValueError, match="dp.noise-multiplier.*cohort of 4"):
+        _round(dp, [1, 2, 3, 4], {ADAPTER: np.zeros(4, np.float32)})
+
+
 def test_the_wrapper_refuses_a_strategy_that_clips_to_another_norm():
     with pytest.raises(ValueError, match="dp_clipping_norm"):
         CentralPrivacy(PFTT(dp_clipping_norm=0.2), 1.0, 0.1)

@@ -71,3 +71,15 @@ def test_local_dp_noises_every_update_and_composes_its_epsilon(tmp_path, project
     # average of two noised updates moves the adapters far more than the clipping allows.
     assert _moved(run_dir, config, ["adapter"]) > 50 * 1e-3
     assert all(math.isfinite(r["personalized_accuracy"]) for r in rows if r["round"] == 2)
+
+
+def test_adaptive_clipping_runs_and_moves_its_norm_between_rounds(tmp_path, project_dir):
+    config = {"method": "fedit", "dp.mode": "central", "dp.clipping": "adaptive", "dp.clipping-norm": 1e-4,
+              "dp.noise-multiplier": 0.1, "dp.clipped-count-stddev": 0.1, "dp.clip-learning-rate": 1.0}
+    rows, summary, _ = _run(tmp_path, project_dir, "adaptive", 2, **config)
+    norms = {r["round"]: r["dp_clipping_norm"] for r in rows if r.get("dp_clipping_norm")}
+    assert norms[1] == pytest.approx(1e-4)
+    # Every round-1 update is far above 1e-4, so the norm grows by about exp(1.0 x 0.5).
+    assert all(r["clipped"] for r in rows if r["round"] == 1 and r.get("status") == "ok")
+    assert norms[2] > 1e-4 * 1.2
+    assert summary["privacy"]["clipping"] == "adaptive" and summary["privacy"]["clipping_norm_last"] == norms[2]
