@@ -135,7 +135,8 @@ class ClientSession:
         c = self.compression
         if c.downlink == CODEC_NONE:
             return from_arrayrecord(msg.content[ARRAYS_KEY])
-        shapes = {k: tuple(v.shape) for k, v in self.bundle.initial.items()}
+        # Exactly the shared tensors: an integer codec's codes do not carry their names.
+        shapes = {k: tuple(self.bundle.initial[k].shape) for k in trainable_names(self.bundle.model, self.shared)}
         try:
             return decode_content(msg.content, c.downlink, c.block_size, shapes)
         except ValueError as err:

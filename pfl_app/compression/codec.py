@@ -1,8 +1,11 @@
 """Quantized tensors as Flower records: fp16, and blockwise absmax int8 and int4.
 
-A codec turns named float tensors into what travels: the *codes*, one
-:class:`~flwr.app.Array` per tensor under the tensor's own name, and for the integer codecs
-the *scales*, one float32 per block of every tensor, all in one Array. Both are ordinary
+A codec turns named float tensors into what travels: the *codes* and, for the integer codecs,
+the *scales*, one float32 per block of every tensor, all in one Array. The float codecs send one
+:class:`~flwr.app.Array` per tensor under the tensor's own name; the integer codecs send every
+tensor's codes in one Array (``codes``), the tensors in the order of their sorted names, which
+both ends know: an Array's header and name cost about 200 bytes, a third of a bit per element
+of the default model's 120 adapter tensors, as much as the int4 codes' scales. Both are ordinary
 records of the message, so :func:`pfl_app.records.message_bytes` (and so the wireless mod's
 packets and air time, and the ``bytes_up`` / ``bytes_down`` of the results) counts exactly
 the integer bytes and the scales that a device would send.
@@ -12,11 +15,14 @@ the integer bytes and the scales that a device would send.
 - ``int8``: each tensor, flattened in C order, is cut into blocks of ``block_size`` elements
   (the last one may be shorter; a tensor smaller than a block is one block); each block is
   scaled by its absolute maximum, ``scale = absmax / 127``, and its elements travel as the
-  signed integers ``round(x / scale)`` in [-127, 127], one byte each, in the tensor's shape.
+  signed integers ``round(x / scale)`` in [-127, 127], one byte each; the tensors' codes one
+  after another in a flat int8 Array.
 - ``int4``: the same with 7 in place of 127, integers in [-7, 7], stored as ``q + 8`` in a
   nibble, two per byte (the first element in the low nibble), a flat uint8 Array of
-  ``ceil(n / 2)`` bytes; the receiver knows the tensor's shape (the server sent it, the
-  client's model has it) and passes it to :func:`decode`.
+  ``ceil(N / 2)`` bytes for the N elements of all the tensors.
+
+The receiver knows which tensors come and their shapes (the server sent them, the client's
+model has them) and passes them to :func:`decode`.
 
 Rounding is to nearest (error at most ``scale / 2`` per element) or, with ``rng``, stochastic:
 ``floor(x / scale + u)`` with ``u`` uniform in [0, 1), unbiased, error below ``scale``. A block
@@ -54,6 +60,8 @@ BITS = {"none": 32, "fp16": 16, "int8": 8, "int4": 4}
 LEVELS = {CODEC_INT8: 127, CODEC_INT4: 7}
 #: The name of the one Array of a scales record.
 SCALES_NAME = "scales"
+#: The name of the one Array of an integer codec's codes record.
+CODES_NAME = "codes"
 
 
 class CodecError(ValueError):
@@ -137,13 +145,15 @@ def encode(tensors: Mapping[str, np.ndarray], codec: str, block_size: int,
         return ArrayRecord({k: Array(np.ascontiguousarray(v, dtype=np.float32)) for k, v in tensors.items()}), None
     if codec == CODEC_FP16:
         return ArrayRecord({k: Array(np.ascontiguousarray(v, dtype=np.float16)) for k, v in tensors.items()}), None
-    codes, scales = {}, []
-    for name, value in tensors.items():
-        q, s = quantize(value, codec, block_size, rng)
-        codes[name] = Array(pack_int4(q) if codec == CODEC_INT4 else q.reshape(np.shape(value)))
+    codes, scales = [], []
+    for name in sorted(tensors):  # the order decode() reads them in
+        q, s = quantize(tensors[name], codec, block_size, rng)
+        codes.append(q)
         scales.append(s)
+    flat = np.concatenate(codes) if codes else np.zeros(0, np.int8)
     all_scales = np.concatenate(scales) if scales else np.zeros(0, np.float32)
-    return ArrayRecord(codes), ArrayRecord({SCALES_NAME: Array(all_scales.astype(np.float32))})
+    return (ArrayRecord({CODES_NAME: Array(pack_int4(flat) if codec == CODEC_INT4 else flat)}),
+            ArrayRecord({SCALES_NAME: Array(all_scales.astype(np.float32))}))
 
 
 def decode(codes: ArrayRecord, scales: ArrayRecord | None, codec: str, block_size: int,
@@ -157,8 +167,9 @@ def decode(codes: ArrayRecord, scales: ArrayRecord | None, codec: str, block_siz
     codec, block_size
         What they were encoded with.
     shapes : mapping of str to shape
-        The shape of every tensor that may arrive: int4 codes are flat, so their shapes
-        come from here; the other codecs' must equal it.
+        The float codecs: the shape of every tensor that may arrive (each must equal it).
+        The integer codecs: exactly the tensors that were encoded, whose names and shapes do
+        not travel (their codes are one flat Array, in the order of the sorted names).
 
     Raises
     ------
@@ -169,38 +180,51 @@ def decode(codes: ArrayRecord, scales: ArrayRecord | None, codec: str, block_siz
     """
     if codec_problem(codec):
         raise CodecError(f"unknown codec {codec!r}; allowed: {codec_problem(codec)}")
+    if is_blockwise(codec):
+        return _decode_blockwise(codes, scales, codec, block_size, shapes)
     out: dict[str, np.ndarray] = {}
-    wanted = {CODEC_NONE: np.float32, CODEC_FP16: np.float16, CODEC_INT8: np.int8, CODEC_INT4: np.uint8}[codec]
-    all_scales = None
-    used = 0
+    wanted = {CODEC_NONE: np.float32, CODEC_FP16: np.float16}[codec]
     for name, array in codes.items():
         if name not in shapes:
             raise CodecError(f"carries a tensor that is not shared, {name!r}")
         shape = tuple(shapes[name])
-        n = int(np.prod(shape, dtype=np.int64))
         q = array.numpy()
         if q.dtype != wanted:
             raise CodecError(f"tensor {name!r} arrived as {q.dtype}, expected {np.dtype(wanted)} ({codec})")
-        expected_size = -(-n // 2) if codec == CODEC_INT4 else n
-        if q.size != expected_size or (codec != CODEC_INT4 and tuple(q.shape) != shape):
-            raise CodecError(f"tensor {name!r} arrived with {q.size} codes of shape {tuple(q.shape)}; "
-                             f"{codec} of shape {shape} has {expected_size}")
-        if not is_blockwise(codec):
-            out[name] = q.astype(np.float32)
-            continue
-        if all_scales is None:
-            if scales is None or SCALES_NAME not in scales:
-                raise CodecError(f"{codec} codes arrived without their scales")
-            all_scales = scales[SCALES_NAME].numpy().reshape(-1)
-            if all_scales.dtype != np.float32:
-                raise CodecError(f"the scales arrived as {all_scales.dtype}, expected float32")
-        nb = num_blocks(n, block_size)
-        s = all_scales[used:used + nb]
-        if s.size != nb:
-            raise CodecError(f"the scales end before tensor {name!r}'s ({all_scales.size} for more blocks)")
-        used += nb
-        signed = unpack_int4(q, n) if codec == CODEC_INT4 else q
-        out[name] = dequantize(signed, s, block_size, shape)
-    if all_scales is not None and used != all_scales.size:
-        raise CodecError(f"{all_scales.size} scales arrived for {used} blocks")
+        if tuple(q.shape) != shape:
+            raise CodecError(f"tensor {name!r} arrived with shape {tuple(q.shape)}; expected {shape}")
+        out[name] = q.astype(np.float32)
+    return out
+
+
+def _decode_blockwise(codes: ArrayRecord, scales: ArrayRecord | None, codec: str, block_size: int,
+                      shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """:func:`decode` of the integer codecs: one Array of codes for the tensors of ``shapes``,
+    in the order of their sorted names, and one of their scales."""
+    if list(codes.keys()) != [CODES_NAME]:
+        raise CodecError(f"{codec} codes arrive as one Array {CODES_NAME!r}, not {sorted(codes.keys())[:3]}")
+    if scales is None or SCALES_NAME not in scales:
+        raise CodecError(f"{codec} codes arrived without their scales")
+    all_scales = scales[SCALES_NAME].numpy().reshape(-1)
+    if all_scales.dtype != np.float32:
+        raise CodecError(f"the scales arrived as {all_scales.dtype}, expected float32")
+    names = sorted(shapes)
+    sizes = [int(np.prod(tuple(shapes[k]), dtype=np.int64)) for k in names]
+    total = sum(sizes)
+    q = codes[CODES_NAME].numpy().reshape(-1)
+    wanted, expected_size = (np.uint8, -(-total // 2)) if codec == CODEC_INT4 else (np.int8, total)
+    if q.dtype != wanted:
+        raise CodecError(f"the codes arrived as {q.dtype}, expected {np.dtype(wanted)} ({codec})")
+    if q.size != expected_size:
+        raise CodecError(f"{q.size} codes arrived; {codec} of the {len(names)} shared tensors "
+                         f"({total} elements) has {expected_size}")
+    signed = unpack_int4(q, total) if codec == CODEC_INT4 else q
+    blocks = [num_blocks(n, block_size) for n in sizes]
+    if all_scales.size != sum(blocks):
+        raise CodecError(f"{all_scales.size} scales arrived for {sum(blocks)} blocks")
+    out: dict[str, np.ndarray] = {}
+    at, used = 0, 0
+    for name, n, nb in zip(names, sizes, blocks):
+        out[name] = dequantize(signed[at:at + n], all_scales[used:used + nb], block_size, tuple(shapes[name]))
+        at, used = at + n, used + nb
     return out
