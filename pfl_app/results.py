@@ -213,6 +213,8 @@ class RunRecorder:
             "updates_partial": sum(r.get("status") == "partial" for r in self.rows),
             "updates_lost": sum(r.get("status") == "lost" for r in self.rows),
             "updates_rejected": sum(r.get("status") == "rejected" for r in self.rows),
+            # wireless.aggregation = aircomp: delivered replies whose update a deep fade kept out of the sum.
+            "updates_truncated": sum(r.get("aircomp_truncated") == 1.0 for r in self.rows),
             "client_failures": sum(r.get("status") == "error" for r in self.rows),
             "wireless_profile": self.cfg.wireless.profile,
             # "": compute energy from the measured training time; else from FLOPs on this device.
