@@ -36,3 +36,5 @@ def test_a_pftt_run_aggregates_over_the_air(tmp_path, project_dir):
         assert r["energy_j_up"] == pytest.approx(r["aircomp_power_w"] * n / band)
         assert (r["aircomp_power_w"] > 0) == sent and r["aircomp_power_w"] <= 0.2 + 1e-12
         assert r["bytes_up"] > 4 * n  # the Flower message's bytes, float32 tensors
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["updates_truncated"] == sum(r["aircomp_truncated"] == 1.0 for r in rows)

@@ -164,3 +164,18 @@ def test_the_summary_says_which_device_the_compute_energy_comes_from(tmp_path):
         summary = rec.finish({})
         assert summary["wireless_device"] == device
         assert summary["energy_j_total"] == pytest.approx(0.1 + 2.5)
+
+
+def test_the_summary_counts_aircomp_truncated_updates_apart(tmp_path):
+    from pfl_app.config import parse_run_config
+    from pfl_app.results import RunRecorder
+
+    from .helpers import TINY
+
+    cfg = parse_run_config({**TINY, "results-dir": str(tmp_path), "run-name": "r"})
+    recorder = RunRecorder(tmp_path / "r", cfg)
+    rows = [{"node": n, "client": n, "status": "ok", "bytes_up": 1, "bytes_down": 1, "aircomp_truncated": t}
+            for n, t in ((1, 0.0), (2, 1.0), (3, 1.0))]
+    recorder.round_done(1, [{**r, "round": 1} for r in rows])
+    summary = recorder.finish({})
+    assert summary["updates_delivered"] == 3 and summary["updates_truncated"] == 2
