@@ -49,18 +49,27 @@ def processes_with_token(token: str) -> list[psutil.Process]:
     return found
 
 
-def stop_token_processes(token: str, grace_s: float = 5.0) -> int:
+def stop_token_processes(token: str, grace_s: float = 5.0, settle_s: float = 1.0) -> int:
     """SIGTERM every process carrying ``token``, SIGKILL those left after ``grace_s``
     seconds; return how many there were.
 
     Processes may start others while we stop them (Ray restarts workers), so the scan is
-    repeated until none is left or a few passes are spent.
+    repeated until none is left or a few passes are spent. A scan that finds none is taken
+    as the end only after ``settle_s`` seconds and one more empty scan: a process stopped
+    while it was starting others can leave them to appear a moment later (a run stopped
+    while Ray was starting left its dashboard and runtime-env agents behind).
     """
     total = 0
-    for sig_pass in range(4):
+    empty = 0
+    for sig_pass in range(6):
         procs = processes_with_token(token)
         if not procs:
-            break
+            empty += 1
+            if empty == 2 or settle_s <= 0:
+                break
+            time.sleep(settle_s)
+            continue
+        empty = 0
         total += len(procs)
         for proc in procs:
             try:

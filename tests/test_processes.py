@@ -66,6 +66,41 @@ def test_the_guard_stops_the_processes_of_a_launcher_killed_with_sigkill():
             proc.kill()
 
 
+# A process of the run that, stopped, leaves a helper behind which starts another process of
+# the run a moment later (as a Ray process stopped while it starts its agents can).
+_LATE_STARTER = """
+import os, signal, subprocess, sys, time
+token = sys.argv[1]
+def stopped(*_):
+    env = {k: v for k, v in os.environ.items() if k != "PFL_APP_RUN_TOKEN"}
+    later = "import os, subprocess, sys, time; time.sleep(0.4); subprocess.Popen([sys.executable, '-c', " \\
+            "'import time; time.sleep(600)'], env={**os.environ, 'PFL_APP_RUN_TOKEN': sys.argv[1]}, " \\
+            "start_new_session=True)"
+    subprocess.Popen([sys.executable, "-c", later, token], env=env, start_new_session=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stopped)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_stopping_a_run_also_stops_what_its_processes_start_as_they_stop():
+    from pfl_app.process_guard import stop_token_processes
+
+    token = new_token()
+    starter = subprocess.Popen([sys.executable, "-c", _LATE_STARTER, token], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, TOKEN_VAR: token}, start_new_session=True)
+    try:
+        assert starter.stdout.readline().strip() == "ready"
+        stop_token_processes(token, grace_s=5.0)
+        starter.wait(timeout=10)
+        time.sleep(1.5)  # past the late start
+        assert processes_with_token(token) == [], [p.cmdline() for p in processes_with_token(token)]
+    finally:
+        for proc in processes_with_token(token):
+            proc.kill()
+
+
 def test_a_guard_told_done_leaves_everything_alone():
     token = new_token()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
