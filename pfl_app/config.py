@@ -726,6 +726,14 @@ def validate_flat(run_config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 
+def _own_rule(strategy: type, hook: str) -> str | None:
+    """The qualified name of ``strategy``'s own ``hook`` (``aggregate``, ``aggregation_weights``)
+    when it overrides the base's, else ``None``: AirComp and DP compute the base's mean only."""
+    rule = getattr(strategy, hook, None)
+    name = getattr(rule, "__qualname__", "")
+    return name if rule is not None and name != f"PersonalizedFedAvg.{hook}" else None
+
+
 def _check_aircomp_method(method: str) -> None:
     """AirComp sums the shared tensors on the air: the method must share some, and aggregate
     them by the weighted average (the only rule a superposition computes)."""
@@ -734,11 +742,9 @@ def _check_aircomp_method(method: str) -> None:
     if not tuple(getattr(strategy, "shared_groups", ())):
         raise ConfigError(f"run-config key 'wireless.aggregation' = 'aircomp' needs shared tensors, but method "
                           f"{method!r} shares none (its strategy's shared_groups is empty); allowed: {allowed}")
-    rule = getattr(strategy, "aggregate", None)
-    if rule is not None and getattr(rule, "__qualname__", "") != "PersonalizedFedAvg.aggregate":
+    if (rule := _own_rule(strategy, "aggregate")) is not None:
         raise ConfigError(f"run-config key 'wireless.aggregation' = 'aircomp' computes a weighted sum on the air, "
-                          f"but method {method!r} aggregates by its own rule ({rule.__qualname__}); allowed: "
-                          f"{allowed}")
+                          f"but method {method!r} aggregates by its own rule ({rule}); allowed: {allowed}")
 
 
 def _check_compression(c: Mapping[str, Any]) -> None:
@@ -779,10 +785,9 @@ def _check_privacy(c: Mapping[str, Any]) -> None:
         raise ConfigError(f"{key} protects each client's data in its own update, but method {method!r} trains one "
                           f"model on every client's data pooled; allowed: {allowed}")
     for hook in ("aggregate", "aggregation_weights"):
-        rule = getattr(strategy, hook, None)
-        if rule is not None and getattr(rule, "__qualname__", "") != f"PersonalizedFedAvg.{hook}":
+        if (rule := _own_rule(strategy, hook)) is not None:
             raise ConfigError(f"{key} needs the equal-weight mean its noise is calibrated for, but method {method!r} "
-                              f"aggregates by its own {hook} ({rule.__qualname__}); allowed: {allowed}")
+                              f"aggregates by its own {hook} ({rule}); allowed: {allowed}")
     if c["wireless.aggregation"] == AGGREGATION_AIRCOMP:
         raise ConfigError(f"{key} clips and noises digital updates, but 'wireless.aggregation' = "
                           f"{AGGREGATION_AIRCOMP!r} sums analog ones on the air; allowed with DP: digital")
@@ -796,8 +801,8 @@ def _check_privacy(c: Mapping[str, Any]) -> None:
         raise ConfigError(f"run-config key 'dp.clipped-count-stddev' = {sigma:g} is too small for "
                           f"'dp.noise-multiplier' = {c['dp.noise-multiplier']:g} under adaptive clipping; allowed: "
                           f"dp.clipped-count-stddev > dp.noise-multiplier / 2 = {c['dp.noise-multiplier'] / 2:g}")
-    for direction in ("uplink", "downlink"):
-        if mode == DP_LOCAL and c[f"compression.{direction}"] != CODEC_NONE:
+    for direction in ("uplink", "downlink") if mode == DP_LOCAL else ():
+        if c[f"compression.{direction}"] != CODEC_NONE:
             raise ConfigError(f"{key} clips and noises the float32 tensors a client receives and sends (Flower's "
                               f"LocalDpMod), but 'compression.{direction}' = {c[f'compression.{direction}']!r} "
                               f"sends integer codes; allowed with local DP: compression.{direction} = none")

@@ -40,6 +40,11 @@ SAMPLING_UNIFORM = "without-replacement"  # a fixed-size uniform sample, as Flow
 SAMPLING_NONE = "no-amplification"  # every client, or a draw that is not uniform (a scheduler)
 
 
+def _arrived(mask: Mapping[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Where tensor ``name``'s elements arrived (the wireless mask is nonzero), in its shape."""
+    return np.asarray(mask[name]).reshape(shape) != 0
+
+
 def update_norm(tensors: Mapping[str, np.ndarray], current: Mapping[str, np.ndarray],
                 mask: Mapping[str, np.ndarray] | None = None) -> float:
     """The L2 norm of ``tensors - current`` over every tensor together; with ``mask``, over the
@@ -48,7 +53,7 @@ def update_norm(tensors: Mapping[str, np.ndarray], current: Mapping[str, np.ndar
     for name, value in tensors.items():
         diff = np.asarray(value, np.float64) - np.asarray(current[name], np.float64)
         if mask is not None:
-            diff = diff * (np.asarray(mask[name]).reshape(diff.shape) != 0)
+            diff = diff * _arrived(mask, name, diff.shape)
         total += float(np.sum(diff * diff))
     return math.sqrt(total)
 
@@ -69,7 +74,7 @@ def clip_update(tensors: Mapping[str, np.ndarray], current: Mapping[str, np.ndar
         base = np.asarray(current[name], np.float32)
         clipped = base + (np.asarray(value, np.float32) - base) * np.float32(scale)
         if mask is not None:
-            clipped = np.where(np.asarray(mask[name]).reshape(clipped.shape) != 0, clipped, value)
+            clipped = np.where(_arrived(mask, name, clipped.shape), clipped, value)
         out[name] = clipped.astype(np.float32)
     return out, norm
 
@@ -93,7 +98,7 @@ def fixed_cohort_mean(updates: Sequence[Mapping[str, np.ndarray]], masks: Sequen
         for tensors, mask in zip(updates, masks, strict=True):
             diff = np.asarray(tensors[name], np.float64) - base
             if mask is not None:
-                diff = diff * (np.asarray(mask[name]).reshape(diff.shape) != 0)
+                diff = diff * _arrived(mask, name, diff.shape)
             total += diff
         out[name] = (base + total / cohort).astype(np.float32)
     return out

@@ -649,10 +649,10 @@ class PersonalizedFedAvg(FedAvg):
                 self._reject(server_round, node, problem)
                 continue
             mask = msg.content.array_records.get(WIRELESS_MASK_KEY)
+            arrived = from_arrayrecord(mask) if mask is not None else None
             if self.dp_clipping_norm > 0:
                 # After the checks (a NaN update is rejected, not clipped), on the decoded tensors.
-                tensors, norm = clip_update(tensors, self._current, self.dp_clipping_norm,
-                                            from_arrayrecord(mask) if mask is not None else None)
+                tensors, norm = clip_update(tensors, self._current, self.dp_clipping_norm, arrived)
                 arrays = to_arrayrecord(tensors)
                 # The client's own measure (before it clipped) where it sent one.
                 norm = float(metrics.get(UPDATE_NORM_KEY, norm))
@@ -667,8 +667,7 @@ class PersonalizedFedAvg(FedAvg):
             )
             if mask is not None:
                 ledger.note(node, error=str(status[REASON_KEY]))
-            accepted.append(AcceptedUpdate(node, tensors, from_arrayrecord(mask) if mask is not None else None,
-                                           metrics, arrays))
+            accepted.append(AcceptedUpdate(node, tensors, arrived, metrics, arrays))
         outliers = norm_outliers([(u.node, u.tensors, u.mask) for u in accepted], self._current, self.norm_factor)
         for node, problem in outliers.items():
             self._reject(server_round, node, problem)

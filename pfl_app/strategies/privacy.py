@@ -159,11 +159,12 @@ class CentralPrivacy(DifferentialPrivacyClientSideFixedClipping):
 
     def _adapt_clipping_norm(self, server_round: int, rng: np.random.Generator) -> None:
         """Andrew et al.'s step: ``C <- C exp(-lr (b - target))``, b the noised share of this
-        round's updates that the norm left unclipped (each update's ``update_norm`` as booked)."""
-        rows = [r for r in self.inner._ledger_for(server_round).rows() if r.get("update_norm") is not None]
+        round's updates that the norm left unclipped (each update's ``clipped`` as the strategy
+        booked it, by this round's norm)."""
+        rows = [r for r in self.inner._ledger_for(server_round).rows() if "clipped" in r]
         if not rows:
             return
-        unclipped = sum(float(r["update_norm"]) <= self.clipping_norm for r in rows)
+        unclipped = sum(not r["clipped"] for r in rows)
         share = (unclipped + rng.normal(0.0, self.clipped_count_stddev or 0.0)) / len(rows)
         self.clipping_norm *= math.exp(-self.clip_learning_rate * (share - self.target_quantile))
         log(INFO, "round %d: adaptive clipping: %d of %d updates unclipped, norm now %.4g", server_round,
