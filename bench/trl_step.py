@@ -1,10 +1,12 @@
-"""Where trl's step time goes: one batch of the default run, forward and backward, two ways.
+"""Where trl's step time goes: one batch of the default run, forward and backward, three ways.
 
-Plain torch (the model's own logits and cross-entropy) against trl's ``SFTTrainer.compute_loss``
-as ``pfl_app.training`` builds it (trl patches the model with a fused LM head that also computes
-log-probs, entropy and top-1 accuracy every step). The same model, adapters and batch (client 0's
-first ``train.batch-size`` examples); the minimum of 3 timings after a warm-up. No optimizer step.
-Run it on a quiet machine; ``THREADS`` sets torch's threads (default 1).
+Plain torch (the model's own logits and cross-entropy); the trainer ``pfl_app.training`` builds
+(trl's SFTTrainer, its loss taken as transformers' ``Trainer.compute_loss`` takes it); and trl's own
+``SFTTrainer.compute_loss`` on that trainer (trl patches the model with a fused LM head that also
+computes log-probs, entropy and top-1 accuracy every step). The same model, adapters and batch
+(client 0's first ``train.batch-size`` examples); the minimum of 3 timings after a warm-up, each
+ratio to plain torch. No optimizer step. Run it on a quiet machine; ``THREADS`` sets torch's threads
+(default 1).
 
     THREADS=2 python bench/trl_step.py
 """
@@ -18,7 +20,7 @@ from pfl_app.models.personalized import shared_model_bundle, set_trainable, TENS
 from pfl_app.client.data import client_data
 from pfl_app.tasks import _pad
 from pfl_app.training import ProximalSFTTrainer, local_run_args
-from trl import SFTConfig
+from trl import SFTConfig, SFTTrainer
 torch.set_num_threads(int(os.environ.get("THREADS", "1")))
 sc = load_scenario("simulation.toml")
 cfg = parse_run_config(resolve_run_config(sc, {"wireless.profile": "ideal"}, Path(".")))
@@ -34,16 +36,19 @@ model.train()
 def plain():
     loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
     loss.backward(); model.zero_grad(set_to_none=True)
-def timeit(name, f):
+base = {}
+def timeit(name, f, kind):
     f()
     ts = []
     for _ in range(3):
         t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
-    print(f"{name}: {min(ts):.2f} s (min of 3), tokens {int(attn.sum())}, shape {tuple(ids.shape)}", flush=True)
+    ratio = f", {min(ts) / base[kind]:.2f}x plain" if kind in base else ""
+    base.setdefault(kind, min(ts))
+    print(f"{name}: {min(ts):.2f} s (min of 3){ratio}, tokens {int(attn.sum())}, shape {tuple(ids.shape)}", flush=True)
 def fwd_plain():
     with torch.no_grad(): model(input_ids=ids, attention_mask=attn, labels=labels)
-timeit("plain fwd+bwd", plain)
-timeit("plain fwd", fwd_plain)
+timeit("plain fwd+bwd", plain, "step")
+timeit("plain fwd", fwd_plain, "fwd")
 with tempfile.TemporaryDirectory() as out:
     args = SFTConfig(**local_run_args(cfg.train, 0, out), per_device_train_batch_size=cfg.train.batch_size,
                      max_length=cfg.model.max_length, completion_only_loss=True, logging_strategy="no")
@@ -51,10 +56,12 @@ with tempfile.TemporaryDirectory() as out:
                             train_dataset=data.train.remove_columns([c for c in data.train.column_names if c not in ("input_ids", "completion_mask")]),
                             processing_class=b.tokenizer)
     inputs = tr.data_collator([{"input_ids": x, "completion_mask": m} for x, m in zip(batch["input_ids"], batch["completion_mask"])])
-    def trl_loss():
-        loss = tr.compute_loss(model, dict(inputs)); loss.backward(); model.zero_grad(set_to_none=True)
-    def fwd_trl():
-        with torch.no_grad(): tr.compute_loss(model, dict(inputs))
-    timeit("trl compute_loss fwd+bwd", trl_loss)
-    timeit("trl fwd", fwd_trl)
+    for name, loss_of in (("pfl-app's trainer", tr.compute_loss),
+                          ("trl's own compute_loss", lambda m, x: SFTTrainer.compute_loss(tr, m, x))):
+        def step():
+            loss = loss_of(model, dict(inputs)); loss.backward(); model.zero_grad(set_to_none=True)
+        def fwd():
+            with torch.no_grad(): loss_of(model, dict(inputs))
+        timeit(f"{name} fwd+bwd", step, "step")
+        timeit(f"{name} fwd", fwd, "fwd")
     print("collated shape", tuple(inputs["input_ids"].shape))

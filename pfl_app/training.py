@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, Trainer
 from transformers.trainer_callback import PrinterCallback, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
@@ -23,14 +23,23 @@ from .wireless.device import training_flops
 
 class ProximalSFTTrainer(SFTTrainer):
     """trl's SFTTrainer plus FedProx's proximal term ``mu / 2 * ||w - w_global||^2`` over the
-    tensors in ``anchor`` (the global values of the shared, trained tensors)."""
+    tensors in ``anchor`` (the global values of the shared, trained tensors).
+
+    The loss is the model's own causal-LM cross-entropy on trl's labels (answer tokens only),
+    taken as transformers' ``Trainer.compute_loss`` takes it, not through trl's own
+    ``compute_loss``: that one runs trl's fused LM head, which also computes the entropy and the
+    top-1 accuracy of every token of every step for trl's logs, and made a step 1.28x a plain
+    torch step on the default batch (bench/trl_step.py). A local run logs neither; the loss is
+    the same sum over answer tokens divided by their count (tests/test_client.py).
+    """
 
     def __init__(self, *args, anchor: dict[str, torch.Tensor], mu: float, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.anchor, self.mu = anchor, mu
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        out = Trainer.compute_loss(self, model, {**inputs, "use_cache": False},
+                                   return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         loss = out[0] if return_outputs else out
         if self.mu > 0 and self.anchor:
             drift = sum(((p - self.anchor[n].to(p.device)) ** 2).sum()

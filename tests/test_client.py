@@ -183,6 +183,35 @@ def test_local_training_counts_the_non_padding_tokens_it_trained_on(bundle, tiny
     assert w.flops == training_flops(w.params, trained, w.tokens)
 
 
+def test_the_local_loss_is_trls_answer_only_loss_without_its_per_token_metrics(bundle, tiny_cfg, tmp_path):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from pfl_app.models.personalized import set_trainable
+    from pfl_app.training import ProximalSFTTrainer, local_run_args
+
+    lengths = [4, 6, 9]
+    ids = [[(5 * i + j) % 50 + 10 for j in range(n)] for i, n in enumerate(lengths)]
+    # two prompt tokens a sequence: a loss over every token would differ
+    masks = [[0, 0] + [1] * (n - 2) for n in lengths]
+    examples = Dataset.from_dict({"input_ids": ids, "completion_mask": masks})
+    set_trainable(bundle.model, ("adapter", "lora_A", "lora_B"))
+    args = SFTConfig(**local_run_args(tiny_cfg.train, 0, str(tmp_path)), per_device_train_batch_size=3,
+                     max_length=64, completion_only_loss=True, logging_strategy="no")
+    trainer = ProximalSFTTrainer(anchor={}, mu=0.0, model=bundle.model, args=args, train_dataset=examples,
+                                 processing_class=bundle.tokenizer)
+    batch = trainer.data_collator([{"input_ids": x, "completion_mask": m} for x, m in zip(ids, masks)])
+    for count in (11, None):
+        ours = trainer.compute_loss(bundle.model, dict(batch), num_items_in_batch=count)
+        assert not trainer._metrics["train"]  # trl's fused head (entropy, top-1) never ran
+        trls = SFTTrainer.compute_loss(trainer, bundle.model, dict(batch), num_items_in_batch=count)
+        assert float(ours) == pytest.approx(float(trls), rel=1e-5)
+        trainer._metrics["train"].clear()
+    every_token = bundle.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                               labels=batch["input_ids"]).loss
+    assert float(ours) != pytest.approx(float(every_token), rel=1e-5)
+
+
 def test_flop_params_leaves_out_an_input_embedding_table_that_only_looks_up(bundle):
     from pfl_app.training import flop_params
 
