@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from .experiments import FAILURE_FILE, SET_ASIDE, run_problem  # noqa: E402
 from .methods import recorded_spec  # noqa: E402
+from . import verdict  # noqa: E402
 from .plots import (  # noqa: E402
     load_run,
     mean_sd,
@@ -29,6 +30,10 @@ from .plots import (  # noqa: E402
     round_curve,
     separation_table,
 )
+
+# The method every other one is compared with, client by client, and on which score.
+REFERENCE = "pftt"
+PAIRED_METRIC = "personalized_accuracy"
 
 COLUMNS = (
     ("personalized_accuracy_mean", "personalized acc", 1.0, ".3f"),
@@ -175,6 +180,13 @@ def write_report(results_dir: str | Path) -> Path:
                   "Mean ± standard deviation over seeds. Accuracies are the clients' mean in the last round.", ""]
         for path in plot_report(task, out):
             lines.append(f"![{path.stem}]({path.name})")
+        paired = verdict.against_reference(task, REFERENCE, PAIRED_METRIC)
+        if paired:
+            lines += ["", f"## Each method against {REFERENCE}, client by client", "",
+                      verdict.markdown_table(paired, REFERENCE, PAIRED_METRIC), "",
+                      f"A pair is one client of one seed, scored in both runs (same data, same split and channel). "
+                      f"The interval is the 95 % percentile bootstrap of the pairs' mean (pfl_app/verdict.py); "
+                      f"'reference ahead' means it lies below 0, so {REFERENCE} did better.", ""]
     if rlhf:
         # Per-client points do not average over seeds: show the first seed of each group.
         firsts = [sorted(runs)[0] for _, runs in sorted(rlhf.items())]
