@@ -50,7 +50,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # What drives or reads whole runs from outside Flower's apps.
     ("tools", (
         "pfl_app.__main__", "pfl_app.cli", "pfl_app.deploy", "pfl_app.experiments",
-        "pfl_app.inference", "pfl_app.launch", "pfl_app.plots", "pfl_app.report", "pfl_app.verdict",
+        "pfl_app.inference", "pfl_app.launch", "pfl_app.plots", "pfl_app.ray_cluster", "pfl_app.report",
+        "pfl_app.verdict",
     )),
     # The Flower app entry points Flower loads (pyproject's [tool.flwr.app.components]).
     ("flower apps", ("client_app", "server_app")),
