@@ -6,7 +6,7 @@ faces (a late update is dropped), with compute time and energy from a device mod
 (policy, seed) is a real Flower simulation; only the last round evaluates (`eval.every`), every
 client, so the accuracy is that of every client's delivered model.
 
-    python bench/scheduling_runs.py                     # 5 policies x seeds 0 1, 6 clients, K = 2, 7 rounds
+    python bench/scheduling_runs.py                     # 5 policies x seeds 0 1, 6 clients, K = 2, 6 rounds
     python bench/scheduling_runs.py --policies random deadline --seeds 0 --json out.json
 
 bench/scheduling_channel.py gives the same policies' air time and fairness over many rounds from
@@ -35,8 +35,9 @@ def main() -> int:
     p.add_argument("--k", type=int, default=2, help="schedule.clients-per-round")
     # The channel-aware policies first schedule each client they have no channel for (exploration,
     # pfl_app/wireless/scheduling.py), and age-aware each never-scheduled one: with K = 2 of
-    # 6 clients that takes 3 rounds, so 3 rounds would compare only the order of that tour.
-    p.add_argument("--rounds", type=int, default=7)
+    # 6 clients that takes 3 rounds, so 3 rounds would compare only the order of that tour: 6 rounds
+    # give the policies 3 rounds of their own choice.
+    p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--method", default="pftt")
     p.add_argument("--distances", type=float, nargs=2, default=[100.0, 700.0], metavar=("MIN", "MAX"))
     p.add_argument("--deadline", type=float, default=45.0, help="wireless.deadline-s, for every policy")
