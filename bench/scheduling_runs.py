@@ -48,6 +48,7 @@ def main() -> int:
     args = p.parse_args()
 
     table = []
+    tour = -(-args.clients // args.k)  # rounds to schedule every client once, K a round
     for policy in args.policies:
         for seed in args.seeds:
             overrides = {
@@ -58,8 +59,10 @@ def main() -> int:
                 "schedule.policy": policy, "schedule.clients-per-round": args.k,
             }
             name = f"{policy}__{args.method}__n{args.clients}k{args.k}r{args.rounds}__seed{seed}"
-            s, _ = run_or_reuse(Path(args.results_dir), name, overrides, clients=args.clients)
+            s, rows = run_or_reuse(Path(args.results_dir), name, overrides, clients=args.clients)
             counts = s["times_scheduled"]
+            # The rounds after the exploration tour (each client met once), where the policy chooses.
+            chosen = [r for r in rows if r.get("scheduled") and r["round"] > tour]
             table.append({
                 "policy": policy, "seed": seed, "personalized_accuracy": s["personalized_accuracy_mean"],
                 "global_accuracy": s["global_accuracy_mean"], "delivered": delivered_share(s),
@@ -67,16 +70,22 @@ def main() -> int:
                 "air_time_s": s["air_time_s_total"], "simulated_time_s": s["simulated_time_s_total"],
                 "energy_j": s["energy_j_total"], "jain": s["scheduling_jain_index"],
                 "never_scheduled": args.clients - len(counts), "times_scheduled": counts,
+                "after_tour_snr_db_up": fmean(r["snr_db_up"] for r in chosen) if chosen else None,
+                "after_tour_lost": sum(r.get("status") == "lost" for r in chosen),
+                "after_tour_scheduled": len(chosen),
             })
 
     print()
     print("| policy | seed | personalized acc | global acc | updates delivered | time on air (s) | simulated time (s) "
-          "| energy (J) | Jain's index | clients never scheduled |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"| energy (J) | Jain's index | clients never scheduled | uplink SNR after round {tour} (dB) "
+          f"| lost after round {tour} |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for t in table:
+        snr = "-" if t["after_tour_snr_db_up"] is None else f"{t['after_tour_snr_db_up']:.1f}"
         print(f"| {t['policy']} | {t['seed']} | {t['personalized_accuracy']:.3f} | {t['global_accuracy']:.3f} "
               f"| {t['delivered']} | {t['air_time_s']:.1f} | {t['simulated_time_s']:.1f} | {t['energy_j']:.1f} "
-              f"| {t['jain']:.3f} | {t['never_scheduled']} |")
+              f"| {t['jain']:.3f} | {t['never_scheduled']} | {snr} "
+              f"| {t['after_tour_lost']}/{t['after_tour_scheduled']} |")
     print()
     print("| policy | personalized acc (mean of seeds) | global acc | updates delivered | simulated time (s) "
           "| energy (J) | Jain's index |")
