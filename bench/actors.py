@@ -25,13 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pfl_app.launch import Scenario, launch, load_scenario  # noqa: E402
+from pfl_app.experiments import run_problem  # noqa: E402
+from pfl_app.launch import Scenario, launch, load_scenario, signals_raise  # noqa: E402
 from pfl_app.plots import load_run  # noqa: E402
 from pfl_app.ray_cluster import LocalRayCluster  # noqa: E402
 
@@ -48,6 +50,17 @@ def round_walls(run_dir: Path) -> list[float]:
 
 def run_once(name: str, scenario: Scenario, cpus: int, results: Path, rounds: int,
              ray_address: str | None) -> list[float]:
+    """Round wall times of the run ``results / name``, run unless a complete one is there
+    (``ray_address`` None: a local Ray instance of this process's own)."""
+    folder = results / name
+    if folder.exists():
+        if run_problem(folder) is None:
+            print(f"== {name}: done before, reused ==", flush=True)
+            return round_walls(folder)
+        aside = folder.with_name(folder.name + ".incomplete")
+        shutil.rmtree(aside, ignore_errors=True)
+        folder.rename(aside)
+    print(f"== {name} ==", flush=True)
     sc = Scenario(federation={**scenario.federation, "client-resources-num-cpus": cpus},
                   run_config=dict(scenario.run_config))
     overrides = {"wireless.profile": "ideal", "num-server-rounds": rounds, "eval.every": rounds,
@@ -76,14 +89,17 @@ def main() -> int:
     results = Path(args.results_dir)
     total = os.cpu_count() or 1
 
+    # The local run must not join a cluster named in the environment.
+    os.environ.pop("RAY_ADDRESS", None)
+    size = f"c{args.clients}r{args.rounds}"  # in the run names, so other sizes get folders of their own
     figures = {}
     figures[f"local, 1 actor x {total} CPUs"] = run_once(
-        "local", scenario, total, results, args.rounds, "local")
+        f"local-{size}x{total}", scenario, total, results, args.rounds, None)
     for nodes in (1, args.nodes):
         with LocalRayCluster(cpus_per_node=args.cpus_per_node) as cluster:
             cluster.start(workers=nodes - 1)
             figures[f"cluster, {nodes} node(s) x {args.cpus_per_node} CPU(s)"] = run_once(
-                f"cluster-{nodes}", scenario, args.cpus_per_node, results, args.rounds, cluster.address)
+                f"cluster-{size}-{nodes}x{args.cpus_per_node}", scenario, args.cpus_per_node, results, args.rounds, cluster.address)
 
     reference = list(figures.values())[1][-1]
     print()
@@ -100,4 +116,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # A SIGTERM between runs must still stop the cluster (its daemons run in sessions of their own).
+    with signals_raise():
+        sys.exit(main())

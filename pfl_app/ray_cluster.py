@@ -106,7 +106,7 @@ class LocalRayCluster:
         for pgid in self.groups:
             try:
                 os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
+            except OSError:  # gone already (or the id since reused by another user's group)
                 pass
         # Anything that left the groups still names the temp dir on its command line.
         strays = []
@@ -115,7 +115,7 @@ class LocalRayCluster:
                 strays.append(proc)
                 try:
                     proc.kill()
-                except psutil.NoSuchProcess:
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass
         psutil.wait_procs(strays, timeout=10)
         shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -28,9 +28,10 @@ class ProximalSFTTrainer(SFTTrainer):
     The loss is the model's own causal-LM cross-entropy on trl's labels (answer tokens only),
     taken as transformers' ``Trainer.compute_loss`` takes it, not through trl's own
     ``compute_loss``: that one runs trl's fused LM head, which also computes the entropy and the
-    top-1 accuracy of every token of every step for trl's logs, and made a step 1.28x a plain
-    torch step on the default batch (bench/trl_step.py). A local run logs neither; the loss is
-    the same sum over answer tokens divided by their count (tests/test_client.py).
+    top-1 accuracy of every token of every step for trl's logs, and made a step 1.21-1.28x a
+    plain torch step on the default batch (bench/trl_step.py, on two machines). A local run logs
+    neither; the loss is the same sum over answer tokens divided by their count
+    (tests/test_client.py).
     """
 
     def __init__(self, *args, anchor: dict[str, torch.Tensor], mu: float, **kwargs) -> None:

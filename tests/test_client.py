@@ -211,6 +211,15 @@ def test_the_local_loss_is_trls_answer_only_loss_without_its_per_token_metrics(b
                                labels=batch["input_ids"]).loss
     assert float(ours) != pytest.approx(float(every_token), rel=1e-5)
 
+    # FedProx's term is added on top: mu / 2 * ||w - anchor||^2 over the anchored tensors only.
+    torch.manual_seed(0)
+    plain = float(trainer.compute_loss(bundle.model, dict(batch)))
+    name, param = next((n, q) for n, q in bundle.model.named_parameters() if q.requires_grad and "adapter" in n)
+    trainer.anchor, trainer.mu = {name: param.detach() + 0.1}, 0.4
+    torch.manual_seed(0)
+    proximal = float(trainer.compute_loss(bundle.model, dict(batch)))
+    assert proximal == pytest.approx(plain + 0.5 * 0.4 * 0.01 * param.numel(), rel=1e-4)
+
 
 def test_flop_params_leaves_out_an_input_embedding_table_that_only_looks_up(bundle):
     from pfl_app.training import flop_params
