@@ -185,7 +185,8 @@ def write_report(results_dir: str | Path) -> Path:
             lines += ["", f"## Each method against {REFERENCE}, client by client", "",
                       verdict.markdown_table(paired, REFERENCE, PAIRED_METRIC), "",
                       f"A pair is one client of one seed, scored in both runs (same data, same split and channel). "
-                      f"The interval is the 95 % percentile bootstrap of the pairs' mean (pfl_app/verdict.py); "
+                      f"The interval is the 95 % percentile bootstrap of the pairs' mean, resampling the seeds and then "
+                      f"the clients within each (pfl_app/verdict.py); "
                       f"'reference ahead' means it lies below 0, so {REFERENCE} did better.", ""]
     if rlhf:
         # Per-client points do not average over seeds: show the first seed of each group.

@@ -3,20 +3,21 @@
 Two runs of a sweep that differ only by method share their seed, split and channel, so a client
 holds the same data in both: the difference of that client's final score between a method and the
 reference is one paired observation. The pairs of every seed the two have in common are pooled, and
-the 95 % interval of their mean comes from scipy's bootstrap (percentile method), which resamples the
-(seed, client) pairs with replacement. Pairing removes what the seed and the client's data do to
-both methods alike, which is most of the spread of an unpaired comparison on a small federation.
+the 95 % interval of their mean is a two-stage (cluster) percentile bootstrap: the seeds are
+resampled with replacement, then the clients within each drawn seed. The clients of one seed share
+one training run, so they are not independent, and resampling the pooled pairs alone would give an
+interval too narrow. Pairing removes what the seed and the client's data do to both methods alike,
+which is most of the spread of an unpaired comparison on a small federation.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import bootstrap
 
 # (method, split, channel), as pfl_app.report groups runs.
 GroupKey = tuple[str, str, str]
@@ -84,7 +85,21 @@ def client_scores(run_dir: Path, metric: str) -> dict[str, float]:
 
 def paired_differences(runs: Iterable[Path], reference_runs: Iterable[Path], metric: str) -> tuple[list[float], int]:
     """``method - reference`` of every client scored in both runs of a seed, over the seeds both
-    finished, and how many seeds that is.
+    finished (by seed, then client id), and how many seeds that is.
+
+    Raises
+    ------
+    ValueError
+        If one side has two runs of the same seed (the pairing would be ambiguous).
+    """
+    by_seed = paired_differences_by_seed(runs, reference_runs, metric)
+    return [d for seed in sorted(by_seed) for d in by_seed[seed]], len(by_seed)
+
+
+def paired_differences_by_seed(runs: Iterable[Path], reference_runs: Iterable[Path],
+                               metric: str) -> dict[int, list[float]]:
+    """``method - reference`` of every client scored in both runs of a seed (by client id), for
+    each seed both finished.
 
     Raises
     ------
@@ -101,30 +116,46 @@ def paired_differences(runs: Iterable[Path], reference_runs: Iterable[Path], met
         return out
 
     ours, theirs = by_seed(runs), by_seed(reference_runs)
-    common = sorted(set(ours) & set(theirs))
-    diffs = []
-    for seed in common:
+    out = {}
+    for seed in sorted(set(ours) & set(theirs)):
         a, b = client_scores(ours[seed], metric), client_scores(theirs[seed], metric)
-        diffs += [a[c] - b[c] for c in sorted(set(a) & set(b))]
-    return diffs, len(common)
+        if diffs := [a[c] - b[c] for c in sorted(set(a) & set(b))]:
+            out[seed] = diffs
+    return out
 
 
-def mean_interval(values: list[float], confidence: float = 0.95, resamples: int = 9999,
-                  seed: int = 0) -> tuple[float, float, float]:
-    """``(mean, low, high)``: the mean of ``values`` and scipy's percentile-bootstrap interval of
-    it, resampling the values with replacement (seeded: a report is the same each time it is
-    rebuilt). ``low`` and ``high`` are ``nan`` with fewer than two values."""
-    if not values:
+def mean_interval(values: Sequence[float] | Sequence[Sequence[float]], confidence: float = 0.95,
+                  resamples: int = 9999, seed: int = 0) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean of the pooled values and its two-stage percentile-bootstrap
+    interval.
+
+    ``values`` is a list of clusters (one a seed: that seed's paired differences), or a flat list,
+    taken as one cluster. Each resample draws as many clusters as there are, with replacement,
+    then within each drawn cluster as many values as it holds, with replacement, and takes the
+    mean of all it drew (seeded: a report is the same each time it is rebuilt). With one cluster
+    this is the ordinary bootstrap of the values. ``low`` and ``high`` are ``nan`` with fewer than
+    two values.
+    """
+    # By hand: scipy.stats.bootstrap resamples independent observations only, and no
+    # well-kept library this project uses resamples clusters and the values within them.
+    if len(values) and np.ndim(values[0]) == 0:
+        values = [values]
+    clusters = [np.asarray(c, dtype=float) for c in values if len(c)]
+    if not clusters:
         return float("nan"), float("nan"), float("nan")
-    data = np.asarray(values, dtype=float)
+    data = np.concatenate(clusters)
     if len(data) < 2:
         return float(data.mean()), float("nan"), float("nan")
     if np.all(data == data[0]):
-        # Every resample has the same mean; scipy would warn of a degenerate distribution.
         return float(data[0]), float(data[0]), float(data[0])
-    res = bootstrap((data,), np.mean, confidence_level=confidence, n_resamples=resamples,
-                    method="percentile", rng=np.random.default_rng(seed))
-    return float(data.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    for b in range(resamples):
+        drawn = [clusters[i] for i in rng.integers(len(clusters), size=len(clusters))]
+        means[b] = np.concatenate([c[rng.integers(len(c), size=len(c))] for c in drawn]).mean()
+    alpha = (1.0 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(data.mean()), float(low), float(high)
 
 
 def against_reference(groups: Mapping[GroupKey, list[Path]], reference: str = "pftt",
@@ -137,11 +168,12 @@ def against_reference(groups: Mapping[GroupKey, list[Path]], reference: str = "p
         ref = groups.get((reference, split, channel))
         if method == reference or not ref:
             continue
-        diffs, seeds = paired_differences(runs, ref, metric)
-        if not diffs:
+        by_seed = paired_differences_by_seed(runs, ref, metric)
+        if not by_seed:
             continue
-        mean, low, high = mean_interval(diffs)
-        out.append(PairedDifference(method, split, channel, seeds, len(diffs), mean, low, high))
+        clusters = [by_seed[s] for s in sorted(by_seed)]
+        mean, low, high = mean_interval(clusters)
+        out.append(PairedDifference(method, split, channel, len(by_seed), sum(map(len, clusters)), mean, low, high))
     return out
 
 

@@ -61,11 +61,24 @@ def test_the_interval_holds_the_mean_and_is_the_same_each_time():
     assert mean_interval(values) == (mean, low, high)
 
 
+def test_the_interval_resamples_the_seeds_as_well_as_the_clients_within_them():
+    # Two seeds put the method ahead, one behind, each alike over its 10 clients. The 30 pairs
+    # alone look resolved (their pooled bootstrap excludes 0), but one seed in three disagrees:
+    # drawing that seed three times in 27 resamples the mean to -0.1.
+    by_seed = [[0.2] * 10, [0.2] * 10, [-0.1] * 10]
+    mean, low, high = mean_interval(by_seed)
+    assert mean == pytest.approx(0.1)
+    assert low == pytest.approx(-0.1) and high == pytest.approx(0.2)
+    pooled = mean_interval([v for seed in by_seed for v in seed])
+    assert pooled[1] > 0  # the flat bootstrap's too-narrow interval
+
+
 def test_an_interval_needs_two_values_and_collapses_when_they_agree():
     assert np.isnan(mean_interval([])[0])
     mean, low, high = mean_interval([0.25])
     assert mean == 0.25 and np.isnan(low) and np.isnan(high)
     assert mean_interval([-0.1, -0.1, -0.1]) == (-0.1, -0.1, -0.1)
+    assert mean_interval([[0.3], []])[0] == 0.3 and np.isnan(mean_interval([[0.3], []])[1])
 
 
 def test_each_method_is_read_against_the_reference_of_its_own_split_and_channel(tmp_path):
