@@ -25,17 +25,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pfl_app.experiments import run_problem  # noqa: E402
 from pfl_app.launch import Scenario, launch, load_scenario, signals_raise  # noqa: E402
 from pfl_app.plots import load_run  # noqa: E402
 from pfl_app.ray_cluster import LocalRayCluster  # noqa: E402
+
+# bench/ is on the path of a script run from it: runs.py is its neighbour.
+from runs import complete_or_set_aside  # noqa: E402
 
 
 def round_walls(run_dir: Path) -> list[float]:
@@ -52,14 +53,8 @@ def run_once(name: str, scenario: Scenario, cpus: int, results: Path, rounds: in
              ray_address: str | None) -> list[float]:
     """Round wall times of the run ``results / name``, run unless a complete one is there
     (``ray_address`` None: a local Ray instance of this process's own)."""
-    folder = results / name
-    if folder.exists():
-        if run_problem(folder) is None:
-            print(f"== {name}: done before, reused ==", flush=True)
-            return round_walls(folder)
-        aside = folder.with_name(folder.name + ".incomplete")
-        shutil.rmtree(aside, ignore_errors=True)
-        folder.rename(aside)
+    if complete_or_set_aside(results / name):
+        return round_walls(results / name)
     print(f"== {name} ==", flush=True)
     sc = Scenario(federation={**scenario.federation, "client-resources-num-cpus": cpus},
                   run_config=dict(scenario.run_config))

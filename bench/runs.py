@@ -25,13 +25,8 @@ def run_or_reuse(results_dir: Path, run_name: str, overrides: dict[str, Any], cl
     scenario, running it unless a complete one is there."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     folder = Path(results_dir) / run_name
-    if folder.exists():
-        if run_problem(folder) is None:
-            print(f"== {run_name}: done before, reused ==", flush=True)
-            return load_run(folder)
-        aside = folder.with_name(folder.name + ".incomplete")
-        shutil.rmtree(aside, ignore_errors=True)
-        folder.rename(aside)
+    if complete_or_set_aside(folder):
+        return load_run(folder)
     sc = load_scenario(str(scenario))
     if clients:
         sc.federation["num-supernodes"] = clients
@@ -39,6 +34,20 @@ def run_or_reuse(results_dir: Path, run_name: str, overrides: dict[str, Any], cl
     launch(ROOT, sc, {**overrides, "results-dir": str(results_dir), "run-name": run_name},
            echo=lambda line: print(line, flush=True) if line.startswith("round") else None)
     return load_run(folder)
+
+
+def complete_or_set_aside(folder: Path) -> bool:
+    """True if ``folder`` holds a complete run (to be reused); an incomplete one is moved to
+    ``<name>.incomplete`` (replacing an older one there), so the run can start afresh."""
+    if not folder.exists():
+        return False
+    if run_problem(folder) is None:
+        print(f"== {folder.name}: done before, reused ==", flush=True)
+        return True
+    aside = folder.with_name(folder.name + ".incomplete")
+    shutil.rmtree(aside, ignore_errors=True)
+    folder.rename(aside)
+    return False
 
 
 def delivered_share(summary: dict[str, Any]) -> str:
