@@ -59,7 +59,9 @@ def main() -> int:
                          "global_accuracy": summary["global_accuracy_mean"],
                          "uplink_bytes": summary["uplink_bytes_total"],
                          "uplink_air_time_s": sum(r.get("air_time_s_up", 0.0) for r in run_rows),
-                         "codecs": summary.get("uplink_codecs", {})})
+                         "codecs": summary.get("uplink_codecs", {}),
+                         # client -> the codec its update was sent with, round by round ("-": not sent)
+                         "codec_by_round": codec_grid(run_rows, args.rounds)})
 
     print()
     print(f"| uplink | updates kept | pers. acc | global acc | uplink MB | uplink air time (s) | codecs picked |"
@@ -76,9 +78,25 @@ def main() -> int:
               f"{fmean(r['personalized_accuracy'] for r in mine):.4f} | {fmean(r['global_accuracy'] for r in mine):.4f} | "
               f"{fmean(r['uplink_bytes'] for r in mine) / 1e6:.2f} | {fmean(r['uplink_air_time_s'] for r in mine):.1f} | "
               f"{', '.join(f'{c} {n}' for c, n in sorted(codecs.items())) or '-'} |")
+    for r in rows:
+        if r["uplink"] == "adaptive":
+            print(f"\nadaptive, seed {r['seed']}: the codec of each client's update, round by round")
+            print("| client | " + " | ".join(f"round {k}" for k in range(1, args.rounds + 1)) + " |")
+            print("|---|" + "---|" * args.rounds)
+            for client, codecs in sorted(r["codec_by_round"].items(), key=lambda kv: int(kv[0])):
+                print(f"| {client} | " + " | ".join(codecs) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
+
+
+def codec_grid(rows: list[dict], rounds: int) -> dict[str, list[str]]:
+    """Each client's uplink codec in each round, from the run's rows (``-`` where it sent no update)."""
+    grid: dict[str, list[str]] = {}
+    for r in rows:
+        if "client" in r and "uplink_codec" in r:
+            grid.setdefault(str(r["client"]), ["-"] * rounds)[r["round"] - 1] = str(r["uplink_codec"])
+    return grid
 
 
 if __name__ == "__main__":
