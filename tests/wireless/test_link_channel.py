@@ -4,7 +4,9 @@
 commit 0979eee, before the refactor: the first by the mod's old sequence of calls (draw the
 fade on the round's downlink generator, send the downlink on the same generator, send the
 uplink on its own with the same fade); the second by the old ``wireless_mod`` function on
-the scenarios below. Every value must come out the same, bit for bit.
+the scenarios below. Every count, flag, reason and draw must come out the same; a float may differ
+in its last bits only (``same_values``): the CI machine's libm rounds log10 and log2 differently
+from the machine that wrote the files, by one or two ulps.
 """
 
 import json
@@ -27,10 +29,35 @@ PROFILES_USED = {
     "wifi-bler": with_overrides("wifi", error_model="bler", bler_snr50_db=18.0, packet_bytes=600),
     "lte-no-fading": with_overrides("lte-cell-edge", fading="none"),
 }
+# A few ulps of float64: a changed draw, order of calls or formula moves a value by far more.
+ULPS = 1e-13
+
+
+def same_values(got, want):
+    """True when ``got`` and ``want`` have the same keys and non-float values, and floats within ``ULPS``."""
+    if isinstance(want, dict):
+        return isinstance(got, dict) and got.keys() == want.keys() and all(same_values(got[k], want[k]) for k in want)
+    if isinstance(want, list):
+        return isinstance(got, list) and len(got) == len(want) and all(map(same_values, got, want))
+    if isinstance(want, float) and not isinstance(got, bool) and isinstance(got, (int, float)):
+        return got == pytest.approx(want, rel=ULPS, abs=0.0)
+    return got == want and isinstance(got, bool) == isinstance(want, bool)
+
+
+def test_same_values_tells_a_last_bit_from_a_real_change():
+    row = {"snr_db": -0.744700571848063, "packets": 4, "lost_packets": [1, 2], "delivered": True}
+    assert same_values({**row, "snr_db": -0.7447005718480635}, row)
+    assert not same_values({**row, "snr_db": -0.7447006}, row)
+    assert not same_values({**row, "packets": 5}, row)
+    assert not same_values({**row, "lost_packets": [1]}, row)
+    assert not same_values({**row, "delivered": 1}, row)
+    assert not same_values({k: v for k, v in row.items() if k != "packets"}, row)
+
+
 SIZES = {4_000: 9_000, 60_000: 45_000}  # downlink bytes: uplink bytes, as in the file
 
 
-def test_the_link_channel_repeats_the_old_transmissions_bit_for_bit():
+def test_the_link_channel_repeats_the_old_transmissions():
     rows = json.loads((DATA / "link_transmissions.json").read_text())
     assert len(rows) == 144
     for row in rows:
@@ -39,8 +66,8 @@ def test_the_link_channel_repeats_the_old_transmissions_bit_for_bit():
         channel.begin_round(row["round"], None)
         down = channel.downlink(row["round"], row["down"]["nbytes"])
         up = channel.uplink(row["round"], row["up"]["nbytes"])
-        assert down.as_dict() == row["down"], row
-        assert up.as_dict() == row["up"], row
+        assert same_values(down.as_dict(), row["down"]), (down.as_dict(), row)
+        assert same_values(up.as_dict(), row["up"]), (up.as_dict(), row)
 
 
 def test_the_link_channel_is_the_old_sequence_of_calls_on_any_seed():
@@ -106,7 +133,7 @@ def test_the_mod_replies_as_the_old_mod_function_did(flower_identity):
         reply = wireless_mod(msg, ctx, _app)
         arrays = reply.content.array_records.get("arrays")
         mask = reply.content.array_records.get("wireless-mask")
-        assert dict(reply.content["wireless"]) == row["wireless"], row
-        assert dict(reply.content["wireless-status"]) == row["status"], row
+        assert same_values(dict(reply.content["wireless"]), row["wireless"]), (dict(reply.content["wireless"]), row)
+        assert same_values(dict(reply.content["wireless-status"]), row["status"]), row
         assert (float(from_arrayrecord(arrays)["w"].sum()) if arrays is not None else None) == row["arrays_sum"]
         assert (int(from_arrayrecord(mask)["w"].sum()) if mask is not None else None) == row["mask_sum"]
