@@ -29,8 +29,12 @@ done and is skipped by a later sweep: its ``summary.json`` has ``rounds_complete
 ``num_server_rounds`` and no ``stopped_early``. So an interrupted sweep resumes where it stopped,
 and a cell that did not finish is run again:
 
-- a run folder left half-written by an interruption (no ``summary.json``) is moved aside as
-  ``<run>.partial-<n>``;
+- a run interrupted after at least one finished round (its folder has ``checkpoint.json``, see
+  :mod:`pfl_app.checkpoint`) is continued from that round with ``resume-from``, as
+  ``pfl-app run --resume-from`` would; if the launch refuses to continue it (its config or its
+  checkpoint does not pass the resume checks), it is moved aside and run again;
+- a run folder left half-written before its first checkpoint (no ``summary.json``) is moved aside
+  as ``<run>.partial-<n>``;
 - a failed run (the launch failed, or its summary says it stopped early or ran fewer rounds) is
   moved aside as ``<run>.failed-<n>``.
 
@@ -56,6 +60,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .checkpoint import POINTER as CHECKPOINT_POINTER
 from .config import ConfigError, parse_run_config
 from .launch import Interrupted, LaunchError, Scenario, _flatten, check_federation, launch, read_toml
 from .results import client_of
@@ -344,7 +349,12 @@ def run_grid(grid: Grid, project_dir: Path, keep_going: bool = False, console: C
                 outcomes.append((run, "skipped"))
                 progress.advance(task)
                 continue
-            if state in ("partial", "failed"):
+            overrides = run.overrides
+            if state == "partial" and (folder / CHECKPOINT_POINTER).exists():
+                # Rounds already paid for are kept: the launch continues the run in its folder.
+                overrides = {**run.overrides, "resume-from": str(folder)}
+                console.print(f"{run.name}: an interrupted run; continuing it from its last finished round")
+            elif state in ("partial", "failed"):
                 why = "an interrupted" if state == "partial" else f"a failed ({run_problem(folder)})"
                 moved = _set_aside(folder, state)
                 console.print(f"{run.name}: {escape(why)} run was moved to {moved.name}; running it again")
@@ -352,8 +362,20 @@ def run_grid(grid: Grid, project_dir: Path, keep_going: bool = False, console: C
             # Everything launch echoes is kept, so a failure can show the log's end.
             tail: deque[str] = deque(maxlen=LOG_TAIL)
             try:
-                runner(project_dir, Scenario(dict(grid.federation), {}), run.overrides,
-                       echo=_echo(console, tail))
+                try:
+                    runner(project_dir, Scenario(dict(grid.federation), {}), overrides,
+                           echo=_echo(console, tail))
+                except ConfigError as err:
+                    if "resume-from" not in overrides:
+                        raise
+                    # Refused before anything started: the folder cannot be continued, so it is
+                    # kept aside (nothing lost) and the cell runs from the start.
+                    moved = _set_aside(folder, "partial")
+                    console.print(f"{run.name}: it cannot be continued ({escape(str(err))}); moved to "
+                                  f"{moved.name}; running it again")
+                    tail.clear()
+                    runner(project_dir, Scenario(dict(grid.federation), {}), run.overrides,
+                           echo=_echo(console, tail))
                 problem = run_problem(folder)
                 if problem is not None:
                     raise LaunchError(f"the run ended, but {problem}")

@@ -4,12 +4,14 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from rich.console import Console
 
 from pfl_app.client.state import client_dir
 from pfl_app.config import ConfigError
 from pfl_app.experiments import load_grid, run_grid, run_state
-from pfl_app.launch import LaunchError
+from pfl_app.launch import LaunchError, Scenario, check_resume, resolve_run_config
 from pfl_app.report import collect, markdown_table, write_report
 
 GRID = """
@@ -101,6 +103,70 @@ def test_runner_skips_finished_runs_and_reruns_interrupted_ones(tmp_path):
     fake2 = FakeLaunch()
     run_grid(grid, tmp_path, runner=fake2)
     assert fake2.calls == []  # a second pass finds everything done
+
+
+class CheckingLaunch(FakeLaunch):
+    """Does what the real launch does before anything starts (the run config resolved, a resume
+    checked against the folder's config and checkpoint), then writes a finished run."""
+
+    def __init__(self, project_dir):
+        super().__init__()
+        self.project_dir, self.resumed = project_dir, []
+
+    def __call__(self, project_dir, scenario, overrides, echo=print):
+        flat = resolve_run_config(scenario, overrides, self.project_dir)
+        if flat["resume-from"]:
+            check_resume(Path(flat["resume-from"]), flat)  # raises ConfigError, as launch does
+            self.resumed.append(overrides["run-name"])
+            folder = Path(flat["resume-from"])
+            self.calls.append(overrides["run-name"])
+            _write_run(folder, overrides["seed"])
+            return {"status": "finished:completed"}, folder
+        return super().__call__(project_dir, scenario, overrides, echo)
+
+
+def _interrupted(grid, run, project_dir, **changed):
+    """A run folder as a kill after round 1 leaves it: config, federation, one checkpoint."""
+    from pfl_app import checkpoint
+
+    folder = grid.results_dir / run.name
+    folder.mkdir(parents=True)
+    flat = resolve_run_config(Scenario(dict(grid.federation), {}), run.overrides, project_dir)
+    (folder / "config.json").write_text(json.dumps({"run_config": {**flat, **changed}}))
+    (folder / "federation.json").write_text(json.dumps(grid.federation))
+    checkpoint.write(folder, 1, {"w": np.zeros(2, np.float32)}, {}, {})
+    checkpoint.commit(folder, 1)
+    (folder / "metrics.jsonl").write_text(json.dumps({"round": 1, "node": 0}) + "\n")
+    return folder
+
+
+def test_an_interrupted_run_with_a_checkpoint_is_continued_not_restarted(tmp_path, project_dir):
+    grid = _grid(tmp_path)
+    run = grid.runs[0]
+    folder = _interrupted(grid, run, project_dir)
+    assert run_state(grid, run) == "partial"
+    launch = CheckingLaunch(project_dir)
+    outcomes = dict((r.name, o) for r, o in run_grid(grid, tmp_path, runner=launch))
+    assert launch.resumed == [run.name] and outcomes[run.name] == "ran"
+    assert not list(grid.results_dir.glob(f"{run.name}.partial-*"))  # continued in place
+    assert (folder / "checkpoints" / "round-0001").is_dir() and run_state(grid, run) == "done"
+    assert len(launch.calls) == 16
+
+
+def test_an_interrupted_run_that_cannot_be_continued_is_kept_aside_and_rerun(tmp_path, project_dir):
+    grid = _grid(tmp_path)
+    run = grid.runs[0]
+    # Its config was written with another value of a key (say, by an edited grid file).
+    _interrupted(grid, run, project_dir, **{"train.local-steps": 99})
+    launch = CheckingLaunch(project_dir)
+    out = io.StringIO()
+    outcomes = dict((r.name, o) for r, o in run_grid(grid, tmp_path, runner=launch,
+                                                       console=Console(file=out, width=300)))
+    assert launch.resumed == [] and outcomes[run.name] == "ran"
+    aside = grid.results_dir / f"{run.name}.partial-1"
+    assert (aside / "checkpoints" / "round-0001").is_dir()  # nothing lost
+    assert run_state(grid, run) == "done" and launch.calls.count(run.name) == 1
+    assert "cannot be continued" in out.getvalue() and "train.local-steps" in out.getvalue()
 
 
 def test_a_failed_run_stops_the_sweep_unless_keep_going(tmp_path):
