@@ -136,7 +136,9 @@ def _resumed(run_dir: str, given: Scenario | None) -> tuple[Scenario, dict]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    console = Console(highlight=False)
+    # soft_wrap: a message is never broken into lines here, so a path in it stays one piece
+    # to copy (the terminal wraps it for the eye); tables still fit the width.
+    console = Console(highlight=False, soft_wrap=True)
     if args.command == "plot":
         try:
             check_run_folders(args.runs)

@@ -337,7 +337,7 @@ def run_grid(grid: Grid, project_dir: Path, keep_going: bool = False, console: C
     ``runner`` is :func:`pfl_app.launch.launch` (tests pass a stand-in). A run that raises,
     or returns without a complete summary, is failed: its folder gets ``failure.json``.
     """
-    console = console or Console()
+    console = console or Console(soft_wrap=True)
     outcomes: list[tuple[RunSpec, str]] = []
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-only", action="store_true", help="only write the report of what exists")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
     args = p.parse_args(argv)
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)  # paths in messages stay whole
     app_dir = Path(args.app_dir).resolve()
     try:
         grid = load_grid(args.grid, app_dir)

@@ -21,6 +21,16 @@ from pfl_app.config import parse_run_config  # noqa: E402
 
 from .helpers import TINY  # noqa: E402
 
+def pytest_collection_modifyitems(config, items):
+    """The real runs (``simulation``, about a minute each) first, the rest in file order.
+
+    scripts/test.sh runs the suite on two pytest-xdist workers, which take tests in this
+    order as they free up: with the long runs handed out first, the ~1,000 quick tests fill
+    in at the end and both workers finish together. A run mostly waits on process starts
+    (one core busy of two), which is why two at once nearly halve the wall time."""
+    items.sort(key=lambda item: item.get_closest_marker("simulation") is None)
+
+
 @pytest.fixture
 def tiny_cfg():
     return parse_run_config(TINY)

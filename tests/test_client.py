@@ -17,7 +17,14 @@ from .helpers import TINY, client_context, kept_on_disk, server_message
 
 @pytest.fixture
 def bundle(tiny_cfg):
-    return shared_model_bundle(tiny_cfg)
+    """The process's one shared model. A test that builds a trainer on it itself leaves trl's
+    patches behind (the client undoes them after each round): undo them here too, or they
+    reach whichever test uses the model next in this process."""
+    from pfl_app.training import restored_after_training
+
+    shared = shared_model_bundle(tiny_cfg)
+    with restored_after_training(shared.model):
+        yield shared
 
 
 def test_pftt_reply_carries_adapters_and_never_lora(flower_identity, bundle, tmp_path):

@@ -107,6 +107,16 @@ def test_a_broken_federation_file_is_a_message_not_a_traceback(tmp_path, project
     assert rc == 2 and "federation.json is damaged" in out and "Traceback" not in out
 
 
+def test_an_error_naming_a_long_path_prints_the_path_in_one_piece(tmp_path, project_dir, capsys):
+    # A user copies the path out of the message: the console must not break it into lines.
+    deep = tmp_path / ("a-folder-with-a-long-name-" * 4)
+    deep.mkdir()
+    run_dir, _ = _run_folder(deep, project_dir)
+    (run_dir / "federation.json").write_text('{"num-supernodes": ')
+    assert cli_main(["run", "--app-dir", str(project_dir), "--resume-from", str(run_dir)]) == 2
+    assert f"{run_dir / 'federation.json'} is damaged" in capsys.readouterr().out
+
+
 def test_a_last_metrics_row_cut_short_by_a_crash_is_dropped_and_one_before_it_refused(tmp_path):
     rows = [{"round": 1, "client": c, "status": "ok"} for c in (0, 1)]
     path = tmp_path / "metrics.jsonl"

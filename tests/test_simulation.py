@@ -32,6 +32,7 @@ def two_task_run(tmp_path_factory):
     return status, run_dir, lines
 
 
+@pytest.mark.xdist_group("two-task-run")  # one worker, so the module's run is made once
 def test_pftt_simulation_with_two_tasks_completes_and_writes_results(two_task_run):
     status, run_dir, lines = two_task_run
     assert status["status"] == "finished:completed"
@@ -129,6 +130,7 @@ def _kill_tree(proc):
     psutil.wait_procs(family, timeout=30)
 
 
+@pytest.mark.xdist_group("two-task-run")  # one worker, so the module's run is made once
 def test_a_run_killed_hard_resumes_from_its_last_round_and_matches_an_uninterrupted_one(
     tmp_path, project_dir, two_task_run
 ):
