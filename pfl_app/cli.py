@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             console.print(_reward_model_table(models.scorers))
             console.print(f"starting policy: {models.policy}")
             return 0
-        echo = lambda line: console.print(line, soft_wrap=True, markup=False, highlight=False)  # noqa: E731
+        echo = lambda line: console.print(line, markup=False)  # noqa: E731
         _, run_dir = launch(app_dir, scenario, overrides, echo=echo, verbose=args.verbose,
                            ray_address=args.ray_address)
     except ConfigError as err:

@@ -21,6 +21,7 @@ from pfl_app.config import parse_run_config  # noqa: E402
 
 from .helpers import TINY  # noqa: E402
 
+
 def pytest_collection_modifyitems(config, items):
     """The real runs (``simulation``, about a minute each) first, the rest in file order.
 
